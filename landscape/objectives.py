@@ -1,0 +1,400 @@
+"""Objectives: the loss as a deterministic function of the weights.
+
+Every objective turns a raw batch into a *prepared* batch (a dict of tensors on the model's
+device, with any randomness such as MLM masks fixed once) and computes, for each example i of a
+prepared batch, a loss sum sᵢ and a count nᵢ of loss terms:
+
+* token weighting (``MaskedLM``, ``CausalLM``, ``HFLoss``): sᵢ = Σ_t CE(logits_t, label_t) over the
+  example's labelled positions (label ≠ -100), nᵢ = number of labelled positions;
+* example weighting (``Criterion``): sᵢ = loss_fn on example i alone, nᵢ = 1.
+
+The loss over a whole dataset is L(θ) = Σᵢ sᵢ / Σᵢ nᵢ, independent of how the data is batched or
+sharded across ranks. With token weighting this is Hugging Face's loss for one batch holding all
+the data (a mean over labelled tokens); an example whose labels are all -100 adds 0 to both sums.
+"Per-example loss" (used by Fisher estimators) means sᵢ: a sequence's loss *summed* over its
+labelled tokens.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from landscape.runtime import batches_of, deterministic_eval, model_device, model_dtype
+
+IGNORE_INDEX = -100
+Prepared = dict[str, Any]
+
+
+def _to_model(value: Any, device: torch.device, dtype: torch.dtype) -> Any:
+    if isinstance(value, Tensor):
+        if value.is_floating_point():
+            return value.to(device=device, dtype=dtype)
+        return value.to(device=device)
+    return value
+
+
+def _output_logits(output: Any) -> Tensor:
+    if isinstance(output, Tensor):
+        return output
+    logits = getattr(output, "logits", None)
+    if logits is None and isinstance(output, Mapping):
+        logits = output.get("logits")
+    if logits is None:
+        raise TypeError(f"model output {type(output).__name__} has no logits.")
+    return logits
+
+
+class Objective:
+    """Base class. Subclasses define :meth:`prepare`, :meth:`model_inputs` and :meth:`loss_terms`."""
+
+    name: str = "objective"
+    weighting: str = "token"  # "token" or "example"
+
+    # -- to implement
+    def prepare(self, batch: Any, model: nn.Module) -> Prepared:
+        """Raw batch → prepared batch on the model's device, with all randomness fixed."""
+        raise NotImplementedError
+
+    def model_inputs(self, prepared: Prepared) -> tuple[tuple, dict]:
+        """The ``(args, kwargs)`` to call the model with."""
+        raise NotImplementedError
+
+    def loss_terms(self, output: Any, prepared: Prepared) -> tuple[Tensor, Tensor]:
+        """Per-example loss sums sᵢ and term counts nᵢ, both of shape ``[B]``.
+
+        Written without data-dependent indexing, so it runs under ``torch.func.vmap``.
+        """
+        raise NotImplementedError
+
+    def logits_and_targets(self, output: Any, prepared: Prepared) -> tuple[Tensor, Tensor]:
+        """Logits ``[B, P, C]`` and integer targets ``[B, P]`` (-100 = no term) of the
+        categorical predictions the loss scores. Used for accuracy and sampled-label Fisher."""
+        raise NotImplementedError(f"{type(self).__name__} has no categorical predictions.")
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-able description for result metadata."""
+        return {"name": self.name, "weighting": self.weighting}
+
+    # -- derived
+    def prepare_data(self, model: nn.Module, data: Iterable[Any]) -> list[Prepared]:
+        """Prepare every batch of ``data`` once (refuses one-shot iterators and empty data)."""
+        return [self.prepare(b, model) for b in batches_of(data)]
+
+    def forward(self, model: nn.Module, prepared: Prepared, params: Mapping[str, Tensor] | None = None) -> Any:
+        """Call the model on a prepared batch, optionally with substituted ``params``
+        (``torch.func.functional_call``)."""
+        args, kwargs = self.model_inputs(prepared)
+        if params is None:
+            return model(*args, **kwargs)
+        return torch.func.functional_call(model, dict(params), args, kwargs, tie_weights=True, strict=False)
+
+    def loss_sum(self, model: nn.Module, prepared: Prepared) -> tuple[Tensor, Tensor]:
+        """(Σᵢ sᵢ, Σᵢ nᵢ) over one prepared batch; differentiable in the weights."""
+        s, n = self.loss_terms(self.forward(model, prepared), prepared)
+        return s.sum(), n.sum()
+
+    def batch_loss(self, model: nn.Module, batch: Any) -> Tensor:
+        """Mean loss Σsᵢ/Σnᵢ of one raw batch, differentiable (runs in the model's current mode)."""
+        s, n = self.loss_sum(model, self.prepare(batch, model))
+        return s / n.clamp_min(1)
+
+    def per_example_losses(self, model: nn.Module, batch: Any) -> Tensor:
+        """sᵢ for each example of one raw batch, shape ``[B]``."""
+        prepared = self.prepare(batch, model)
+        return self.loss_terms(self.forward(model, prepared), prepared)[0]
+
+    def count(self, prepared: Prepared) -> tuple[int, int]:
+        """(number of examples, number of loss terms) in a prepared batch."""
+        n = self.term_counts(prepared)
+        return int(n.numel()), int(n.sum())
+
+    def term_counts(self, prepared: Prepared) -> Tensor:
+        """nᵢ without running the model, shape ``[B]``."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def evaluate(self, model: nn.Module, data: Iterable[Any] | Sequence[Prepared], prepared: bool = False) -> float:
+        """The data loss L = Σsᵢ/Σnᵢ in eval mode (caller's mode restored); a Python float."""
+        batches = data if prepared else self.prepare_data(model, data)
+        total = torch.zeros((), dtype=torch.float64)
+        count = 0
+        with deterministic_eval(model):
+            for p in batches:
+                s, n = self.loss_sum(model, p)
+                total += s.detach().double().cpu()
+                count += int(n)
+        if count == 0:
+            raise ValueError("data holds no loss term (every label is -100 / no example).")
+        return float(total / count)
+
+
+# ----------------------------------------------------------------------------- HF objectives
+
+
+def _hf_batch(batch: Any) -> dict[str, Any]:
+    """Dicts and BatchEncodings pass through; tuples are (input_ids[, attention_mask[, labels]])."""
+    if isinstance(batch, Mapping):
+        return dict(batch)
+    if isinstance(batch, (tuple, list)) and 1 <= len(batch) <= 3:
+        return dict(zip(["input_ids", "attention_mask", "labels"], batch))
+    if isinstance(batch, Tensor):
+        return {"input_ids": batch}
+    raise TypeError(
+        f"cannot read a batch of type {type(batch).__name__}: pass a dict/BatchEncoding with "
+        "'input_ids', or a tuple (input_ids, attention_mask[, labels])."
+    )
+
+
+def _token_ce_terms(logits: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-example Σ_t CE and number of labelled positions; logits ``[B, T, V]``, labels ``[B, T]``."""
+    ce = F.cross_entropy(
+        logits.reshape(-1, logits.shape[-1]), labels.reshape(-1), ignore_index=IGNORE_INDEX, reduction="none"
+    ).view(labels.shape)
+    return ce.sum(dim=-1), (labels != IGNORE_INDEX).sum(dim=-1)
+
+
+class _HFTokenObjective(Objective):
+    weighting = "token"
+    shift_labels = False
+    model_keys: tuple[str, ...] = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
+
+    def model_inputs(self, prepared: Prepared) -> tuple[tuple, dict]:
+        return (), {k: prepared[k] for k in self.model_keys if k in prepared}
+
+    def _labels(self, prepared: Prepared) -> Tensor:
+        labels = prepared["labels"]
+        return labels[..., 1:] if self.shift_labels else labels
+
+    def logits_and_targets(self, output: Any, prepared: Prepared) -> tuple[Tensor, Tensor]:
+        logits = _output_logits(output)
+        labels = prepared["labels"]
+        if self.shift_labels:
+            return logits[:, :-1], labels[:, 1:]
+        if logits.shape[:-1] == labels.shape:
+            return logits, labels
+        return logits.unsqueeze(1), labels.reshape(-1, 1)  # sequence classification: one term each
+
+    def loss_terms(self, output: Any, prepared: Prepared) -> tuple[Tensor, Tensor]:
+        logits, labels = self.logits_and_targets(output, prepared)
+        return _token_ce_terms(logits, labels)
+
+    def term_counts(self, prepared: Prepared) -> Tensor:
+        labels = self._labels(prepared)
+        if labels.ndim == 1:
+            return (labels != IGNORE_INDEX).long()
+        return (labels != IGNORE_INDEX).sum(dim=-1)
+
+    def _move(self, batch: Mapping[str, Any], model: nn.Module) -> Prepared:
+        device, dtype = model_device(model), model_dtype(model)
+        return {k: _to_model(v, device, dtype) for k, v in batch.items()}
+
+
+class HFLoss(_HFTokenObjective):
+    """Cross-entropy on the labels already in the batch, as ``model(**batch).loss`` computes it.
+
+    Args:
+        shift_labels: predict token t+1 from position t (causal LMs). ``None`` infers it from the
+            model (``config.is_decoder`` or a ``...ForCausalLM`` class).
+    """
+
+    name = "hf_loss"
+
+    def __init__(self, shift_labels: bool | None = None) -> None:
+        self._shift_arg = shift_labels
+        self.shift_labels = bool(shift_labels)
+
+    def prepare(self, batch: Any, model: nn.Module) -> Prepared:
+        b = _hf_batch(batch)
+        if "labels" not in b:
+            raise ValueError("HFLoss needs 'labels' in every batch; use MaskedLM or CausalLM to make them.")
+        if self._shift_arg is None:
+            config = getattr(model, "config", None)
+            self.shift_labels = bool(getattr(config, "is_decoder", False)) or type(model).__name__.endswith("ForCausalLM")
+        return self._move(b, model)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "shift_labels": self.shift_labels}
+
+
+class CausalLM(_HFTokenObjective):
+    """Next-token cross-entropy for GPT-2-like models; labels default to ``input_ids`` with padding
+    (``attention_mask == 0``) set to -100."""
+
+    name = "causal_lm"
+    shift_labels = True
+
+    def prepare(self, batch: Any, model: nn.Module) -> Prepared:
+        b = _hf_batch(batch)
+        if "labels" not in b:
+            labels = b["input_ids"].clone()
+            if "attention_mask" in b:
+                labels[b["attention_mask"] == 0] = IGNORE_INDEX
+            b["labels"] = labels
+        return self._move(b, model)
+
+
+def _example_seed(seed: int, ids: Tensor) -> int:
+    h = hashlib.sha256(f"{seed}:".encode())
+    h.update(ids.to(torch.int64).cpu().numpy().tobytes())
+    return int.from_bytes(h.digest()[:8], "little") & ((1 << 63) - 1)
+
+
+class MaskedLM(_HFTokenObjective):
+    """BERT's masked-LM loss with masks fixed by ``(seed, example)``.
+
+    Each example's mask is drawn from a generator seeded by ``seed`` and the example's own token
+    ids, so the loss is a deterministic function of the weights whatever the batching, order or
+    sharding. Of the non-special, non-padding tokens, each is chosen with probability ``mask_prob``;
+    a chosen token is replaced by [MASK] (80%), a random token (10%) or kept (10%), and only chosen
+    positions carry a label. An example where nothing was chosen carries no loss term.
+
+    Args:
+        mask_prob: probability that a token is chosen.
+        seed: mask seed.
+        tokenizer: optional; supplies ``mask_token_id`` and the special ids when not given.
+        mask_token_id: id of [MASK]; else taken from ``tokenizer`` or ``model.config``.
+        special_token_ids: ids never masked; else the tokenizer's special ids, else the config's
+            pad/bos/eos/sep/cls ids.
+    """
+
+    name = "masked_lm"
+
+    def __init__(
+        self,
+        mask_prob: float = 0.15,
+        seed: int = 0,
+        tokenizer: Any = None,
+        mask_token_id: int | None = None,
+        special_token_ids: Sequence[int] | None = None,
+    ) -> None:
+        if not 0.0 < mask_prob < 1.0:
+            raise ValueError(f"mask_prob must be in (0, 1), got {mask_prob}.")
+        self.mask_prob = float(mask_prob)
+        self.seed = int(seed)
+        if mask_token_id is None and tokenizer is not None:
+            mask_token_id = tokenizer.mask_token_id
+        if special_token_ids is None and tokenizer is not None:
+            special_token_ids = list(tokenizer.all_special_ids)
+        self.mask_token_id = mask_token_id
+        self.special_token_ids = None if special_token_ids is None else sorted(set(int(i) for i in special_token_ids))
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "mask_prob": self.mask_prob, "seed": self.seed, "mask_token_id": self.mask_token_id}
+
+    def _resolve_ids(self, model: nn.Module) -> tuple[int, list[int], int]:
+        config = getattr(model, "config", None)
+        mask_id = self.mask_token_id if self.mask_token_id is not None else getattr(config, "mask_token_id", None)
+        if mask_id is None:
+            raise ValueError(
+                "MaskedLM does not know the [MASK] token id: pass MaskedLM(tokenizer=tok) or mask_token_id=..."
+            )
+        special = self.special_token_ids
+        if special is None:
+            special = [
+                int(i)
+                for key in ("pad_token_id", "bos_token_id", "eos_token_id", "sep_token_id", "cls_token_id")
+                if (i := getattr(config, key, None)) is not None
+            ]
+        vocab = getattr(config, "vocab_size", None)
+        if vocab is None:
+            raise ValueError("MaskedLM needs model.config.vocab_size for random replacements.")
+        return int(mask_id), special, int(vocab)
+
+    def mask_batch(self, input_ids: Tensor, attention_mask: Tensor | None, model: nn.Module) -> tuple[Tensor, Tensor]:
+        """Masked ``input_ids`` and ``labels`` (both ``[B, T]``) for one batch, on the CPU."""
+        mask_id, special, vocab = self._resolve_ids(model)
+        ids = input_ids.detach().cpu().long()
+        attn = torch.ones_like(ids) if attention_mask is None else attention_mask.detach().cpu()
+        eligible = (attn != 0) & ~torch.isin(ids, torch.tensor(special, dtype=torch.long))
+        out_ids, labels = ids.clone(), torch.full_like(ids, IGNORE_INDEX)
+        for i in range(ids.shape[0]):
+            g = torch.Generator().manual_seed(_example_seed(self.seed, ids[i][attn[i] != 0]))
+            t = ids.shape[1]
+            chosen = (torch.rand(t, generator=g) < self.mask_prob) & eligible[i]
+            action = torch.rand(t, generator=g)
+            random_tokens = torch.randint(0, vocab, (t,), generator=g)
+            labels[i][chosen] = ids[i][chosen]
+            out_ids[i][chosen & (action < 0.8)] = mask_id
+            swap = chosen & (action >= 0.8) & (action < 0.9)
+            out_ids[i][swap] = random_tokens[swap]
+        return out_ids, labels
+
+    def prepare(self, batch: Any, model: nn.Module) -> Prepared:
+        b = _hf_batch(batch)
+        if "input_ids" not in b:
+            raise ValueError("MaskedLM needs 'input_ids' in every batch.")
+        b.pop("labels", None)
+        b["input_ids"], b["labels"] = self.mask_batch(b["input_ids"], b.get("attention_mask"), model)
+        return self._move(b, model)
+
+
+# ----------------------------------------------------------------------------- generic criterion
+
+
+class Criterion(Objective):
+    """``loss_fn(model(inputs), targets)`` on ``(inputs, targets)`` batches, weighted by example.
+
+    sᵢ is ``loss_fn`` applied to example i alone (with the loss function's own reduction over
+    non-batch dimensions), nᵢ = 1; so L is the mean over examples. ``nn.CrossEntropyLoss``,
+    ``nn.NLLLoss``, ``nn.MSELoss``, ``nn.L1Loss`` and ``nn.BCEWithLogitsLoss`` are evaluated in one
+    vectorised call; any other callable one example at a time.
+    """
+
+    name = "criterion"
+    weighting = "example"
+    _vectorised = (nn.CrossEntropyLoss, nn.NLLLoss, nn.MSELoss, nn.L1Loss, nn.BCEWithLogitsLoss)
+
+    def __init__(self, loss_fn: Callable[[Any, Tensor], Tensor] | None = None) -> None:
+        self.loss_fn = loss_fn if loss_fn is not None else nn.CrossEntropyLoss()
+        self._none_fn = None
+        if isinstance(self.loss_fn, self._vectorised) and getattr(self.loss_fn, "reduction", "mean") == "mean":
+            self._none_fn = copy.copy(self.loss_fn)
+            self._none_fn.reduction = "none"
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "loss_fn": type(self.loss_fn).__name__}
+
+    def prepare(self, batch: Any, model: nn.Module) -> Prepared:
+        if isinstance(batch, Mapping) and {"inputs", "targets"} <= set(batch):
+            inputs, targets = batch["inputs"], batch["targets"]
+        elif isinstance(batch, (tuple, list)) and len(batch) == 2:
+            inputs, targets = batch
+        else:
+            raise TypeError(
+                f"Criterion batches are (inputs, targets) pairs; got {type(batch).__name__}"
+                + (f" of length {len(batch)}" if isinstance(batch, (tuple, list)) else "")
+                + "."
+            )
+        device, dtype = model_device(model), model_dtype(model)
+        return {"inputs": _to_model(inputs, device, dtype), "targets": _to_model(targets, device, dtype)}
+
+    def model_inputs(self, prepared: Prepared) -> tuple[tuple, dict]:
+        return (prepared["inputs"],), {}
+
+    def loss_terms(self, output: Any, prepared: Prepared) -> tuple[Tensor, Tensor]:
+        out, targets = _output_logits(output), prepared["targets"]
+        if self._none_fn is not None:
+            per = self._none_fn(out, targets)
+            per = per.reshape(per.shape[0], -1).mean(dim=1) if per.ndim > 1 else per
+        else:
+            per = torch.stack([self.loss_fn(out[i : i + 1], targets[i : i + 1]) for i in range(out.shape[0])])
+        return per, torch.ones(per.shape[0], dtype=torch.long, device=per.device)
+
+    def logits_and_targets(self, output: Any, prepared: Prepared) -> tuple[Tensor, Tensor]:
+        targets = prepared["targets"]
+        if targets.is_floating_point() or not isinstance(self.loss_fn, (nn.CrossEntropyLoss, nn.NLLLoss)):
+            raise NotImplementedError("categorical predictions need a CrossEntropyLoss/NLLLoss criterion.")
+        logits = _output_logits(output)
+        if isinstance(self.loss_fn, nn.NLLLoss):
+            logits = logits  # log-probabilities are valid logits up to a constant
+        return logits.unsqueeze(1), targets.reshape(-1, 1)
+
+    def term_counts(self, prepared: Prepared) -> Tensor:
+        return torch.ones(prepared["targets"].shape[0], dtype=torch.long)
