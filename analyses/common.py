@@ -1,0 +1,90 @@
+"""What every subcommand and analysis needs first: a model, a tokenizer, an objective and
+held-out data, from the embedded default or a local checkpoint."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from landscape import objectives
+from landscape.io import load_checkpoint, texts_to_batches
+
+
+@dataclass
+class Target:
+    """A model ready to analyse: ``data`` is a list of raw batches (input_ids/attention_mask)."""
+
+    model: nn.Module
+    tokenizer: Any
+    objective: objectives.Objective
+    data: list[dict[str, torch.Tensor]]
+    name: str
+    task: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def n_examples(self) -> int:
+        return sum(int(b["input_ids"].shape[0]) for b in self.data)
+
+
+def _limit(batches: list[dict[str, torch.Tensor]], examples: int | None) -> list[dict[str, torch.Tensor]]:
+    if examples is None:
+        return batches
+    if examples < 1:
+        raise ValueError(f"--examples must be at least 1, got {examples}.")
+    out, left = [], examples
+    for b in batches:
+        if left <= 0:
+            break
+        take = min(left, int(b["input_ids"].shape[0]))
+        out.append({k: v[:take] for k, v in b.items()})
+        left -= take
+    return out
+
+
+def load_target(
+    checkpoint: str = "default",
+    examples: int | None = 64,
+    batch_size: int = 8,
+    device: str = "cpu",
+    seed: int = 0,
+    texts: list[str] | None = None,
+    max_length: int = 128,
+    mask_prob: float = 0.15,
+) -> Target:
+    """Load ``checkpoint`` ("default" or a local path) with held-out data and its objective.
+
+    Data: the default model's held-out sequences; for another checkpoint, ``texts`` (or the
+    held-out docstrings of the embedded corpus) tokenized with the checkpoint's tokenizer.
+    MLMs get ``MaskedLM(mask_prob, seed)``; causal LMs get ``CausalLM()``.
+    """
+    if checkpoint in (None, "", "default"):
+        from landscape.default_model import load_default
+
+        dm = load_default()
+        model, tokenizer, task, name = dm.model, dm.tokenizer, "mlm", "default"
+        data = dm.heldout_batches(batch_size=batch_size, max_examples=examples) if texts is None else None
+        meta = {"checkpoint": "default", "default_model": dm.metadata, "path": str(dm.path)}
+    else:
+        ck = load_checkpoint(checkpoint)
+        model, tokenizer, task, name = ck.model, ck.tokenizer, ck.task, Path(checkpoint).name
+        data, meta = None, {"checkpoint": str(Path(checkpoint).resolve())}
+    if data is None:
+        if tokenizer is None:
+            raise ValueError(f"{checkpoint} has no tokenizer files; save the tokenizer beside the model.")
+        if texts is None:
+            from landscape.corpus import heldout_texts
+
+            texts = heldout_texts()
+        data = texts_to_batches(tokenizer, texts, max_length=max_length, batch_size=batch_size)
+    data = _limit(data, examples)
+    model = model.to(device)
+    if task == "mlm":
+        objective: objectives.Objective = objectives.MaskedLM(mask_prob=mask_prob, seed=seed, tokenizer=tokenizer)
+    else:
+        objective = objectives.CausalLM()
+    return Target(model, tokenizer, objective, data, name, task, meta)
