@@ -216,7 +216,7 @@ class HFLoss(_HFTokenObjective):
             raise ValueError("HFLoss needs 'labels' in every batch; use MaskedLM or CausalLM to make them.")
         if self._shift_arg is None:
             config = getattr(model, "config", None)
-            self.shift_labels = bool(getattr(config, "is_decoder", False)) or type(model).__name__.endswith("ForCausalLM")
+            self.shift_labels = bool(getattr(config, "is_decoder", False)) or _is_causal_lm(model)
         return self._move(b, model)
 
     def describe(self) -> dict[str, Any]:
@@ -238,6 +238,19 @@ class CausalLM(_HFTokenObjective):
                 labels[b["attention_mask"] == 0] = IGNORE_INDEX
             b["labels"] = labels
         return self._move(b, model)
+
+
+def _is_causal_lm(model: nn.Module) -> bool:
+    """True for ``transformers`` causal-LM classes (``...ForCausalLM``, ``GPT2LMHeadModel``, ...)."""
+    name = type(model).__name__
+    try:
+        from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+        if name in set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values()):
+            return True
+    except ImportError:  # pragma: no cover
+        pass
+    return name.endswith("ForCausalLM") or name.endswith("LMHeadModel")
 
 
 def _example_seed(seed: int, ids: Tensor) -> int:
