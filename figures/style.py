@@ -55,7 +55,7 @@ LABELS = {
     "alpha": "α (step along the direction, × filter norm)",
     "x": "α (direction 1, × filter norm)",
     "y": "β (direction 2, × filter norm)",
-    "fisher": "mean Fisher score (squared gradient, nats²)",
+    "fisher": "mean Fisher score (grad², nats²)",
     "eigenvalue": "Hessian eigenvalue λ (nats / unit²)",
     "trace": "Hessian trace (nats / unit²)",
     "density": "spectral density (per unit λ)",
