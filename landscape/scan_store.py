@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 
 FORMAT = "landscape-scan/1"
-H5_NAMES = {"loss": "train_loss", "accuracy": "train_acc"}
 
 
 def _json_default(o: Any) -> Any:
@@ -181,25 +180,50 @@ class Surface(_GridResult):
     # -- Li et al.'s HDF5 layout (through landscape.h5surface)
     def to_h5(self, path: str | Path) -> Path:
         """Write ``xcoordinates``, ``ycoordinates``, ``train_loss`` (and ``train_acc``) in the layout
-        of Li et al.'s ``loss-landscape`` (their arrays are ``[nx, ny]``; the writer transposes)."""
+        of Li et al.'s ``loss-landscape`` (see ``landscape.h5surface``; NaN is stored as -1)."""
         from landscape.h5surface import write_li_h5
 
-        vals = {H5_NAMES.get(m, m): v for m, v in self.values.items()}
-        write_li_h5(str(path), self.xs, self.ys, vals)
-        return Path(path)
+        return write_li_h5(path, self.xs, self.ys, self.values, attrs={"landscape_format": FORMAT})
 
     @classmethod
     def from_h5(cls, path: str | Path) -> Surface:
-        """Read a Li et al. surface file (``[nx, ny]`` arrays, or flat ``nx·ny`` values in
-        ``meshgrid(x, y)`` order such as the guided-dropout files). NaN values count as not done."""
+        """Read a Li et al. surface file (``[nx, ny]`` on disk, or flat ``nx·ny`` values in
+        ``meshgrid(x, y)`` order such as the guided-dropout files). Points whose values are all
+        NaN (uncomputed, -1 on disk) are not done."""
         from landscape.h5surface import read_li_h5
 
-        raw = read_li_h5(str(path))
+        raw = read_li_h5(path)
         if raw.get("ycoordinates") is None:
-            raise ValueError(f"{path} holds a 1D curve (no ycoordinates), not a surface.")
-        back = {v: k for k, v in H5_NAMES.items()}
-        values = {back.get(k, k): np.asarray(v, dtype=np.float64) for k, v in raw["values"].items()}
-        done = np.ones((len(raw["ycoordinates"]), len(raw["xcoordinates"])), bool)
-        for v in values.values():
-            done &= np.isfinite(v.reshape(done.shape))
-        return cls(raw["xcoordinates"], raw["ycoordinates"], values, done, {"source": str(path), "format": "li_h5"})
+            raise ValueError(f"{path} holds a 1D curve (no ycoordinates), not a surface; use Curve.from_h5.")
+        return cls(raw["xcoordinates"], raw["ycoordinates"], *_from_li(raw))
+
+
+def _from_li(raw: dict[str, Any]) -> tuple[dict[str, np.ndarray], np.ndarray, dict[str, Any]]:
+    values = {k: np.asarray(v, dtype=np.float64) for k, v in raw["values"].items()}
+    done = np.zeros(next(iter(values.values())).shape, bool)
+    for v in values.values():
+        done |= np.isfinite(v)
+    meta = {"source": str(raw.get("path")), "format": "li_h5", "layout": raw.get("layout"),
+            "file_metadata": {k: v for k, v in raw.get("metadata", {}).items() if isinstance(v, (str, int, float, bool))}}
+    return values, done, meta
+
+
+def _curve_to_h5(self: Curve, path: str | Path) -> Path:
+    """Write the curve in Li et al.'s 1D layout (``xcoordinates``, ``train_loss`` [n])."""
+    from landscape.h5surface import write_li_h5
+
+    return write_li_h5(path, self.alphas, None, self.values, attrs={"landscape_format": FORMAT})
+
+
+def _curve_from_h5(cls: type[Curve], path: str | Path) -> Curve:
+    """Read a Li et al. 1D file (no ``ycoordinates``)."""
+    from landscape.h5surface import read_li_h5
+
+    raw = read_li_h5(path)
+    if raw.get("ycoordinates") is not None:
+        raise ValueError(f"{path} holds a 2D surface, not a curve; use Surface.from_h5.")
+    return cls(raw["xcoordinates"], *_from_li(raw))
+
+
+Curve.to_h5 = _curve_to_h5  # type: ignore[attr-defined]
+Curve.from_h5 = classmethod(_curve_from_h5)  # type: ignore[attr-defined]
