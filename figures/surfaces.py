@@ -13,6 +13,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import matplotlib
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.colors import LogNorm, Normalize
@@ -87,7 +88,7 @@ def draw_surface(ax: Axes, xs: np.ndarray, ys: np.ndarray, z: np.ndarray, kind: 
     logz = isinstance(norm, LogNorm)
     zm = _masked(z, logz)
     X, Y = np.meshgrid(xs, ys)  # [ny, nx] each, matching Z
-    cmap = style.CMAP
+    cmap = matplotlib.colormaps[style.CMAP].with_extremes(bad=(0.0, 0.0, 0.0, 0.0))  # NaN: transparent gap
     extend = _extend([z], levels) if kind == "contourf" else "neither"
     if kind == "contour":
         mappable = ax.contour(X, Y, zm, levels=levels, norm=norm, cmap=cmap, linewidths=1.0)
@@ -102,7 +103,6 @@ def draw_surface(ax: Axes, xs: np.ndarray, ys: np.ndarray, z: np.ndarray, kind: 
                                  aspect="auto", norm=norm, cmap=cmap, interpolation="nearest")
         else:
             mappable = ax.pcolormesh(xs, ys, zm, shading="nearest", norm=norm, cmap=cmap)
-        mappable.cmap.set_bad(alpha=0.0)
     else:
         mappable = ax.plot_surface(X, Y, zm, norm=norm, cmap=cmap, linewidth=0, antialiased=True,
                                    rcount=min(200, ys.size), ccount=min(200, xs.size))
