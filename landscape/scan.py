@@ -170,7 +170,7 @@ def _check_metrics(metrics: Sequence[str] | str) -> tuple[str, ...]:
     return metrics
 
 
-_IDENTITY_KEYS = ("model_weights", "model_fingerprint", "directions", "data", "objective", "metrics")
+_IDENTITY_KEYS = ("model_weights", "model_buffers", "model_fingerprint", "directions", "data", "objective", "metrics")
 
 
 def _check_resumable(old: _GridResult, new: _GridResult, path: Path) -> None:
@@ -182,7 +182,7 @@ def _check_resumable(old: _GridResult, new: _GridResult, path: Path) -> None:
         if a is not None and not (a.shape == b.shape and np.array_equal(a, b)):
             raise ValueError(f"cannot resume from {path}: it was made for a different grid ({name} differ: "
                              f"{a.size} points in the file, {b.size} requested). Use another path or resume=False.")
-    labels = {"model_weights": "model (weights)", "model_fingerprint": "model (architecture)", "directions": "directions",
+    labels = {"model_weights": "model (weights)", "model_buffers": "model (buffers, e.g. BatchNorm statistics)", "model_fingerprint": "model (architecture)", "directions": "directions",
               "data": "data", "objective": "objective", "metrics": "metrics"}
     for key in _IDENTITY_KEYS:
         a, b = old.meta.get("identity", {}).get(key), new.meta["identity"].get(key)
@@ -217,7 +217,8 @@ def _run(model: nn.Module, objective: Objective, data: Iterable[Any], dirs_in: S
     t_start = time.time()
     result.meta.update(
         identity={
-            "model_weights": runtime.weights_fingerprint(model), "model_fingerprint": runtime.model_fingerprint(model),
+            "model_weights": runtime.weights_fingerprint(model), "model_buffers": tensors_fingerprint(dict(model.named_buffers())),
+            "model_fingerprint": runtime.model_fingerprint(model),
             "directions": [tensors_fingerprint(d) for d in dirs], "data": data_fingerprint(prepared),
             "objective": objective.describe(), "metrics": list(result.metrics),
         },
