@@ -136,12 +136,13 @@ class _Engine:
         return acc
 
     def _mc1(self, prm: dict[str, Tensor], ex1: dict[str, Any], ys: Tensor, vectorise: bool) -> dict[str, Tensor]:
-        """Σ_k (∇ Σ_t CE(logits_t, ŷᵏ_t))² for sampled labels ``ys`` [K, P] (-100 = no term)."""
+        """(1/K) Σ_k (∇ Σ_t CE(logits_t, ŷᵏ_t))² for sampled labels ``ys`` [K, P] (-100 = no term)."""
         logits, vjp_fn, _ = self._logits_vjp(prm, ex1)
         prob = torch.softmax(logits.detach(), dim=-1)  # [1, P, C]
         onehot = F.one_hot(ys.clamp_min(0), prob.shape[-1]).to(prob.dtype)  # [K, P, C]
         cots = (prob - onehot) * (ys != IGNORE_INDEX).to(prob.dtype)[..., None]
-        return self._sum_sq_vjps(vjp_fn, cots.unsqueeze(1), vectorise)
+        sq = self._sum_sq_vjps(vjp_fn, cots.unsqueeze(1), vectorise)
+        return {n: t / ys.shape[0] for n, t in sq.items()}
 
     def _exact1(self, prm: dict[str, Tensor], ex1: dict[str, Any], vectorise: bool) -> dict[str, Tensor]:
         """Σ_t Σ_c p_tc (J_tᵀ(p_t − e_c))², in blocks of ``chunk_size`` (t, c) pairs."""
@@ -361,7 +362,9 @@ def diagonal(
     bar = tqdm(total=max_examples, unit="ex", desc=f"fisher[{estimator}]", disable=not progress or not ctx.is_main)
     start = time.perf_counter()
     try:
-        with runtime.deterministic_eval(model):
+        # torch.func transforms ignore an outer no_grad; it stops plain autograd recording through
+        # the parameters that are not scored.
+        with runtime.deterministic_eval(model), torch.no_grad():
             for b_idx, batch in enumerate(runtime.batches_of(data)):
                 if max_examples is not None and n_seen >= max_examples:
                     break
