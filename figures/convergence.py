@@ -31,13 +31,18 @@ def plot_convergence(n: Any, rel_change: Any = None, spearman: Any = None, *, th
                      figsize: tuple[float, float] = (9.0, 3.6), dpi: int = style.DPI,
                      save: str | os.PathLike | None = None) -> Figure:
     """Two panels over the sample count ``n [k]``: relative change ``rel_change [k]`` (log-log,
-    e.g. ``||F_n - F_prev|| / ||F_prev||``) and rank correlation ``spearman [k]`` with the
-    ``threshold`` line and its first sustained crossing marked.
+    ``||s(n_k) - s(N)|| / ||s(N)||`` against the final estimate) and rank correlation ``spearman [k]``
+    with the ``threshold`` line and its first sustained crossing marked (None entries are gaps).
 
-    ``n`` may also be a dict, object or ``.json`` path with keys ``n``, ``rel_change``, ``spearman``.
+    ``n`` may also be a ``landscape.fisher_convergence.Convergence`` (its ``examples_to_reach``
+    gives the crossing), a dict, or a ``.json`` path with keys ``n``, ``rel_change``, ``spearman``.
     Returns a ``Figure`` with two axes.
     """
+    crossing: float | None = None
+    known = False
     if rel_change is None and spearman is None:
+        if callable(getattr(n, "examples_to_reach", None)):  # fisher_convergence.Convergence: its own rule
+            crossing, known = n.examples_to_reach(threshold), True
         d = as_mapping(n)
         try:
             n, rel_change, spearman = d["n"], d["rel_change"], d["spearman"]
@@ -47,7 +52,8 @@ def plot_convergence(n: Any, rel_change: Any = None, spearman: Any = None, *, th
     if len({a.size for a in arrays}) != 1 or arrays[0].size == 0:
         raise ValueError(f"n, rel_change and spearman must have the same non-zero length, got {[a.size for a in arrays]}.")
     nn, rc, sp = arrays
-    crossing = threshold_crossing(nn, sp, threshold)
+    if not known:
+        crossing = threshold_crossing(nn, sp, threshold)
     with style.context():
         fig = style.new_figure(*figsize, dpi=dpi)
         ax_r, ax_s = fig.subplots(1, 2)
@@ -57,7 +63,7 @@ def plot_convergence(n: Any, rel_change: Any = None, spearman: Any = None, *, th
         if pos.any():
             ax_r.set_yscale("log")
         ax_r.set_xlabel("samples n (examples)")
-        ax_r.set_ylabel("relative change (unitless)")
+        ax_r.set_ylabel("relative change ‖s(n) − s(N)‖ / ‖s(N)‖")
         ax_r.set_title(f"{quantity}: relative change")
         ax_s.plot(nn, sp, marker="o", ms=3, color=style.PALETTE[2])
         ax_s.axhline(threshold, color="0.4", ls="--", lw=1, label=f"threshold {threshold:g}")

@@ -33,7 +33,7 @@ def _path(src: Any) -> Path:
 
 
 def _npz_metric(data: Mapping[str, np.ndarray], metric: str, path: Path) -> np.ndarray:
-    for key in (metric, f"values/{metric}", f"values.{metric}", f"values_{metric}"):
+    for key in (f"values__{metric}", metric, f"values/{metric}", f"values.{metric}", f"values_{metric}"):
         if key in data:
             return np.asarray(data[key], dtype=np.float64)
     raise KeyError(f"{path} has no metric {metric!r} (keys: {sorted(data)}); pass metric=<one of them>.")
@@ -79,7 +79,10 @@ def as_surface(src: Any, metric: str = "loss") -> tuple[np.ndarray, np.ndarray, 
         z = _pick(values, metric)
     elif hasattr(src, "xs") and hasattr(src, "ys") and hasattr(src, "values"):
         xs, ys = src.xs, src.ys
-        z = _pick(src.values, metric) if isinstance(src.values, Mapping) else src.values
+        z = _pick(src.values, metric) if isinstance(src.values, Mapping) else np.asarray(src.values, dtype=np.float64)
+        done = getattr(src, "done", None)
+        if done is not None and np.shape(done) == np.shape(z):  # points not computed yet: gaps
+            z = np.where(np.asarray(done, bool), z, np.nan)
     elif isinstance(src, Sequence) and len(src) == 3:
         xs, ys, z = src
     else:

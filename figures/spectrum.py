@@ -26,7 +26,8 @@ def plot_spectral_density(grid: Any, density: Any = None, eigenvalues: Any = Non
     """Spectral density ``density [m]`` over eigenvalue ``grid [m]``, with optional eigenvalue ticks.
 
     ``grid`` may also be a result object or dict with ``.grid``/``.density`` (e.g. the result of
-    ``landscape.hessian.spectral_density``) and optional ``.eigenvalues``/``.values``/``.nodes``.
+    ``landscape.hessian.spectral_density``) and an optional ``.eigenvalues``. ``eigenvalues`` may be
+    an array or a result with ``.values`` (``hessian.top_eigenvalues``).
     With ``logy`` the density is clipped below at ``floor * max(density)`` so empty regions stay
     visible. Eigenvalues (e.g. Lanczos top-k) are drawn as a rug of ticks under the curve.
     Returns a ``Figure`` with one axes.
@@ -37,7 +38,7 @@ def plot_spectral_density(grid: Any, density: Any = None, eigenvalues: Any = Non
         if grid is None or density is None:
             raise ValueError("pass grid and density arrays, or a result with .grid and .density.")
         if eigenvalues is None:
-            eigenvalues = _field(src, "eigenvalues", "nodes")
+            eigenvalues = _field(src, "eigenvalues")
     g = np.asarray(grid, dtype=np.float64).ravel()
     d = np.asarray(density, dtype=np.float64).ravel()
     if g.shape != d.shape or g.size < 2:
@@ -57,7 +58,7 @@ def plot_spectral_density(grid: Any, density: Any = None, eigenvalues: Any = Non
         ax.plot(g, shown, color=style.PALETTE[0])
         ax.fill_between(g, shown, shown.min() if logy else 0.0, color=style.PALETTE[0], alpha=0.15, lw=0)
         if eigenvalues is not None:
-            ev = np.asarray(eigenvalues, dtype=np.float64).ravel()
+            ev = np.asarray(getattr(eigenvalues, "values", eigenvalues), dtype=np.float64).ravel()
             ax.plot(ev, np.zeros_like(ev) + 0.02, linestyle="none", marker="|", ms=12, mew=1.2,
                     color=style.PALETTE[3], transform=ax.get_xaxis_transform(), label=f"eigenvalues ({ev.size})")
             ax.legend(frameon=False)

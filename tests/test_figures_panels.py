@@ -154,8 +154,10 @@ def test_spectral_density_log_and_ticks(tmp_path: Path) -> None:
     assert ax.get_lines()[0].get_ydata().min() == pytest.approx(1e-8)  # floored, not log(0)
     assert "eigenvalues (2)" in [ln.get_label() for ln in ax.get_lines()]
     assert (tmp_path / "s.svg").read_text().lstrip().startswith("<?xml")
-    res = SimpleNamespace(grid=g, density=d, nodes=np.array([0.0, 9.0]))
-    assert len(spectrum.plot_spectral_density(res, dpi=DPI).axes) == 1
+    res = SimpleNamespace(grid=g, density=d, nodes=[np.array([0.0, 9.0])])
+    top = SimpleNamespace(values=np.array([9.5, 7.0, 3.0]))
+    fig = spectrum.plot_spectral_density(res, eigenvalues=top, dpi=DPI)
+    assert "eigenvalues (3)" in [ln.get_label() for ln in fig.axes[0].get_lines()]
     with pytest.raises(ValueError, match="equal length"):
         spectrum.plot_spectral_density(g, d[:-1])
     with pytest.raises(ValueError, match="strictly increasing"):
@@ -245,3 +247,15 @@ def test_landscape_never_imports_matplotlib() -> None:
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
     code = "import sys, figures; assert 'matplotlib' not in sys.modules; figures.plot_surface"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_convergence_from_the_fisher_convergence_result() -> None:
+    fc = pytest.importorskip("landscape.fisher_convergence")
+    conv = fc.Convergence(n=[8, 16, 32, 64], n_counted=[8, 16, 32, 64], rel_change=[0.5, None, 0.1, 0.0],
+                          spearman=[0.5, 0.96, 0.97, 1.0])
+    fig = convergence.plot_convergence(conv, dpi=DPI)
+    xs = [ln.get_xdata()[0] for ln in fig.axes[1].get_lines() if ln.get_linestyle() == ":"]
+    assert xs == [conv.examples_to_reach(0.95)] == [16]
+    late = fc.Convergence(n=[8, 16], n_counted=[8, 16], rel_change=[0.5, 0.0], spearman=[0.5, 1.0])
+    fig = convergence.plot_convergence(late, dpi=DPI)  # the final point is 1 by construction: not a crossing
+    assert any("not reached" in t.get_text() for t in fig.axes[1].texts)
