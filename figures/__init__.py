@@ -11,6 +11,7 @@ given ``save="out.png"`` (``.png``, ``.pdf`` or ``.svg``):
 * :func:`figures.fisher.plot_fisher`: Fisher scores by tensor and layer;
 * :func:`figures.spectrum.plot_spectral_density`; :func:`figures.convergence.plot_convergence`;
 * :func:`figures.audit.plot_audit`: multi-panel sensitivity audit;
+* :func:`figures.comparison.plot_mask_metrics`: sharpness metrics per Fisher mask;
 * :func:`figures.vtp.write_vtp`: ParaView export.
 
 Submodules import lazily, so ``import figures`` does not import matplotlib.
@@ -21,7 +22,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_SUBMODULES = {"style", "sources", "curves", "surfaces", "fisher", "spectrum", "convergence", "audit", "vtp"}
+_SUBMODULES = {"style", "sources", "curves", "surfaces", "fisher", "spectrum", "convergence", "audit", "vtp", "comparison"}
 _FUNCTIONS = {
     "plot_curves": "curves",
     "plot_surface": "surfaces",
@@ -33,6 +34,7 @@ _FUNCTIONS = {
     "plot_audit": "audit",
     "write_vtp": "vtp",
     "surface_file_to_vtp": "vtp",
+    "plot_mask_metrics": "comparison",
 }
 
 

@@ -14,7 +14,8 @@ __version__ = "0.1.0"
 
 _SUBMODULES = {
     "objectives", "params", "vectors", "runtime", "io", "fisher", "hessian", "directions",
-    "scan", "sharpness", "default_model", "corpus",
+    "scan", "scan_store", "sharpness", "default_model", "corpus", "h5surface",
+    "fisher_scores", "fisher_convergence", "curvature_algorithms", "pyhessian_adapter",
 }
 
 
