@@ -91,7 +91,7 @@ def curvature_at_origin(curve: Curve | Surface | np.ndarray, values: np.ndarray 
         raise ValueError(f"a quadratic fit needs at least 3 finite points, got {int(ok.sum())}.")
     a, v = a[ok], v[ok]
     window = _default_window(np.abs(a), 5) if window is None else float(window)
-    sel = np.abs(a) <= window
+    sel = np.abs(a) <= window * (1 + 1e-9)  # grid coordinates carry rounding
     if sel.sum() < 3:
         raise ValueError(f"only {int(sel.sum())} points lie within window={window}; widen it (need 3).")
     c2, c1, c0 = np.polyfit(a[sel], v[sel], 2)
@@ -117,7 +117,7 @@ def _curvature_2d(surface: Any, values: Any, window: float | None, metric: str, 
     x, y, v = gx[ok], gy[ok], z[ok]
     r = np.hypot(x, y)
     window = _default_window(r, 9) if window is None else float(window)
-    sel = r <= window
+    sel = r <= window * (1 + 1e-9)
     if sel.sum() < 6:
         raise ValueError(f"only {int(sel.sum())} points lie within window={window}; a 2D quadratic needs 6.")
     x, y, v = x[sel], y[sel], v[sel]
