@@ -11,6 +11,10 @@ for each one present, in this order:
 
 Common alternative spellings (``fisher``, ``per_layer_fisher``, ``eigenvalues``, ``block_top_eigenvalue``,
 ``block_trace``, ``curves``) are accepted too.
+
+An :class:`analyses.audit.AuditResult` (object, dict or ``result.json``) is read through
+:func:`panels_from_audit_result`: ``fisher.per_layer``, each block's ``top_eigenvalue`` and ``trace``,
+and each block's ``sensitivity.curve`` (mean over seeds), plus the full-model curve as ``all``.
 """
 
 from __future__ import annotations
@@ -33,6 +37,26 @@ PANELS: dict[str, tuple[str, ...]] = {
     "trace": ("trace", "block_trace", "traces"),
     "sensitivity": ("sensitivity", "curves", "sensitivity_curves"),
 }
+
+
+def panels_from_audit_result(d: Mapping[str, Any]) -> dict[str, Any]:
+    """The panel dict of an audit result (keys ``config``, ``blocks``, ``fisher``, ``overall``)."""
+    blocks = d["blocks"]
+    out: dict[str, Any] = {}
+    fl = (d.get("fisher") or {}).get("per_layer")
+    if fl:
+        out["fisher_per_layer"] = fl
+    for key in ("top_eigenvalue", "trace"):
+        vals = {b: v[key] for b, v in blocks.items() if v.get(key) is not None}
+        if vals:
+            out[key] = vals
+    curves = {b: v["sensitivity"]["curve"] for b, v in blocks.items() if v.get("sensitivity")}
+    overall = d.get("overall") or {}
+    if overall.get("curve"):
+        curves["all"] = overall["curve"]
+    if curves:
+        out["sensitivity"] = curves
+    return out
 
 
 def _find(audit: Mapping[str, Any], names: tuple[str, ...]) -> Any:
@@ -78,6 +102,8 @@ def plot_audit(audit: Mapping[str, Any] | str | os.PathLike | Any, *, log_bars: 
     Raises ``ValueError`` if the audit holds none of the known panels.
     """
     d = as_mapping(audit)
+    if isinstance(d.get("blocks"), Mapping):
+        d = panels_from_audit_result(d)
     present = {key: _find(d, names) for key, names in PANELS.items()}
     present = {k: v for k, v in present.items() if v is not None}
     if not present:
