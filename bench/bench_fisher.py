@@ -1,0 +1,155 @@
+"""Benchmark: diagonal empirical Fisher on 64 sequences of a tiny BERT (float32, CPU).
+
+Measured side by side in one run:
+  1. vmap per-example gradients vs the per-example loop (target: >= 4x faster);
+  2. vmap Fisher vs the floor: batched forward+backward passes over the same examples and
+     batches (target: <= 3x the floor);
+  3. peak extra memory of the pass for two chunk sizes (fresh process each; VmHWM - VmRSS);
+  4. torchrun 2 ranks x 1 thread vs 1 rank x 1 thread (target: speed-up >= 1.7x).
+
+Run:  python bench/bench_fisher.py [--config small|fixture] [--examples 64] [--repeats 3] [--threads 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from landscape import fisher, objectives, runtime
+
+# name: (hidden, layers, vocab, sequence length); "fixture" is the test suite's tiny BERT
+CONFIGS = {"small": (64, 2, 1000, 64), "fixture": (16, 2, 40, 12)}
+CONFIG = "small"
+
+
+def build(n_examples: int, batch_size: int = 16):
+    from transformers import BertConfig, BertForMaskedLM
+
+    hidden, layers, vocab, seq = CONFIGS[CONFIG]
+    torch.manual_seed(0)
+    cfg = BertConfig(vocab_size=vocab, hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=2,
+                     intermediate_size=2 * hidden, max_position_embeddings=seq, pad_token_id=0)
+    model = BertForMaskedLM(cfg)
+    g = torch.Generator().manual_seed(0)
+    data = []
+    for i in range(0, n_examples, batch_size):
+        b = min(batch_size, n_examples - i)
+        ids = torch.randint(5, vocab, (b, seq), generator=g)
+        ids[:, 0], ids[:, -1] = 2, 3
+        data.append({"input_ids": ids, "attention_mask": torch.ones_like(ids)})
+    obj = objectives.MaskedLM(mask_prob=0.15, seed=0, mask_token_id=4, special_token_ids=[0, 1, 2, 3, 4])
+    return model, obj, data
+
+
+def timed(fn, repeats: int) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def floor_pass(model, obj, data) -> None:
+    """Batched forward+backward over the same batches (what a training step costs)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    with runtime.deterministic_eval(model):
+        for batch in data:
+            prepared = obj.prepare(batch, model)
+            s, _ = obj.loss_sum(model, prepared)
+            torch.autograd.grad(s, params)
+
+
+def fisher_pass(model, obj, data, per_example: str, chunk: int) -> None:
+    fisher.diagonal(model, obj, data, per_example=per_example, chunk_size=chunk, progress=False, convergence=False)
+
+
+def memory_child(n: int, chunk: int) -> None:
+    model, obj, data = build(n)
+
+    def status(key: str) -> int:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(key):
+                return int(line.split()[1])
+        return 0
+
+    floor_pass(model, obj, data[:1])  # warm up allocator and imports with a small pass
+    before = status("VmRSS:")
+    fisher_pass(model, obj, data, "vmap", chunk)
+    print(json.dumps({"chunk": chunk, "peak_extra_mib": (status("VmHWM:") - before) / 1024}))
+
+
+def dist_worker(n: int, chunk: int) -> None:
+    torch.set_num_threads(1)
+    ctx = runtime.dist_context()
+    model, obj, data = build(n)
+    fisher_pass(model, obj, data[:1], "vmap", chunk)  # warm-up
+    if ctx.active:
+        torch.distributed.barrier()
+    t = time.perf_counter()
+    fisher.diagonal(model, obj, data, chunk_size=chunk, progress=False, convergence=False, dist=ctx)
+    dt = torch.tensor([time.perf_counter() - t], dtype=torch.float64)
+    if ctx.active:
+        torch.distributed.all_reduce(dt, op=torch.distributed.ReduceOp.MAX)
+        torch.distributed.destroy_process_group()
+    if ctx.is_main:
+        print(json.dumps({"world": ctx.world_size, "seconds": float(dt)}))
+
+
+def run_child(args: list[str], torchrun: int | None = None) -> dict:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"} if torchrun else dict(os.environ)
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={torchrun}"] if torchrun else [sys.executable]
+    proc = subprocess.run([*launcher, __file__, *args], capture_output=True, text=True, env=env, timeout=1800)
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr[-2000:])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--examples", type=int, default=64)
+    ap.add_argument("--chunk", type=int, default=16)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--config", default="small", choices=list(CONFIGS))
+    ap.add_argument("--threads", type=int, default=1, help="torch threads in the single-process timings")
+    ap.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--dist-worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--skip-dist", action="store_true")
+    a = ap.parse_args()
+    global CONFIG
+    CONFIG = a.config
+    if a.memory_child is not None:
+        return memory_child(a.examples, a.memory_child)
+    if a.dist_worker:
+        return dist_worker(a.examples, a.chunk)
+
+    torch.set_num_threads(a.threads)
+    model, obj, data = build(a.examples)
+    print(f"tiny BERT ({a.config}: hidden, layers, vocab, seq = {CONFIGS[a.config]}): {sum(p.numel() for p in model.parameters())} params, {a.examples} sequences, "
+          f"threads={torch.get_num_threads()}, chunk={a.chunk}")
+    fisher_pass(model, obj, data[:1], "vmap", a.chunk)  # warm-up
+    t_vmap = timed(lambda: fisher_pass(model, obj, data, "vmap", a.chunk), a.repeats)
+    t_floor = timed(lambda: floor_pass(model, obj, data), a.repeats)
+    t_loop = timed(lambda: fisher_pass(model, obj, data, "loop", a.chunk), max(1, a.repeats - 1))
+    print(f"vmap Fisher       {t_vmap:8.3f} s")
+    print(f"per-example loop  {t_loop:8.3f} s   loop / vmap  = {t_loop / t_vmap:5.2f}x  (target >= 4)")
+    print(f"batched backward  {t_floor:8.3f} s   vmap / floor = {t_vmap / t_floor:5.2f}x  (target <= 3)")
+    for chunk in (4, 32):
+        r = run_child(["--config", a.config, "--examples", str(a.examples), "--memory-child", str(chunk)])
+        print(f"peak extra memory, chunk_size={chunk:3d}: {r['peak_extra_mib']:8.1f} MiB")
+    if not a.skip_dist:
+        one = run_child(["--config", a.config, "--examples", str(a.examples), "--chunk", str(a.chunk), "--dist-worker"], torchrun=1)
+        two = run_child(["--config", a.config, "--examples", str(a.examples), "--chunk", str(a.chunk), "--dist-worker"], torchrun=2)
+        print(f"torchrun 1 rank x 1 thread {one['seconds']:7.3f} s; 2 ranks x 1 thread {two['seconds']:7.3f} s; "
+              f"speed-up = {one['seconds'] / two['seconds']:4.2f}x (target >= 1.7)")
+
+
+if __name__ == "__main__":
+    main()
