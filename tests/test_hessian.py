@@ -11,7 +11,7 @@ from torch import nn
 
 from landscape import hessian, objectives, runtime, vectors
 from landscape.params import ParamMask, ParamSpace
-from tests.conftest import make_classification_data, make_mlm_batches, make_mlp, make_tiny_bert, mlm_objective
+from conftest import make_classification_data, make_mlm_batches, make_mlp, make_tiny_bert, mlm_objective
 
 CE = objectives.Criterion(nn.CrossEntropyLoss())
 

@@ -11,8 +11,8 @@ from torch import nn
 
 from landscape import hessian, objectives, runtime
 from landscape.pyhessian_adapter import pyhessian_available, pyhessian_top_eigenvalues, pyhessian_trace
-from tests.conftest import make_classification_data, make_mlp
-from tests.test_hessian import dense_parts
+from conftest import make_classification_data, make_mlp
+from test_hessian import dense_parts
 
 
 def matrix_with_spectrum(eigs, seed: int = 0) -> torch.Tensor:
