@@ -192,7 +192,7 @@ def _check_eig_args(op: CurvatureOperator, k: int, which: str, method: str) -> N
 
 def top_eigenvalues(
     op: CurvatureOperator, k: int = 1, tol: float = 1e-3, method: str = "lanczos", which: str = "largest",
-    seed: int = 0, max_iter: int | None = None, progress: bool | None = None,
+    seed: int = 0, max_iter: int | None = None, progress: bool | None = None, v0: Vector | None = None,
 ) -> EigenResult:
     """The k extreme eigenvalues of a symmetric operator, sorted descending.
 
@@ -210,21 +210,23 @@ def top_eigenvalues(
     Args:
         which: ``"largest"`` (algebraic), ``"smallest"`` (algebraic) or ``"magnitude"``.
         seed: seed of the Gaussian start vector(s).
+        v0: optional start vector (dict); overrides ``seed`` for the (first) start vector.
     """
     _check_eig_args(op, k, which, method)
     start = op.n_matvecs
+    x0 = None if v0 is None else op.to_flat(v0)
     if method == "power":
-        values, vecs, converged = _power(op, k, tol, which, seed, max_iter or 100, progress)
+        values, vecs, converged = _power(op, k, tol, which, seed, max_iter or 100, progress, x0)
     elif method == "arpack":
-        values, vecs, converged = _arpack(op, k, tol, which, seed, max_iter)
+        values, vecs, converged = _arpack(op, k, tol, which, seed, max_iter, x0)
     else:
-        values, vecs, converged = _lanczos_eigs(op, k, tol, which, seed, max_iter, progress)
+        values, vecs, converged = _lanczos_eigs(op, k, tol, which, seed, max_iter, progress, x0)
     order = np.argsort(values)[::-1]
     return EigenResult(np.asarray(values)[order], [vecs[i] for i in order], op.n_matvecs - start, method, which,
                        float(tol), int(seed), bool(converged))
 
 
-def _lanczos_eigs(op, k, tol, which, seed, max_iter, progress):
+def _lanczos_eigs(op, k, tol, which, seed, max_iter, progress, x0=None):
     steps = int(min(op.dim, max_iter or max(100, 4 * k)))
 
     def bounds(alpha: np.ndarray, beta: np.ndarray) -> bool:
@@ -240,7 +242,7 @@ def _lanczos_eigs(op, k, tol, which, seed, max_iter, progress):
                 return False
         return True
 
-    alpha, beta, basis = lanczos(op, _flat_draw(op, seed), steps, stop=bounds, progress=progress, desc="top eigenvalues")
+    alpha, beta, basis = lanczos(op, _flat_draw(op, seed) if x0 is None else x0, steps, stop=bounds, progress=progress, desc="top eigenvalues")
     theta, s = _ritz(alpha, beta)
     converged = bounds(alpha, beta) or beta[-1] <= 1e-12 * max(1.0, np.max(np.abs(theta)))
     if not converged:
@@ -251,10 +253,10 @@ def _lanczos_eigs(op, k, tol, which, seed, max_iter, progress):
     return theta[idx], vecs, converged
 
 
-def _arpack(op, k, tol, which, seed, max_iter):
+def _arpack(op, k, tol, which, seed, max_iter, x0=None):
     from scipy.sparse.linalg import LinearOperator, eigsh
 
-    like = _flat_draw(op, seed)
+    like = _flat_draw(op, seed) if x0 is None else x0
 
     def mv(x: np.ndarray) -> np.ndarray:
         out = _flat_matvec(op, torch.as_tensor(np.ravel(x), dtype=like.dtype, device=like.device))
@@ -266,14 +268,14 @@ def _arpack(op, k, tol, which, seed, max_iter):
     return vals, [op.from_flat(torch.as_tensor(vecs[:, i], device=like.device)) for i in range(k)], True
 
 
-def _power_run(op, k, tol, seed, max_iter, shift, progress):
+def _power_run(op, k, tol, seed, max_iter, shift, progress, x0=None):
     """Deflated power iteration on (H + shift·I); returns eigenvalues of H."""
     vecs: list[Tensor] = []
     values: list[float] = []
     converged = True
     bar = tqdm(total=k * max_iter, desc="power iteration", disable=True if progress is False else None, leave=False)
     for j in range(k):
-        v = _flat_draw(op, seed + 7919 * j)
+        v = _flat_draw(op, seed + 7919 * j) if x0 is None or j > 0 else x0.clone()
         v = v / torch.linalg.vector_norm(v)
         eig, done = None, False
         for _ in range(max_iter):
@@ -295,15 +297,15 @@ def _power_run(op, k, tol, seed, max_iter, shift, progress):
     return np.array(values), vecs, converged
 
 
-def _power(op, k, tol, which, seed, max_iter, progress):
+def _power(op, k, tol, which, seed, max_iter, progress, x0=None):
     shift = 0.0
     if which != "magnitude":
-        dom, dvec, dconv = _power_run(op, 1, tol, seed, max_iter, 0.0, progress)
+        dom, dvec, dconv = _power_run(op, 1, tol, seed, max_iter, 0.0, progress, x0)
         want_positive = which == "largest"
         if k == 1 and (dom[0] >= 0) == want_positive:
             return dom, [op.from_flat(dvec[0])], dconv
         shift = abs(float(dom[0])) if want_positive else -abs(float(dom[0]))
-    values, vecs, conv = _power_run(op, k, tol, seed, max_iter, shift, progress)
+    values, vecs, conv = _power_run(op, k, tol, seed, max_iter, shift, progress, x0)
     return values, [op.from_flat(v) for v in vecs], conv
 
 
