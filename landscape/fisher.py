@@ -70,6 +70,22 @@ def _select(prepared: dict[str, Any], idx: Tensor, size: int) -> dict[str, Any]:
     return out
 
 
+def _raw_size(batch: Any) -> int | None:
+    """Examples in a raw batch whose tensors all share the first dimension (dict, tuple, tensor)."""
+    values = list(batch.values()) if isinstance(batch, dict) else list(batch) if isinstance(batch, (tuple, list)) else [batch]
+    sizes = {int(v.shape[0]) for v in values if isinstance(v, Tensor) and v.ndim}
+    return sizes.pop() if len(sizes) == 1 and all(isinstance(v, Tensor) for v in values) else None
+
+
+def _slice_raw(batch: Any, rows: list[int]) -> Any:
+    idx = torch.tensor(rows)
+    if isinstance(batch, dict):
+        return {k: v.index_select(0, idx.to(v.device)) for k, v in batch.items()}
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(v.index_select(0, idx.to(v.device)) for v in batch)
+    return batch.index_select(0, idx.to(batch.device))
+
+
 def _in_dims(chunk: dict[str, Any], size: int) -> dict[str, int | None]:
     return {k: 0 if isinstance(v, Tensor) and v.ndim and v.shape[0] == size else None for k, v in chunk.items()}
 
@@ -370,12 +386,22 @@ def diagonal(
             for b_idx, batch in enumerate(runtime.batches_of(data)):
                 if max_examples is not None and n_seen >= max_examples:
                     break
-                prepared = objective.prepare(batch, model)
-                size = _batch_size(prepared, objective)
-                take = size if max_examples is None else min(size, max_examples - n_seen)
-                if take < size:
-                    prepared, size = _select(prepared, torch.arange(take), size), take
-                counts = objective.term_counts(prepared).cpu()
+                raw_n = _raw_size(batch) if ctx.active and estimator != "batch" else None
+                if raw_n is not None:  # prepare only this rank's examples
+                    size = raw_n if max_examples is None else min(raw_n, max_examples - n_seen)
+                    local = [i for i in range(size) if (n_seen + i) % ctx.world_size == ctx.rank]
+                    prepared = objective.prepare(_slice_raw(batch, local), model) if local else None
+                else:
+                    prepared = objective.prepare(batch, model)
+                    size = _batch_size(prepared, objective)
+                    take = size if max_examples is None else min(size, max_examples - n_seen)
+                    if take < size:
+                        prepared, size = _select(prepared, torch.arange(take), size), take
+                    local = list(range(size))
+                    if estimator != "batch" and ctx.active:
+                        local = [i for i in local if (n_seen + i) % ctx.world_size == ctx.rank]
+                        prepared = _select(prepared, torch.tensor(local), size)
+                counts = objective.term_counts(prepared).cpu() if prepared is not None else torch.zeros(0, dtype=torch.long)
                 informative = counts > 0
                 n_empty += int((~informative).sum())
                 if estimator == "batch":
@@ -387,15 +413,15 @@ def diagonal(
                         for n in names:
                             acc[n].add_(sq[n].to(acc_dtype), alpha=1.0 / n_b)
                         row = row / n_b
-                    units.append((n_seen + size, n_b, row))
+                    units.append((n_seen + size, n_b if b_idx % ctx.world_size == ctx.rank else 0, row))
                 else:
-                    _accumulate_examples(engine, prepared, size, n_seen, informative, ctx, acc, units, names, acc_dtype)
+                    _accumulate_examples(engine, prepared, size, n_seen, local, informative, acc, units, names, acc_dtype)
                 n_seen += size
                 bar.update(size)
     finally:
         bar.close()
-    n_units_rows = _all_reduce(acc, units, names, ctx, acc_dtype)
-    n_informative = sum(u[1] for u in units)
+    n_units_rows, weights, n_empty = _all_reduce(acc, units, names, ctx, acc_dtype, n_empty)
+    n_informative = sum(weights)
     if n_informative == 0:
         raise ValueError(
             f"no example with a labelled term among the {n_seen} examples read (all labels -100 or no data); "
@@ -408,7 +434,6 @@ def diagonal(
         checkpoints = default_checkpoints(n_seen) if convergence is True else list(convergence)  # type: ignore[arg-type]
         numels = [space.params[n].numel() for n in names]
         ends = [u[0] for u in units]
-        weights = [u[1] for u in units]
         conv = convergence_from_rows(names, numels, ends, weights, n_units_rows, checkpoints)
     meta = {
         "estimator": estimator,
@@ -434,28 +459,32 @@ def diagonal(
     return FisherDiagonal(scores=scores, meta=meta, convergence=conv, space=space)
 
 
-def _accumulate_examples(engine: _Engine, prepared: dict[str, Any], size: int, offset: int, informative: Tensor,
-                         ctx: runtime.DistContext, acc: dict[str, Tensor], units: list, names: list[str],
+def _accumulate_examples(engine: _Engine, prepared: dict[str, Any] | None, size: int, offset: int, local: list[int],
+                         informative: Tensor, acc: dict[str, Tensor], units: list, names: list[str],
                          acc_dtype: torch.dtype) -> None:
-    """Squared per-example gradients of this rank's informative examples of one batch."""
-    mine = [i for i in range(size) if (offset + i) % ctx.world_size == ctx.rank and bool(informative[i])]
+    """Squared per-example gradients of the informative examples in ``prepared``, whose rows are
+    the examples ``local`` (indices in the batch of ``size``) of this rank."""
     rows: dict[int, Tensor] = {}
-    for c0 in range(0, len(mine), engine.chunk_size):
-        local = mine[c0 : c0 + engine.chunk_size]
-        chunk = _select(prepared, torch.tensor(local), size)
-        sq = engine.squared_grads(chunk, len(local), [offset + i for i in local])
-        part = torch.stack([sq[n].reshape(len(local), -1).sum(1).to(acc_dtype) for n in names], dim=1)
+    todo = [j for j in range(len(local)) if bool(informative[j])]
+    n_rows = len(local)
+    for c0 in range(0, len(todo), engine.chunk_size):
+        part_rows = todo[c0 : c0 + engine.chunk_size]
+        assert prepared is not None
+        chunk = _select(prepared, torch.tensor(part_rows), n_rows)
+        sq = engine.squared_grads(chunk, len(part_rows), [offset + local[j] for j in part_rows])
+        part = torch.stack([sq[n].reshape(len(part_rows), -1).sum(1).to(acc_dtype) for n in names], dim=1)
         for n in names:
             acc[n].add_(sq[n].sum(0).to(acc_dtype))
-        for j, i in enumerate(local):
-            rows[i] = part[j]
+        for k, j in enumerate(part_rows):
+            rows[local[j]] = part[k]
     for i in range(size):
-        units.append((offset + i + 1, int(bool(informative[i])), rows.get(i)))
+        units.append((offset + i + 1, 1 if i in rows else 0, rows.get(i)))
 
 
 def _all_reduce(acc: dict[str, Tensor], units: list, names: list[str], ctx: runtime.DistContext,
-                acc_dtype: torch.dtype) -> Tensor:
-    """Sum ``acc`` across ranks in place; return the per-unit per-tensor rows ``[U, T]`` (summed)."""
+                acc_dtype: torch.dtype, n_empty: int) -> tuple[Tensor, list[int], int]:
+    """Sum ``acc`` across ranks in place; return the summed per-unit rows ``[U, T]``, the per-unit
+    counted examples and the number of examples without a labelled term."""
     device = next(iter(acc.values())).device
     rows = torch.zeros(len(units), len(names), dtype=acc_dtype, device=device)
     for u, (_, _, row) in enumerate(units):
@@ -464,12 +493,15 @@ def _all_reduce(acc: dict[str, Tensor], units: list, names: list[str], ctx: runt
     if ctx.active:
         import torch.distributed as tdist
 
-        flat = torch.cat([acc[n].reshape(-1) for n in names] + [rows.reshape(-1)])
+        extra = torch.tensor([u[1] for u in units] + [n_empty], dtype=acc_dtype, device=device)
+        flat = torch.cat([acc[n].reshape(-1) for n in names] + [rows.reshape(-1), extra])
         tdist.all_reduce(flat)
         o = 0
         for n in names:
             k = acc[n].numel()
             acc[n].copy_(flat[o : o + k].view_as(acc[n]))
             o += k
-        rows = flat[o:].view_as(rows)
-    return rows.cpu()
+        rows = flat[o : o + rows.numel()].view_as(rows)
+        counts = [round(float(x)) for x in flat[o + rows.numel() :]]
+        return rows.cpu(), counts[:-1], counts[-1]
+    return rows.cpu(), [u[1] for u in units], n_empty
