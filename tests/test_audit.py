@@ -252,7 +252,7 @@ def test_blocks_of_gpt2_and_bert():
 
 
 @pytest.mark.parametrize("bad", [dict(points_1d=3), dict(seeds=()), dict(trace_matvecs=2), dict(eval_examples=0),
-                                 dict(radius=0.0)])
+                                 dict(radius=0.0), dict(hvp_mode="fast")])
 def test_config_refuses_bad_settings(bad):
     with pytest.raises(ValueError):
         AuditConfig(**bad)
@@ -276,12 +276,13 @@ def test_cli_audits_a_saved_checkpoint(ckpt, tmp_path, capsys):
     out = tmp_path / "cli"
     rc = main(["audit", str(ckpt), "--out", str(out), "--texts", str(write_texts(tmp_path / "t.txt")), "--examples", "4",
                "--eval-examples", "2", "--points", "5", "--eig-iters", "2", "--trace-matvecs", "3",
-               "--no-block-curvature", "--no-progress"])
+               "--no-block-curvature", "--hvp-mode", "auto", "--no-progress"])
     assert rc == 0
     printed = capsys.readouterr().out
     assert "embeddings" in printed and "layer.1" in printed and "worst-case sharpness" in printed
     d = json.loads((out / "result.json").read_text())
     assert d["blocks"]["head"]["top_eigenvalue"] is None and np.isfinite(d["overall"]["top_eigenvalue"])
+    assert d["overall"]["hvp_mode"] in ("double_backward", "forward_over_reverse") and d["config"]["hvp_mode"] == "auto"
     assert (out / "report.html").is_file()
 
 

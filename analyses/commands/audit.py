@@ -18,11 +18,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                      "--eig-iters and --trace-matvecs for tighter estimates (time grows about linearly).")
     parser.add_argument("--eval-examples", type=int, default=8, help="held-out sequences for curvature, scans, sharpness")
     parser.add_argument("--seeds", type=int, default=1, help="direction seeds per sensitivity curve (seed, seed+1, ...)")
-    parser.add_argument("--points", type=int, default=11, help="points of each 1D curve")
+    parser.add_argument("--points", type=int, default=9, help="points of each 1D curve")
     parser.add_argument("--range", type=float, default=1.0, help="curve coefficients α in [-range, range]")
-    parser.add_argument("--eig-iters", type=int, default=12, help="Lanczos matvecs at most, per block")
+    parser.add_argument("--eig-iters", type=int, default=10, help="Lanczos matvecs at most, per block")
     parser.add_argument("--trace-matvecs", type=int, default=6, help="Hutch++ matvecs per block (the full model gets 1.5×)")
     parser.add_argument("--radius", type=float, default=0.01, help="sharpness radius as a fraction of ‖θ‖")
+    parser.add_argument("--hvp-mode", default="double_backward", choices=["auto", "double_backward", "forward_over_reverse"],
+                        help="Hessian-vector product mode (auto times both first)")
     parser.add_argument("--no-block-curvature", action="store_true", help="skip the per-block Hessian (curves only)")
     parser.add_argument("--texts", default=None, help="a UTF-8 file of held-out texts, one per line "
                                                        "(default: held-out stdlib docstrings)")
@@ -68,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         texts=_read_texts(args.texts), max_length=args.max_length, seeds=tuple(range(args.seed, args.seed + args.seeds)),
         points_1d=args.points, range_1d=args.range, eig_max_iter=args.eig_iters, trace_matvecs=args.trace_matvecs,
         full_trace_matvecs=max(3, (3 * args.trace_matvecs) // 2), radius=args.radius,
-        block_curvature=not args.no_block_curvature, seed=args.seed, device=args.device, resume=args.resume,
+        block_curvature=not args.no_block_curvature, hvp_mode=args.hvp_mode, seed=args.seed, device=args.device, resume=args.resume,
         progress=not args.no_progress,
     )
     result = run_audit(cfg)
