@@ -1,0 +1,184 @@
+"""Offline text corpus: docstrings of the running Python's standard library.
+
+Files are parsed with :mod:`ast` and never imported, so building the corpus has
+no side effects.  Ordering is deterministic (sorted relative paths, then source
+order within a file), so the same interpreter always yields the same corpus and
+the same :func:`corpus_hash`.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import hashlib
+import sysconfig
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+__all__ = [
+    "SKIP_DIRS",
+    "stdlib_root",
+    "iter_stdlib_files",
+    "docstrings_from_source",
+    "stdlib_docstrings",
+    "stdlib_fingerprint",
+    "corpus_hash",
+    "is_heldout",
+    "split_texts",
+]
+
+#: Directory names skipped anywhere under the stdlib root: third-party
+#: packages, test suites and test data, caches.
+SKIP_DIRS: frozenset[str] = frozenset(
+    {
+        "site-packages",
+        "dist-packages",
+        "test",
+        "tests",
+        "idle_test",
+        "__pycache__",
+        "__phello__",
+    }
+)
+
+#: Bumped whenever extraction rules change (invalidates memoised corpus hashes).
+EXTRACTOR_VERSION = 1
+
+_DocNode = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+# Statement lists that can hold (nested) definitions: if/for/while/with/try/match bodies.
+_BODY_FIELDS = ("body", "orelse", "finalbody", "handlers", "cases")
+
+
+def stdlib_root() -> Path:
+    """Return the standard-library directory of the running interpreter."""
+    return Path(sysconfig.get_paths()["stdlib"])
+
+
+def iter_stdlib_files(root: Path | None = None) -> Iterator[Path]:
+    """Yield ``*.py`` files under ``root`` (default: the stdlib), sorted by
+    relative path, skipping :data:`SKIP_DIRS` (which covers ``lib2to3/tests`` and
+    ``idlelib/idle_test``) and stray ``test_*.py`` files."""
+    root = stdlib_root() if root is None else Path(root)
+    files = []
+    for path in root.rglob("*.py"):
+        rel = path.relative_to(root)
+        parts = rel.parts[:-1]
+        if any(p in SKIP_DIRS for p in parts):
+            continue
+        if rel.name.startswith("test_"):
+            continue
+        files.append(rel)
+    for rel in sorted(files, key=lambda p: p.as_posix()):
+        yield root / rel
+
+
+def _doc_nodes(node: ast.AST) -> Iterator[ast.AST]:
+    """Module/class/function nodes in source order, visiting statements only (fast)."""
+    if isinstance(node, _DocNode):
+        yield node
+    for name in _BODY_FIELDS:
+        for child in getattr(node, name, None) or ():
+            if isinstance(child, ast.AST):
+                yield from _doc_nodes(child)
+
+
+def docstrings_from_source(source: str | bytes) -> list[str]:
+    """Return module/class/function docstrings of ``source`` in source order.
+
+    Raises ``SyntaxError``/``ValueError`` if the source does not parse.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # e.g. invalid escape sequences
+        tree = ast.parse(source)
+    out: list[str] = []
+    for node in _doc_nodes(tree):
+        doc = ast.get_docstring(node, clean=True)
+        if doc:
+            out.append(doc)
+    return out
+
+
+def stdlib_docstrings(min_chars: int = 40, root: Path | None = None, use_cache: bool = True) -> list[str]:
+    """Collect the docstrings of the stdlib under ``root`` (default: the running Python's).
+
+    Files that fail to decode or parse are skipped.  Docstrings shorter than
+    ``min_chars`` (after stripping) are dropped; exact duplicates are kept only
+    once (first occurrence), so the corpus has no trivially repeated texts.
+    Results are memoised per process (``use_cache=False`` re-parses).
+    """
+    root = stdlib_root() if root is None else Path(root)
+    if use_cache:
+        return list(_docstrings_cached(str(root), min_chars))
+    return _collect(root, min_chars)
+
+
+@functools.lru_cache(maxsize=8)
+def _docstrings_cached(root: str, min_chars: int) -> tuple[str, ...]:
+    return tuple(_collect(Path(root), min_chars))
+
+
+def _collect(root: Path, min_chars: int) -> list[str]:
+    seen: set[str] = set()
+    texts: list[str] = []
+    for path in iter_stdlib_files(root):
+        try:
+            docs = docstrings_from_source(path.read_bytes())
+        except (SyntaxError, ValueError, UnicodeDecodeError, OSError, RecursionError):
+            continue
+        for doc in docs:
+            doc = doc.strip()
+            if len(doc) < min_chars or doc in seen:
+                continue
+            seen.add(doc)
+            texts.append(doc)
+    return texts
+
+
+def stdlib_fingerprint(root: Path | None = None) -> str:
+    """Cheap SHA-256 over (relative path, size, mtime) of the corpus files.
+
+    Changes whenever a source file that could contribute docstrings changes;
+    used to memoise :func:`corpus_hash` without re-parsing the stdlib.
+    """
+    root = stdlib_root() if root is None else Path(root)
+    h = hashlib.sha256(f"{EXTRACTOR_VERSION}|{root}".encode())
+    for path in iter_stdlib_files(root):
+        st = path.stat()
+        h.update(f"{path.relative_to(root).as_posix()}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()
+
+
+def corpus_hash(texts: Sequence[str]) -> str:
+    """SHA-256 hex digest of the ordered texts (length-prefixed, UTF-8)."""
+    h = hashlib.sha256()
+    for t in texts:
+        b = t.encode("utf-8")
+        h.update(len(b).to_bytes(8, "little"))
+        h.update(b)
+    return h.hexdigest()
+
+
+def _text_unit(text: str, salt: str = "") -> float:
+    digest = hashlib.sha256((salt + "\x00" + text).encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2.0**64
+
+
+def is_heldout(text: str, fraction: float = 0.05, salt: str = "") -> bool:
+    """Deterministically decide, from the text's hash alone, whether it is held out."""
+    return _text_unit(text, salt) < fraction
+
+
+def split_texts(
+    texts: Sequence[str], heldout_fraction: float = 0.05, salt: str = ""
+) -> tuple[list[str], list[str]]:
+    """Split texts into (train, heldout) by hash; order within each is preserved.
+
+    The decision depends only on each text (and ``salt``), so a text is held out
+    regardless of which other texts are in the corpus.
+    """
+    train: list[str] = []
+    heldout: list[str] = []
+    for t in texts:
+        (heldout if is_heldout(t, heldout_fraction, salt) else train).append(t)
+    return train, heldout

@@ -1,0 +1,112 @@
+"""The stdlib-docstring corpus: extraction without importing, determinism, hash, split."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from landscape import corpus
+
+
+@pytest.fixture(scope="module")
+def docs() -> list[str]:
+    return corpus.stdlib_docstrings()
+
+
+def _write(root: Path, rel: str, text: str | bytes) -> Path:
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    (path.write_bytes if isinstance(text, bytes) else path.write_text)(text)
+    return path
+
+
+def test_stdlib_corpus_size_and_content(docs):
+    assert 4000 < len(docs) < 15000
+    chars = sum(map(len, docs))
+    assert 1.0e6 < chars < 3.5e6
+    assert all(len(d) >= 40 and d == d.strip() for d in docs)
+    assert len(set(docs)) == len(docs)
+    # A docstring we know: the module docstring of the stdlib's json package.
+    assert any(d.startswith("JSON (JavaScript Object Notation)") for d in docs)
+
+
+def test_stdlib_corpus_is_deterministic(docs):
+    again = corpus.stdlib_docstrings(use_cache=False)  # a second, independent parse
+    assert again == docs
+    assert corpus.corpus_hash(again) == corpus.corpus_hash(docs)
+
+
+def test_files_sorted_and_test_dirs_skipped():
+    root = corpus.stdlib_root()
+    files = [p.relative_to(root) for p in corpus.iter_stdlib_files()]
+    assert files == sorted(files, key=lambda p: p.as_posix())
+    assert len(files) > 300
+    for rel in files:
+        assert not set(rel.parts[:-1]) & {"site-packages", "test", "tests", "idle_test"}, rel
+    assert Path("json/__init__.py") in files
+
+
+def test_parses_without_importing(tmp_path, docs):
+    # Stdlib modules with import side effects were parsed (the fixture ran) but never imported.
+    assert "antigravity" not in sys.modules and "this" not in sys.modules
+    marker = tmp_path / "imported.txt"
+    _write(tmp_path, "probe_mod_landscape.py",
+           f'"""Probe module docstring, long enough to keep."""\n'
+           f'open({str(marker)!r}, "w").write("x")\n'
+           f'raise SystemExit("imported!")\n'
+           f'def f():\n    """Function docstring that is long enough to keep."""\n')
+    before = set(sys.modules)
+    got = corpus.stdlib_docstrings(root=tmp_path, use_cache=False)
+    assert got == ["Probe module docstring, long enough to keep.", "Function docstring that is long enough to keep."]
+    assert not marker.exists()
+    assert "probe_mod_landscape" not in set(sys.modules) - before
+
+
+def test_skips_broken_files_and_short_or_duplicate_docstrings(tmp_path):
+    _write(tmp_path, "a_good.py", '"""A module docstring that is long enough."""\nclass C:\n    """Short."""\n')
+    _write(tmp_path, "b_syntax.py", '"""A docstring in a file that fails to parse."""\ndef (:\n')
+    _write(tmp_path, "c_latin1.py", b'"""Caf\xe9 docstring in latin-1 without a coding line."""\n')
+    _write(tmp_path, "d_dup.py", '"""A module docstring that is long enough."""\n')
+    _write(tmp_path, "tests/e_in_tests.py", '"""A docstring inside a tests directory."""\n')
+    _write(tmp_path, "site-packages/f.py", '"""A docstring inside site-packages here."""\n')
+    assert corpus.stdlib_docstrings(min_chars=20, root=tmp_path) == ["A module docstring that is long enough."]
+    assert corpus.stdlib_docstrings(min_chars=1, root=tmp_path) == ["A module docstring that is long enough.", "Short."]
+
+
+def test_docstrings_in_source_order():
+    src = '"""Mod."""\nclass A:\n    """A."""\n    def m(self):\n        """A.m."""\nasync def g():\n    """g."""\n'
+    assert corpus.docstrings_from_source(src) == ["Mod.", "A.", "A.m.", "g."]
+
+
+def test_corpus_hash_stable_and_sensitive():
+    assert corpus.corpus_hash(["a", "b"]) == corpus.corpus_hash(["a", "b"])
+    # Pinned value: the hash format must not drift (it is part of every cache key).
+    assert corpus.corpus_hash(["a", "b"]) == "cf6ab613e3942391f88ed698557e1680f160bd10e88c6b668c50360c10930e2b"
+    assert corpus.corpus_hash(["a", "b"]) != corpus.corpus_hash(["b", "a"])
+    assert corpus.corpus_hash(["ab"]) != corpus.corpus_hash(["a", "b"])
+    assert len(corpus.corpus_hash([])) == 64
+
+
+def test_split_disjoint_deterministic_and_local(docs):
+    train, held = corpus.split_texts(docs, 0.05)
+    assert not set(train) & set(held)
+    assert sorted(train + held) == sorted(docs)
+    assert 0.035 < len(held) / len(docs) < 0.065
+    assert corpus.split_texts(docs, 0.05) == (train, held)
+    # The decision depends on the text only, not on the rest of the corpus.
+    sub = docs[::7]
+    sub_train, sub_held = corpus.split_texts(sub, 0.05)
+    assert set(sub_held) == set(held) & set(sub)
+    assert corpus.split_texts(docs, 0.2)[1] != held
+
+
+def test_fingerprint_tracks_file_changes(tmp_path):
+    path = _write(tmp_path, "m.py", '"""Doc."""\n')
+    fp = corpus.stdlib_fingerprint(tmp_path)
+    assert corpus.stdlib_fingerprint(tmp_path) == fp
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert corpus.stdlib_fingerprint(tmp_path) != fp
