@@ -1,0 +1,450 @@
+"""The embedded default model: a small BERT pretrained offline on stdlib docstrings.
+
+``load_default()`` returns a cached :class:`DefaultModel`, building it on first use
+(WordPiece tokenizer + masked-LM pretraining on CPU, a few minutes).  The cache
+lives in ``$LANDSCAPE_CACHE`` or ``~/.cache/landscape`` under
+``default-model/<key>``, where ``key`` hashes the config and the corpus hash.
+Each cache entry is a loadable Hugging Face checkpoint plus ``metadata.json``
+and the tokenized ``train``/``heldout`` sequences; it is written to a temporary
+directory and renamed into place, so an interrupted build leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import shutil
+import sys
+import time
+import uuid
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from landscape import corpus
+
+__all__ = ["DefaultModelConfig", "DefaultModel", "load_default", "cached_path", "cache_root", "heldout_loss", "build_tokenizer",
+           "chunk_texts", "unigram_entropy", "pretrain"]
+
+CACHE_FORMAT = 1
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+@dataclass(frozen=True)
+class DefaultModelConfig:
+    """Everything that determines the default model (with the corpus hash, the cache key)."""
+
+    vocab_size: int = 4096
+    hidden_size: int = 192
+    num_layers: int = 3
+    num_heads: int = 3
+    intermediate_size: int = 768
+    max_seq_len: int = 128
+    dropout: float = 0.0
+    steps: int = 800
+    batch_size: int = 32
+    lr: float = 2e-3
+    warmup_steps: int = 60
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    mask_prob: float = 0.15
+    seed: int = 0
+    heldout_fraction: float = 0.05
+    min_chars: int = 40
+    max_docstrings: int | None = None
+    lowercase: bool = True
+    attn_implementation: str = "eager"
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain-dict form (JSON-serialisable)."""
+        return dataclasses.asdict(self)
+
+    def cache_key(self, corpus_sha256: str) -> str:
+        """Short hash of the config, the corpus hash and the cache format."""
+        blob = json.dumps({"config": self.to_dict(), "corpus": corpus_sha256, "format": CACHE_FORMAT},
+                          sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+@dataclass
+class DefaultModel:
+    """A loaded default model with its tokenizer, cache path and data."""
+
+    model: Any  # transformers.BertForMaskedLM, in eval mode
+    tokenizer: Any  # transformers.PreTrainedTokenizerFast
+    path: Path
+    metadata: dict[str, Any]
+    from_cache: bool = False
+    load_seconds: float = 0.0
+    _train: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    _heldout: dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+
+    def heldout_batches(self, batch_size: int = 8, max_examples: int | None = None) -> list[dict[str, torch.Tensor]]:
+        """Held-out sequences (never trained on) as ``input_ids``/``attention_mask`` batches."""
+        return _batches(self._heldout, batch_size, max_examples)
+
+    def train_batches(self, batch_size: int = 8, max_examples: int | None = None) -> list[dict[str, torch.Tensor]]:
+        """Training sequences, in corpus order, as ``input_ids``/``attention_mask`` batches."""
+        return _batches(self._train, batch_size, max_examples)
+
+
+def _batches(data: dict[str, torch.Tensor], batch_size: int, max_examples: int | None) -> list[dict[str, torch.Tensor]]:
+    if batch_size < 1:
+        raise ValueError("batch_size must be >= 1")
+    n = data["input_ids"].shape[0]
+    if max_examples is not None:
+        n = min(n, max_examples)
+    return [{k: data[k][i:min(i + batch_size, n)].clone() for k in ("input_ids", "attention_mask")}
+            for i in range(0, n, batch_size)]
+
+
+def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
+    """The landscape cache directory: ``cache_dir``, ``$LANDSCAPE_CACHE`` or ``~/.cache/landscape``."""
+    if cache_dir is not None:
+        return Path(cache_dir)
+    env = os.environ.get("LANDSCAPE_CACHE")
+    return Path(env) if env else Path.home() / ".cache" / "landscape"
+
+
+# --------------------------------------------------------------------------- corpus
+
+
+def _corpus(cfg: DefaultModelConfig, root: Path, fresh: bool = False) -> tuple[list[str] | None, str]:
+    """Return (texts or None, corpus hash).
+
+    The corpus hash is memoised under ``root/corpus-index``, keyed by a stat
+    fingerprint of the stdlib, so loading a cached model does not re-parse the
+    stdlib.  ``fresh=True`` always parses (and refreshes the memo).
+    """
+    fp = corpus.stdlib_fingerprint()
+    tag = hashlib.sha256(f"{fp}|{cfg.min_chars}|{cfg.max_docstrings}".encode()).hexdigest()[:16]
+    index = root / "corpus-index" / f"{tag}.json"
+    if not fresh:
+        try:
+            return None, json.loads(index.read_text())["corpus_hash"]
+        except (OSError, ValueError, KeyError):
+            pass
+    texts = _load_texts(cfg)
+    h = corpus.corpus_hash(texts)
+    _atomic_write_text(index, json.dumps({"corpus_hash": h, "n_docstrings": len(texts)}))
+    return texts, h
+
+
+def _load_texts(cfg: DefaultModelConfig) -> list[str]:
+    texts = corpus.stdlib_docstrings(min_chars=cfg.min_chars)
+    return texts if cfg.max_docstrings is None else texts[: cfg.max_docstrings]
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+# --------------------------------------------------------------------------- tokenizer / data
+
+
+def _wordpiece_vocab(texts: list[str], vocab_size: int, normalizer: Any, pre_tokenizer: Any) -> dict[str, int]:
+    """Learn a WordPiece vocabulary deterministically.
+
+    ``tokenizers.trainers.WordPieceTrainer`` is BPE training plus a ``##`` prefix for
+    word-internal pieces, but it numbers those pieces in hash-map order, so equal-count
+    merges tie-break differently from run to run (huggingface/tokenizers#1794).  We run the
+    same BPE training with word-internal characters remapped to private-use code points
+    (whose ids the trainer assigns in sorted order), then map the pieces back to ``##`` form.
+    """
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    counts: Counter[str] = Counter()
+    for text in texts:
+        counts.update(w for w, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)))
+    inner = sorted({c for w in counts for c in w[1:]})
+    if len(inner) > 0x10FFFE - 0xF0000:
+        raise ValueError("too many distinct characters for the WordPiece remapping")
+    to_pua = {c: chr(0xF0000 + i) for i, c in enumerate(inner)}
+    from_pua = {v: k for k, v in to_pua.items()}
+    words = [w for w in sorted(counts) if not any(c in from_pua for c in w)]
+
+    bpe = Tokenizer(models.BPE(unk_token="[UNK]"))
+    bpe.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False)
+    bpe.train_from_iterator(
+        (" ".join([w[0] + "".join(to_pua[c] for c in w[1:])] * counts[w]) for w in words), trainer=trainer)
+    vocab: dict[str, int] = {}
+    for piece, _ in sorted(bpe.get_vocab().items(), key=lambda kv: kv[1]):
+        if piece in SPECIAL_TOKENS:
+            token = piece
+        elif piece[0] in from_pua:  # word-internal piece: every character is remapped
+            token = "##" + "".join(from_pua[c] for c in piece)
+        else:
+            token = piece[0] + "".join(from_pua.get(c, c) for c in piece[1:])
+        vocab.setdefault(token, len(vocab))
+    return vocab
+
+
+def build_tokenizer(texts: list[str], vocab_size: int, lowercase: bool = True, max_seq_len: int = 128) -> Any:
+    """Train a BERT-style WordPiece tokenizer on ``texts`` (deterministic); return a
+    ``PreTrainedTokenizerFast`` with [PAD] [UNK] [CLS] [SEP] [MASK] set (ids 0-4)."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    vocab = _wordpiece_vocab(texts, vocab_size, normalizer, pre_tokenizer)
+    tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
+    tok.normalizer = normalizer
+    tok.pre_tokenizer = pre_tokenizer
+    tok.decoder = decoders.WordPiece()
+    cls_id, sep_id = vocab["[CLS]"], vocab["[SEP]"]
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)])
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+        sep_token="[SEP]", mask_token="[MASK]", model_max_length=max_seq_len)
+    return fast
+
+
+def chunk_texts(tokenizer: Any, texts: list[str], max_seq_len: int) -> dict[str, torch.Tensor]:
+    """Pack the texts' tokens ([SEP] between texts) into ``[CLS] ... [SEP]`` rows of ``max_seq_len``.
+
+    Only the last row can be shorter; it is padded with the pad id.
+    """
+    enc = tokenizer.backend_tokenizer.encode_batch(texts, add_special_tokens=False)
+    stream: list[int] = []
+    for e in enc:
+        stream.extend(e.ids)
+        stream.append(tokenizer.sep_token_id)
+    body = max_seq_len - 2
+    rows = [[tokenizer.cls_token_id, *stream[i:i + body], tokenizer.sep_token_id]
+            for i in range(0, len(stream), body)]
+    ids = torch.full((len(rows), max_seq_len), tokenizer.pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), max_seq_len), dtype=torch.long)
+    for r, row in enumerate(rows):
+        ids[r, : len(row)] = torch.tensor(row)
+        mask[r, : len(row)] = 1
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def unigram_entropy(input_ids: torch.Tensor, special_ids: list[int]) -> float:
+    """Entropy (nats) of the unigram distribution of the non-special tokens."""
+    flat = input_ids.flatten()
+    keep = ~torch.isin(flat, torch.tensor(special_ids))
+    counts = torch.bincount(flat[keep]).double()
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * p.log()).sum())
+
+
+# --------------------------------------------------------------------------- training / eval
+
+
+def _maskable(input_ids: torch.Tensor, attention_mask: torch.Tensor, special_ids: list[int]) -> torch.Tensor:
+    return attention_mask.bool() & ~torch.isin(input_ids, torch.tensor(special_ids))
+
+
+def _mask_batch(ids: torch.Tensor, attn: torch.Tensor, cfg: DefaultModelConfig, special_ids: list[int],
+                mask_id: int, vocab_size: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """BERT 80/10/10 masking. Returns (corrupted ids, boolean selection of predicted positions)."""
+    sel = (torch.rand(ids.shape, generator=gen) < cfg.mask_prob) & _maskable(ids, attn, special_ids)
+    u = torch.rand(ids.shape, generator=gen)
+    rand_ids = torch.randint(len(SPECIAL_TOKENS), vocab_size, ids.shape, generator=gen)
+    out = torch.where(sel & (u < 0.8), torch.full_like(ids, mask_id), ids)
+    out = torch.where(sel & (u >= 0.8) & (u < 0.9), rand_ids, out)
+    return out, sel
+
+
+def _masked_loss(model: Any, ids: torch.Tensor, attn: torch.Tensor, targets: torch.Tensor,
+                 sel: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """MLM cross-entropy, running the LM head only on the selected positions."""
+    am = None if bool(attn.all()) else attn
+    hidden = model.bert(input_ids=ids, attention_mask=am).last_hidden_state
+    logits = model.cls(hidden[sel])
+    return torch.nn.functional.cross_entropy(logits.float(), targets[sel], reduction=reduction)
+
+
+def pretrain(model: Any, data: dict[str, torch.Tensor], cfg: DefaultModelConfig, special_ids: list[int],
+             mask_id: int, progress: bool = True) -> list[float]:
+    """Pretrain ``model`` in place with MLM (AdamW, linear warmup + decay). Returns per-step losses."""
+    from tqdm.auto import tqdm
+
+    gen = torch.Generator().manual_seed(cfg.seed)
+    ids_all, attn_all = data["input_ids"], data["attention_mask"]
+    n = ids_all.shape[0]
+    decay = [p for name, p in model.named_parameters() if p.ndim >= 2 and "LayerNorm" not in name]
+    no_decay = [p for name, p in model.named_parameters() if not (p.ndim >= 2 and "LayerNorm" not in name)]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
+
+    def lr_lambda(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        return max(0.0, (cfg.steps - step) / max(1, cfg.steps - cfg.warmup_steps))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
+    model.train()
+    order = torch.randperm(n, generator=gen)
+    pos, losses = 0, []
+    bar = tqdm(range(cfg.steps), desc="pretraining default model", disable=not progress, mininterval=1.0)
+    for _ in bar:
+        if pos + cfg.batch_size > n:
+            order, pos = torch.randperm(n, generator=gen), 0
+        idx = order[pos:pos + cfg.batch_size]
+        pos += cfg.batch_size
+        ids, attn = ids_all[idx], attn_all[idx]
+        corrupted, sel = _mask_batch(ids, attn, cfg, special_ids, mask_id, model.config.vocab_size, gen)
+        if not bool(sel.any()):
+            continue
+        loss = _masked_loss(model, corrupted, attn, ids, sel)
+        loss.backward()
+        if cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        sched.step()
+        losses.append(loss.item())
+        if len(losses) % 20 == 0:
+            bar.set_postfix(loss=f"{sum(losses[-20:]) / 20:.3f}")
+    model.eval()
+    return losses
+
+
+def heldout_loss(dm: DefaultModel, batch_size: int = 16) -> float:
+    """Held-out MLM loss with fixed masks: ``landscape.objectives.MaskedLM(mask_prob=0.15, seed=0)``."""
+    from landscape.objectives import MaskedLM
+
+    tok = dm.tokenizer
+    obj = MaskedLM(mask_prob=0.15, seed=0, mask_token_id=tok.mask_token_id,
+                   special_token_ids=tok.all_special_ids)
+    return float(obj.evaluate(dm.model, dm.heldout_batches(batch_size)))
+
+
+# --------------------------------------------------------------------------- build / load
+
+
+def _build(cfg: DefaultModelConfig, texts: list[str], chash: str, final: Path, progress: bool) -> None:
+    """Build the model into a temp dir next to ``final`` and rename it into place."""
+    import transformers
+    from safetensors.torch import save_file
+    from transformers import BertConfig, BertForMaskedLM
+
+    t_build = time.perf_counter()
+    train_texts, heldout_texts = corpus.split_texts(texts, cfg.heldout_fraction)
+    if not train_texts or not heldout_texts:
+        raise ValueError("corpus too small: empty train or held-out split")
+    tok = build_tokenizer(train_texts, cfg.vocab_size, cfg.lowercase, cfg.max_seq_len)
+    train = chunk_texts(tok, train_texts, cfg.max_seq_len)
+    heldout = chunk_texts(tok, heldout_texts, cfg.max_seq_len)
+    special = tok.all_special_ids
+
+    torch.manual_seed(cfg.seed)
+    bcfg = BertConfig(vocab_size=len(tok), hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_layers,
+                      num_attention_heads=cfg.num_heads, intermediate_size=cfg.intermediate_size,
+                      max_position_embeddings=cfg.max_seq_len, type_vocab_size=1,
+                      hidden_dropout_prob=cfg.dropout, attention_probs_dropout_prob=cfg.dropout,
+                      pad_token_id=tok.pad_token_id, cls_token_id=tok.cls_token_id,
+                      sep_token_id=tok.sep_token_id, mask_token_id=tok.mask_token_id)
+    model = BertForMaskedLM._from_config(bcfg, attn_implementation=cfg.attn_implementation)
+
+    t0 = time.perf_counter()
+    losses = pretrain(model, train, cfg, special, tok.mask_token_id, progress)
+    pretrain_s = time.perf_counter() - t0
+
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.parent / f".tmp-{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        tmp.mkdir()
+        dm = DefaultModel(model, tok, tmp, {}, _train=train, _heldout=heldout)
+        loss = heldout_loss(dm)
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        save_file(train, str(tmp / "train.safetensors"))
+        save_file(heldout, str(tmp / "heldout.safetensors"))
+        meta = {
+            "config": cfg.to_dict(), "cache_key": final.name, "corpus_hash": chash,
+            "n_docstrings": len(texts), "n_train_docstrings": len(train_texts),
+            "n_heldout_docstrings": len(heldout_texts),
+            "n_train_sequences": int(train["input_ids"].shape[0]),
+            "n_heldout_sequences": int(heldout["input_ids"].shape[0]),
+            "n_train_tokens": int(_maskable(train["input_ids"], train["attention_mask"], special).sum()),
+            "n_parameters": int(sum(p.numel() for p in model.parameters())),
+            "pretrain_seconds": round(pretrain_s, 2),
+            "build_seconds": round(time.perf_counter() - t_build, 2),
+            "final_train_loss": sum(losses[-20:]) / max(1, len(losses[-20:])),
+            "train_loss_curve": _curve(losses),
+            "heldout_loss": loss, "heldout_loss_evaluator": "landscape.objectives.MaskedLM(mask_prob=0.15, seed=0)",
+            "unigram_entropy": unigram_entropy(train["input_ids"], special),
+            "seed": cfg.seed, "built_at": time.time(), "python": sys.version.split()[0],
+            "torch": torch.__version__, "transformers": transformers.__version__,
+        }
+        (tmp / "metadata.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+        try:
+            os.replace(tmp, final)
+        except OSError:
+            if not (final / "metadata.json").exists():  # not a lost race with a concurrent build
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _curve(losses: list[float], points: int = 20) -> list[list[float]]:
+    """[[step, mean train loss over the preceding window], ...] at ``points`` evenly spaced steps."""
+    w = max(1, len(losses) // points)
+    return [[i + w, round(sum(losses[i:i + w]) / len(losses[i:i + w]), 4)] for i in range(0, len(losses), w)]
+
+
+def _load(path: Path) -> DefaultModel:
+    from safetensors.torch import load_file
+    from transformers import BertForMaskedLM, PreTrainedTokenizerFast
+
+    meta = json.loads((path / "metadata.json").read_text())
+    model = BertForMaskedLM.from_pretrained(path, local_files_only=True)
+    model.eval()
+    tok = PreTrainedTokenizerFast.from_pretrained(path, local_files_only=True)
+    train = load_file(str(path / "train.safetensors"))
+    heldout = load_file(str(path / "heldout.safetensors"))
+    return DefaultModel(model, tok, path, meta, _train=train, _heldout=heldout)
+
+
+def cached_path(config: DefaultModelConfig | None = None, cache_dir: str | os.PathLike | None = None) -> Path | None:
+    """Path of the cache entry for ``config`` if it is already built, else ``None`` (never builds)."""
+    cfg = config or DefaultModelConfig()
+    root = cache_root(cache_dir)
+    final = root / "default-model" / cfg.cache_key(_corpus(cfg, root)[1])
+    return final if (final / "metadata.json").exists() else None
+
+
+def load_default(config: DefaultModelConfig | None = None, cache_dir: str | os.PathLike | None = None,
+                 rebuild: bool = False, progress: bool = True) -> DefaultModel:
+    """Load the default model from the cache, building (and caching) it first if needed.
+
+    ``rebuild=True`` retrains and replaces any cached entry.  The returned
+    model is in eval mode; ``from_cache`` tells whether it was loaded without
+    training and ``load_seconds`` how long the call took.
+    """
+    t0 = time.perf_counter()
+    cfg = config or DefaultModelConfig()
+    root = cache_root(cache_dir)
+    texts, chash = _corpus(cfg, root)
+    final = root / "default-model" / cfg.cache_key(chash)
+    cached = (final / "metadata.json").exists() and not rebuild
+    if not cached:
+        if texts is None:  # re-parse: never build from a possibly stale memoised hash
+            texts, chash = _corpus(cfg, root, fresh=True)
+            final = root / "default-model" / cfg.cache_key(chash)
+        if rebuild and final.exists():
+            stale = final.with_name(f".old-{final.name}-{uuid.uuid4().hex[:8]}")
+            os.replace(final, stale)
+            shutil.rmtree(stale, ignore_errors=True)
+        if not (final / "metadata.json").exists() or rebuild:
+            _build(cfg, texts, chash, final, progress)
+    dm = _load(final)
+    dm.from_cache = cached
+    dm.load_seconds = time.perf_counter() - t0
+    return dm
