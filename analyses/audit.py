@@ -141,7 +141,7 @@ def summary_table(res: dict[str, Any]) -> str:
     rows.append(f"{'all':<12}" + "".join(f"{_num(v):>13}" for v in (
         o["n_params"], res["fisher"]["mean"], o["top_eigenvalue"], o["trace"], o["trace_per_param"], o["curvature"],
         o["loss_at_edge"])))
-    rows += ["", f"loss {o['loss0']:.4g}; average sharpness {o['avg_sharpness']:.4g} ± {o['avg_sharpness_stderr']:.2g}, "
+    rows += ["", f"loss {o['loss0']:.4g}; average sharpness {o['avg_sharpness']:.4g} ± {_num(o['avg_sharpness_stderr'])}, "
                  f"worst-case sharpness ≥ {o['worst_sharpness']:.4g} (radius {o['radius']:.4g})"]
     return "\n".join(rows)
 
@@ -224,10 +224,17 @@ def _sensitivity(cfg: AuditConfig, target: Target, data: list, space: ParamSpace
                          "loss_at_edge": float(np.nanmax(loss[[0, -1]]) - loss[len(loss) // 2]),
                          "direction_norm": d.norm()})
         losses.append(loss.tolist())
-    return {k: float(np.mean([r[k] for r in per_seed])) for k in ("curvature", "basin_width", "loss_at_edge")} | {
+    summary = {k: _finite(np.mean([r[k] for r in per_seed])) for k in ("curvature", "basin_width", "loss_at_edge")}
+    for r in per_seed:  # no threshold crossing inside the scanned range: width unknown (null in JSON)
+        r["basin_width"] = _finite(r["basin_width"])
+    return summary | {
         "loss0": float(losses[0][len(alphas) // 2]), "per_seed": per_seed,
         "curve": {"alphas": alphas.tolist(), "losses": losses},
     }
+
+
+def _finite(x: Any) -> float | None:
+    return float(x) if x is not None and np.isfinite(x) else None
 
 
 def _curvature(cfg: AuditConfig, target: Target, data: list, space: ParamSpace, mode: str, matvecs: int,
@@ -237,7 +244,7 @@ def _curvature(cfg: AuditConfig, target: Target, data: list, space: ParamSpace, 
                                   progress=False)
     tr = hessian.trace(op, num_matvecs=matvecs, seed=cfg.seed, progress=False)
     return {"top_eigenvalue": float(eig.values[0]), "eig_converged": bool(eig.converged), "trace": float(tr.estimate),
-            "trace_stderr": float(tr.stderr), "trace_per_param": float(tr.estimate) / op.dim,
+            "trace_stderr": _finite(tr.stderr), "trace_per_param": float(tr.estimate) / op.dim,
             "n_matvecs": int(eig.n_matvecs + tr.n_matvecs)}, op.mode
 
 
@@ -377,7 +384,7 @@ def _overall(cfg: AuditConfig, target: Target, data: list, full: ParamSpace, arr
         "n_params": full.dim, "hvp_mode": mode, "theta_norm": theta, "radius": r,
         "curvature": sens["curvature"], "basin_width": sens["basin_width"], "loss_at_edge": sens["loss_at_edge"],
         "loss0": float(avg.loss0), "avg_sharpness": float(avg.value),
-        "avg_sharpness_stderr": float(avg.stderr) if avg.stderr is not None else None,
+        "avg_sharpness_stderr": _finite(avg.stderr),
         "worst_sharpness": float(worst.value), "curve": sens["curve"], "per_seed": sens["per_seed"],
     }
 

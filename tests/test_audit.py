@@ -106,7 +106,10 @@ def test_every_promised_file(audited):
 @pytest.mark.slow  # shares one ~15 s audit run
 def test_json_has_documented_fields(audited):
     res, out, target, *_ = audited
-    d = json.loads((out / "result.json").read_text())
+    def strict(c):
+        raise AssertionError(f"result.json holds {c}: not valid JSON for other tools")
+
+    d = json.loads((out / "result.json").read_text(), parse_constant=strict)
     assert tuple(d) == audit.RESULT_FIELDS
     assert list(d["blocks"]) == ["embeddings", "layer.0", "layer.1", "head"]
     for b in d["blocks"].values():
