@@ -69,6 +69,20 @@ def test_matvec_matches_dense(case, mode):
     assert op.n_matvecs == 3
 
 
+def test_reuse_graph_matches_dense_and_releases(case):
+    model, data, H, _ = case
+    op = hessian.HessianOperator(model, CE, data, reuse_graph=True)
+    assert op.mode == "double_backward"
+    v = torch.randn(op.dim, dtype=torch.float64)
+    for _ in range(2):  # second call goes through the kept graphs
+        assert rel(op.to_flat(op.matvec(op.from_flat(v))), H @ v) < 1e-10
+    assert len(op._graphs) == len(data)
+    op.release_graph()
+    assert not op._graphs and rel(op.to_flat(op.matvec(op.from_flat(v))), H @ v) < 1e-10
+    with pytest.raises(ValueError, match="reuse_graph=True needs"):
+        hessian.HessianOperator(model, CE, data, reuse_graph=True, mode="forward_over_reverse")
+
+
 def test_lanczos_and_arpack_match_eigvalsh(case):
     model, data, H, _ = case
     op = hessian.HessianOperator(model, CE, data)
@@ -171,12 +185,14 @@ def test_empirical_fisher_matches_per_example_gradients(case):
     assert abs(r.estimate - float(torch.trace(F))) <= 4 * r.stderr + 1e-10 * float(torch.trace(F))
 
 
+@pytest.mark.slow
 def test_bert_sdpa_both_modes_agree_and_model_is_untouched():
     model = make_tiny_bert()  # default SDPA attention, train mode
     data, obj = make_mlm_batches(), mlm_objective()
     before = runtime.weights_fingerprint(model)
     flags = [m.training for m in model.modules()]
-    ops = {m: hessian.HessianOperator(model, obj, data, mode=m) for m in hessian.MODES}
+    ops = {m: hessian.HessianOperator(model, obj, data, mode=m, check_determinism=m == "double_backward")
+           for m in hessian.MODES}
     v = ops["double_backward"].randn(0)
     out = {m: op.to_flat(op.matvec(v)) for m, op in ops.items()}
     assert rel(out["forward_over_reverse"], out["double_backward"]) < 1e-4
@@ -191,8 +207,9 @@ def test_bert_sdpa_both_modes_agree_and_model_is_untouched():
     assert all(p.grad is None for p in model.parameters())
 
 
+@pytest.mark.slow
 def test_no_graph_kept_across_100_matvecs():
-    model, data = make_mlp(), make_classification_data()
+    model, data = make_mlp(), make_classification_data(n_batches=1)
     for mode in hessian.MODES:
         op = hessian.HessianOperator(model, CE, data, mode=mode)
         v = op.randn(0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 
 from analyses import cli
@@ -36,14 +37,16 @@ def write_texts(path):
     return str(path)
 
 
+@pytest.mark.slow
 def test_cli_prints_table_and_writes_json(tmp_path, capsys):
     ck = tmp_path / "ck"
     model = save_checkpoint(ck)
     texts = write_texts(tmp_path / "t.txt")
     before = runtime.weights_fingerprint(model)
     out = tmp_path / "out"
-    rc = cli.main(["hessian", str(ck), "--texts", texts, "--examples", "4", "--batch-size", "2", "--top-k", "2", "--trace",
-                   "--trace-matvecs", "6", "--density", "--density-runs", "2", "--lanczos-steps", "5",
+    rc = cli.main(["hessian", str(ck), "--texts", texts, "--examples", "2", "--batch-size", "2", "--top-k", "2", "--tol", "1e-2",
+                   "--trace", "--trace-matvecs", "3", "--density", "--density-runs", "1", "--lanczos-steps", "3",
+                   "--mode", "double_backward",
                    "--fisher", "--out", str(out)])
     printed = capsys.readouterr().out
     assert rc == 0
@@ -51,10 +54,10 @@ def test_cli_prints_table_and_writes_json(tmp_path, capsys):
     res = json.loads((out / "hessian.json").read_text())
     h = res["results"]["hessian"]
     assert len(h["eigenvalues"]["values"]) == 2 and h["eigenvalues"]["values"][0] >= h["eigenvalues"]["values"][1]
-    assert h["trace"]["n_matvecs"] == 6 and h["density"]["n_matvecs"] == 10
+    assert h["trace"]["n_matvecs"] == 3 and h["density"]["n_matvecs"] == 3
     assert res["results"]["fisher"]["eigenvalues"]["values"][1] >= -1e-6  # PSD
-    assert res["n_examples"] == 4 and "torch" in res["versions"]
-    assert h["operator"]["mode"] in ("double_backward", "forward_over_reverse")
+    assert res["n_examples"] == 2 and "torch" in res["versions"]
+    assert h["operator"]["mode"] == "double_backward"
     assert runtime.weights_fingerprint(model) == before  # the saved copy is untouched too
 
 
