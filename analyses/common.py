@@ -31,6 +31,24 @@ class Target:
         return sum(int(b["input_ids"].shape[0]) for b in self.data)
 
 
+def heldout_texts() -> list[str]:
+    """The embedded corpus's held-out docstrings (never trained on by the default model)."""
+    from landscape.corpus import split_texts, stdlib_docstrings
+
+    return split_texts(stdlib_docstrings())[1]
+
+
+def read_texts(path: str | Path) -> list[str]:
+    """Non-empty lines of a UTF-8 text file, one example each (the ``--texts`` flag)."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"--texts {p} is not a file; give a UTF-8 text file with one text per line.")
+    lines = [line.strip() for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if not lines:
+        raise ValueError(f"--texts {p} holds no non-empty line.")
+    return lines
+
+
 def _limit(batches: list[dict[str, torch.Tensor]], examples: int | None) -> list[dict[str, torch.Tensor]]:
     if examples is None:
         return batches
@@ -77,8 +95,6 @@ def load_target(
         if tokenizer is None:
             raise ValueError(f"{checkpoint} has no tokenizer files; save the tokenizer beside the model.")
         if texts is None:
-            from landscape.corpus import heldout_texts
-
             texts = heldout_texts()
         data = texts_to_batches(tokenizer, texts, max_length=max_length, batch_size=batch_size)
     data = _limit(data, examples)
