@@ -114,7 +114,9 @@ def setup_lines(res: dict[str, Any]) -> list[str]:
         f"Directions: Gaussian, filter-normalized, one-dimensional tensors {meta['direction']['one_dim']!r}; "
         f"α ∈ [−{cfg['range_1d']}, {cfg['range_1d']}] in {cfg['points_1d']} points; seeds {list(cfg['seeds'])}.",
         f"Curvature: Lanczos (tol {cfg['eig_tol']}, ≤ {cfg['eig_max_iter']} matvecs) and Hutch++ "
-        f"({cfg['trace_matvecs']} matvecs per block, {cfg['full_trace_matvecs']} for the full model).",
+        f"({cfg['trace_matvecs']} matvecs per block, {cfg['full_trace_matvecs']} for the full model); λ₁ reached the "
+        f"tolerance in {sum(bool(b.get('eig_converged')) for b in res['blocks'].values())} of {len(res['blocks'])} blocks "
+        f"({'and' if res['overall'].get('eig_converged') else 'but not'} for the full model); otherwise it is a lower bound.",
         f"Run time {t.get('total_s', 0):.0f} s (Fisher {t.get('fisher_s', 0):.0f} s, overall {t.get('overall_s', 0):.0f} s, "
         f"blocks {t.get('blocks_s', 0):.0f} s). Weights and train/eval flags restored: {meta.get('restored')}.",
     ]
