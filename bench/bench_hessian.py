@@ -113,18 +113,18 @@ def bench_eig(tol: float) -> dict:
     v0 = dict(zip(op.names, [torch.randn(p.size()) for p in op.params.values()]))
     ref = hessian.top_eigenvalues(op, k=1, tol=1e-8, v0=v0, max_iter=200).values[0]
     op.n_matvecs = 0
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     ours = hessian.top_eigenvalues(op, k=1, tol=tol, v0=v0)
-    t_ours = time.perf_counter() - t0
+    t_ours, c_ours = time.perf_counter() - t0, time.process_time() - c0
     fast = hessian.HessianOperator(model, obj, [batch], check_determinism=False, reuse_graph=True)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     reuse = hessian.top_eigenvalues(fast, k=1, tol=tol, v0=v0)
-    t_reuse = time.perf_counter() - t0
+    t_reuse, c_reuse = time.perf_counter() - t0, time.process_time() - c0
     fast.release_graph()
     wrapped = LogitsOnly(model)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     peer = pyhessian_top_eigenvalues(wrapped, flat_ce, (batch["input_ids"], batch["labels"]), tol=tol, seed=0)
-    t_peer = time.perf_counter() - t0
+    t_peer, c_peer = time.perf_counter() - t0, time.process_time() - c0
     return {
         "reference": float(ref), "ours_value": float(ours.values[0]), "ours_matvecs": ours.n_matvecs,
         "ours_rel_err": abs(ours.values[0] - ref) / abs(ref), "ours_s": t_ours,
@@ -133,6 +133,8 @@ def bench_eig(tol: float) -> dict:
         "matvec_ratio": peer.n_matvecs / ours.n_matvecs, "time_ratio": t_peer / t_ours,
         "reuse_graph_value": float(reuse.values[0]), "reuse_graph_matvecs": reuse.n_matvecs, "reuse_graph_s": t_reuse,
         "time_ratio_reuse_graph": t_peer / t_reuse,
+        "cpu_s": {"ours": c_ours, "reuse_graph": c_reuse, "pyhessian": c_peer},
+        "cpu_ratio": c_peer / c_ours, "cpu_ratio_reuse_graph": c_peer / c_reuse,
     }
 
 
