@@ -37,7 +37,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from analyses.common import Target, load_target
+from analyses.common import Target, load_target, split_examples
 from landscape import directions, fisher, hessian, scan, sharpness
 from landscape.fisher_scores import layer_group
 from landscape.io import write_json
@@ -176,38 +176,11 @@ def block_space(model: nn.Module, names: list[str]) -> ParamSpace:
 
 
 def heldout_texts(n: int | None = None) -> list[str]:
-    """Held-out stdlib docstrings (the default model's split rule); stops after ``n`` when given."""
-    from landscape import corpus
+    """Held-out stdlib docstrings (the default model's split rule), the first ``n`` when given."""
+    from analyses.common import heldout_texts as all_heldout
 
-    if hasattr(corpus, "heldout_texts"):
-        texts = list(corpus.heldout_texts())
-        return texts if n is None else texts[:n]
-    out, seen = [], set()
-    for path in corpus.iter_stdlib_files():
-        try:
-            docs = corpus.docstrings_from_source(path.read_bytes())
-        except (SyntaxError, ValueError, UnicodeDecodeError, OSError, RecursionError):
-            continue
-        for doc in (d.strip() for d in docs):
-            if len(doc) >= 40 and doc not in seen:
-                seen.add(doc)
-                if corpus.is_heldout(doc, 0.05):
-                    out.append(doc)
-                    if n is not None and len(out) >= n:
-                        return out
-    return out
-
-
-def _split(data: list[dict], n_first: int, n_second: int, batch_size: int) -> tuple[list[dict], list[dict]]:
-    rows = [{k: v[i : i + 1] for k, v in b.items()} for b in data for i in range(int(b["input_ids"].shape[0]))]
-    if len(rows) < n_first + n_second:
-        raise ValueError(f"need {n_first + n_second} held-out examples (fisher_examples + eval_examples), the data has "
-                         f"{len(rows)}; lower --examples / --eval-examples or give more text.")
-
-    def rebatch(rs: list[dict]) -> list[dict]:
-        return [{k: torch.cat([r[k] for r in rs[i : i + batch_size]]) for k in rs[0]} for i in range(0, len(rs), batch_size)]
-
-    return rebatch(rows[:n_first]), rebatch(rows[n_first : n_first + n_second])
+    texts = all_heldout()
+    return texts if n is None else texts[:n]
 
 
 def _sensitivity(cfg: AuditConfig, target: Target, data: list, space: ParamSpace, tag: str, arrays: Path) -> dict[str, Any]:
@@ -284,7 +257,7 @@ def run(config: AuditConfig | None = None, target: Target | None = None) -> Audi
             texts = heldout_texts(n)
         target = load_target(cfg.checkpoint, examples=n, batch_size=cfg.batch_size, device=cfg.device, seed=cfg.seed,
                              texts=texts, max_length=cfg.max_length, mask_prob=cfg.mask_prob)
-    fisher_data, eval_data = _split(target.data, cfg.fisher_examples, cfg.eval_examples, cfg.batch_size)
+    fisher_data, eval_data = split_examples(target.data, cfg.fisher_examples, cfg.eval_examples, cfg.batch_size)
     out = Path(cfg.out)
     for sub in ("arrays", "parts"):
         (out / sub).mkdir(parents=True, exist_ok=True)

@@ -104,3 +104,18 @@ def load_target(
     else:
         objective = objectives.CausalLM()
     return Target(model, tokenizer, objective, data, name, task, meta)
+
+
+def split_examples(data: list[dict[str, torch.Tensor]], n_first: int, n_second: int,
+                   batch_size: int = 8) -> tuple[list[dict[str, torch.Tensor]], list[dict[str, torch.Tensor]]]:
+    """The first ``n_first`` examples and the next ``n_second``, re-batched by ``batch_size``
+    (e.g. Fisher data and scan data drawn from one held-out pool without overlap)."""
+    rows = [{k: v[i : i + 1] for k, v in b.items()} for b in data for i in range(int(b["input_ids"].shape[0]))]
+    if len(rows) < n_first + n_second:
+        raise ValueError(f"need {n_first + n_second} held-out examples (fisher_examples + eval_examples), the data has "
+                         f"{len(rows)}; lower --examples / --eval-examples or give more text.")
+
+    def rebatch(rs: list[dict[str, torch.Tensor]]) -> list[dict[str, torch.Tensor]]:
+        return [{k: torch.cat([r[k] for r in rs[i : i + batch_size]]) for k in rs[0]} for i in range(0, len(rs), batch_size)]
+
+    return rebatch(rows[:n_first]), rebatch(rows[n_first : n_first + n_second])

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from analyses.common import Target, load_target
+from analyses.common import Target, load_target, split_examples
 from analyses.verdict import Stat, verdict
 from landscape import directions, fisher, hessian, scan, sharpness
 from landscape.io import write_json
@@ -120,27 +120,6 @@ def _glob_escape(name: str) -> str:
     return name.replace("[", "[[]")
 
 
-def _split(target: Target, n_fisher: int, n_eval: int) -> tuple[list, list]:
-    """First ``n_fisher`` examples for Fisher, the next ``n_eval`` for scans and curvature."""
-    rows = [{k: v[i : i + 1] for k, v in b.items()} for b in target.data for i in range(int(b["input_ids"].shape[0]))]
-    if len(rows) < n_fisher + n_eval:
-        raise ValueError(
-            f"need {n_fisher + n_eval} held-out examples (fisher_examples + eval_examples), "
-            f"the data has {len(rows)}; lower --examples or give more text."
-        )
-    return _rebatch(rows[:n_fisher], target), _rebatch(rows[n_fisher : n_fisher + n_eval], target)
-
-
-def _rebatch(rows: list[dict], target: Target, batch_size: int = 8) -> list[dict]:
-    import torch
-
-    out = []
-    for i in range(0, len(rows), batch_size):
-        chunk = rows[i : i + batch_size]
-        out.append({k: torch.cat([r[k] for r in chunk]) for k in chunk[0]})
-    return out
-
-
 def _theta_norm(space: ParamSpace) -> float:
     import torch
 
@@ -202,7 +181,7 @@ def run(config: FisherSharpnessConfig | None = None, target: Target | None = Non
     if target is None:
         target = load_target(cfg.checkpoint, examples=cfg.fisher_examples + cfg.eval_examples,
                              batch_size=cfg.batch_size, device=cfg.device, seed=cfg.seed, mask_prob=cfg.mask_prob)
-    fisher_data, eval_data = _split(target, cfg.fisher_examples, cfg.eval_examples)
+    fisher_data, eval_data = split_examples(target.data, cfg.fisher_examples, cfg.eval_examples, cfg.batch_size)
     space = matrix_space(target.model)
     timings: dict[str, float] = {}
 

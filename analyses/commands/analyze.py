@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from analyses.cli import add_common_arguments
 

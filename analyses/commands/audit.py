@@ -46,15 +46,9 @@ def _check_checkpoint(checkpoint: str) -> None:
 
 
 def _read_texts(path: str | None) -> list[str] | None:
-    if path is None:
-        return None
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"--texts {path} is not a file; give a UTF-8 text file with one text per line.")
-    texts = [line.strip() for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if not texts:
-        raise ValueError(f"--texts {path} holds no non-empty line.")
-    return texts
+    from analyses.common import read_texts
+
+    return None if path is None else read_texts(path)
 
 
 def run(args: argparse.Namespace) -> int:

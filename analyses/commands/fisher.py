@@ -62,11 +62,9 @@ def run(args: argparse.Namespace) -> int:
     if args.examples is not None and args.examples < 1:
         raise ValueError(f"--examples must be at least 1, got {args.examples}.")
     ctx = runtime.dist_context()
-    texts = None
-    if args.texts is not None:
-        texts = [line for line in Path(args.texts).read_text().splitlines() if line.strip()]
-        if not texts:
-            raise ValueError(f"{args.texts} holds no text (one example per line).")
+    from analyses.common import read_texts
+
+    texts = None if args.texts is None else read_texts(args.texts)
     target = load_target(args.checkpoint, examples=args.examples, batch_size=args.batch_size, device=args.device,
                          seed=args.seed, texts=texts, max_length=args.max_length)
     F = fisher.diagonal(target.model, target.objective, target.data, estimator=args.estimator,

@@ -56,11 +56,9 @@ def run(args: argparse.Namespace) -> int:
     ctx = runtime.dist_context()
     nx = args.grid[0]
     ny = args.grid[1] if len(args.grid) > 1 else nx
-    texts = None
-    if args.texts is not None:
-        texts = [t for t in Path(args.texts).read_text().splitlines() if t.strip()]
-        if not texts:
-            raise ValueError(f"--texts {args.texts} holds no non-empty line.")
+    from analyses.common import read_texts
+
+    texts = None if args.texts is None else read_texts(args.texts)
     target = load_target(args.checkpoint, examples=args.examples if args.examples is not None else 64,
                          batch_size=args.batch_size, device=args.device, seed=args.seed, texts=texts,
                          max_length=args.max_length)
