@@ -196,7 +196,7 @@ MEM_CHILD = r"""
 import resource, sys, torch
 sys.path.insert(0, "bench")
 import bench_hessian as b
-b._MODEL = b.make_bert()
+b._MODEL = b.make_bert(int(sys.argv[3]), int(sys.argv[4]))
 b._MODE = sys.argv[2]
 model, batch = b._MODEL, b.mlm_batch()
 which = sys.argv[1]
@@ -218,10 +218,11 @@ print(base, peak)
 """
 
 
-def bench_memory() -> dict:
-    out = {}
+def bench_memory(layers: int = 4, hidden: int = 128) -> dict:
+    out = {"model": f"BertForMaskedLM {layers}x{hidden}"}
     for which in ("ours", "pyhessian"):
-        res = subprocess.run([sys.executable, "-c", MEM_CHILD, which, _MODE], capture_output=True, text=True, check=True)
+        res = subprocess.run([sys.executable, "-c", MEM_CHILD, which, _MODE, str(layers), str(hidden)],
+                             capture_output=True, text=True, check=True)
         base, peak = map(int, res.stdout.split()[-2:])
         out[which] = {"base_MiB": base / 1024, "peak_MiB": peak / 1024, "growth_MiB": (peak - base) / 1024}
     out["peak_ratio_pyhessian_over_ours"] = out["pyhessian"]["peak_MiB"] / out["ours"]["peak_MiB"]
@@ -236,6 +237,7 @@ if __name__ == "__main__":
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--only", default="hvp,eig,trace,memory")
     ap.add_argument("--out", default=None, help="write the JSON results here")
+    ap.add_argument("--mem-size", default="4x128", help="LAYERSxHIDDEN of the BERT for the memory benchmark")
     a = ap.parse_args()
     torch.manual_seed(0)
     _MODEL = make_bert()
@@ -255,7 +257,7 @@ if __name__ == "__main__":
         results["trace"] = bench_trace(5 if a.quick else 10)
         print(json.dumps(results["trace"], indent=1), flush=True)
     if "memory" in only:
-        results["memory"] = bench_memory()
+        results["memory"] = bench_memory(*map(int, a.mem_size.split("x")))
         print(json.dumps(results["memory"], indent=1), flush=True)
     if a.out:
         with open(a.out, "w") as f:
