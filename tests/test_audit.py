@@ -16,7 +16,7 @@ import torch
 
 from analyses import audit
 from analyses.audit import AuditConfig, AuditResult
-from analyses.common import Target
+from analyses.common import Target, split_examples
 from conftest import make_tiny_bert
 from landscape import directions, objectives
 from landscape.params import perturbed
@@ -138,7 +138,7 @@ def test_curves_share_the_origin_and_match_an_independent_evaluation(audited):
     model, names = target.model, res.blocks["layer.1"]["tensors"]
     d = directions.random(model, seed=1, normalization="filter", one_dim="filter", space=audit.block_space(model, names))
     assert set(d) == set(names)
-    _, eval_data = audit._split(target.data, 6, 3, 4)
+    _, eval_data = split_examples(target.data, 6, 3, 4)
     alpha = res.blocks["layer.1"]["sensitivity"]["curve"]["alphas"][0]
     with perturbed(model, {n: alpha * t for n, t in d.items()}):
         model.eval()
