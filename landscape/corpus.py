@@ -1,9 +1,10 @@
-"""Offline text corpus: docstrings of the running Python's standard library.
+"""Offline text corpus: docstrings of the running Python's standard library, and its tokenization.
 
 Files are parsed with :mod:`ast` and never imported, so building the corpus has
 no side effects.  Ordering is deterministic (sorted relative paths, then source
 order within a file), so the same interpreter always yields the same corpus and
-the same :func:`corpus_hash`.
+the same :func:`corpus_hash`.  :func:`build_tokenizer` trains a BERT WordPiece
+tokenizer on it (deterministically) and :func:`chunk_texts` packs it into rows.
 """
 
 from __future__ import annotations
@@ -13,8 +14,12 @@ import functools
 import hashlib
 import sysconfig
 import warnings
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
+
+import torch
 
 __all__ = [
     "SKIP_DIRS",
@@ -26,7 +31,14 @@ __all__ = [
     "corpus_hash",
     "is_heldout",
     "split_texts",
+    "SPECIAL_TOKENS",
+    "build_tokenizer",
+    "chunk_texts",
+    "unigram_entropy",
 ]
+
+#: BERT special tokens, in id order 0-4.
+SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 #: Directory names skipped anywhere under the stdlib root: third-party
 #: packages, test suites and test data, caches.
@@ -182,3 +194,97 @@ def split_texts(
     for t in texts:
         (heldout if is_heldout(t, heldout_fraction, salt) else train).append(t)
     return train, heldout
+
+
+# --------------------------------------------------------------------------- tokenization
+
+
+def _wordpiece_vocab(texts: list[str], vocab_size: int, normalizer: Any, pre_tokenizer: Any) -> dict[str, int]:
+    """Learn a WordPiece vocabulary deterministically.
+
+    ``tokenizers.trainers.WordPieceTrainer`` is BPE training plus a ``##`` prefix for
+    word-internal pieces, but it numbers those pieces in hash-map order, so equal-count
+    merges tie-break differently from run to run (huggingface/tokenizers#1794).  We run the
+    same BPE training with word-internal characters remapped to private-use code points
+    (whose ids the trainer assigns in sorted order), then map the pieces back to ``##`` form.
+    """
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+
+    counts: Counter[str] = Counter()
+    for text in texts:
+        counts.update(w for w, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text)))
+    inner = sorted({c for w in counts for c in w[1:]})
+    if len(inner) > 0x10FFFE - 0xF0000:
+        raise ValueError("too many distinct characters for the WordPiece remapping")
+    to_pua = {c: chr(0xF0000 + i) for i, c in enumerate(inner)}
+    from_pua = {v: k for k, v in to_pua.items()}
+    words = [w for w in sorted(counts) if not any(c in from_pua for c in w)]
+
+    bpe = Tokenizer(models.BPE(unk_token="[UNK]"))
+    bpe.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=SPECIAL_TOKENS, show_progress=False)
+    bpe.train_from_iterator(
+        (" ".join([w[0] + "".join(to_pua[c] for c in w[1:])] * counts[w]) for w in words), trainer=trainer)
+    vocab: dict[str, int] = {}
+    for piece, _ in sorted(bpe.get_vocab().items(), key=lambda kv: kv[1]):
+        if piece in SPECIAL_TOKENS:
+            token = piece
+        elif piece[0] in from_pua:  # word-internal piece: every character is remapped
+            token = "##" + "".join(from_pua[c] for c in piece)
+        else:
+            token = piece[0] + "".join(from_pua.get(c, c) for c in piece[1:])
+        vocab.setdefault(token, len(vocab))
+    return vocab
+
+
+def build_tokenizer(texts: list[str], vocab_size: int, lowercase: bool = True, max_seq_len: int = 128) -> Any:
+    """Train a BERT-style WordPiece tokenizer on ``texts`` (deterministic); return a
+    ``PreTrainedTokenizerFast`` with [PAD] [UNK] [CLS] [SEP] [MASK] set (ids 0-4)."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+    pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    vocab = _wordpiece_vocab(texts, vocab_size, normalizer, pre_tokenizer)
+    tok = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]", max_input_chars_per_word=100))
+    tok.normalizer = normalizer
+    tok.pre_tokenizer = pre_tokenizer
+    tok.decoder = decoders.WordPiece()
+    cls_id, sep_id = vocab["[CLS]"], vocab["[SEP]"]
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)])
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+        sep_token="[SEP]", mask_token="[MASK]", model_max_length=max_seq_len)
+    return fast
+
+
+def chunk_texts(tokenizer: Any, texts: list[str], max_seq_len: int) -> dict[str, torch.Tensor]:
+    """Pack the texts' tokens ([SEP] between texts) into ``[CLS] ... [SEP]`` rows of ``max_seq_len``.
+
+    Only the last row can be shorter; it is padded with the pad id.
+    """
+    enc = tokenizer.backend_tokenizer.encode_batch(texts, add_special_tokens=False)
+    stream: list[int] = []
+    for e in enc:
+        stream.extend(e.ids)
+        stream.append(tokenizer.sep_token_id)
+    body = max_seq_len - 2
+    rows = [[tokenizer.cls_token_id, *stream[i:i + body], tokenizer.sep_token_id]
+            for i in range(0, len(stream), body)]
+    ids = torch.full((len(rows), max_seq_len), tokenizer.pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), max_seq_len), dtype=torch.long)
+    for r, row in enumerate(rows):
+        ids[r, : len(row)] = torch.tensor(row)
+        mask[r, : len(row)] = 1
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def unigram_entropy(input_ids: torch.Tensor, special_ids: list[int]) -> float:
+    """Entropy (nats) of the unigram distribution of the non-special tokens."""
+    flat = input_ids.flatten()
+    keep = ~torch.isin(flat, torch.tensor(special_ids))
+    counts = torch.bincount(flat[keep]).double()
+    p = counts[counts > 0] / counts.sum()
+    return float(-(p * p.log()).sum())

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from landscape import corpus
 
@@ -110,3 +111,31 @@ def test_fingerprint_tracks_file_changes(tmp_path):
     st = path.stat()
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
     assert corpus.stdlib_fingerprint(tmp_path) != fp
+
+
+def test_tokenizer_is_deterministic_bert_wordpiece(docs):
+    texts = docs[:400]
+    tok = corpus.build_tokenizer(texts, vocab_size=500, max_seq_len=32)
+    assert corpus.build_tokenizer(texts, vocab_size=500, max_seq_len=32).get_vocab() == tok.get_vocab()
+    assert len(tok) == 500
+    assert tok.convert_ids_to_tokens([0, 1, 2, 3, 4]) == corpus.SPECIAL_TOKENS
+    assert (tok.pad_token, tok.mask_token, tok.cls_token, tok.sep_token) == ("[PAD]", "[MASK]", "[CLS]", "[SEP]")
+    assert any(t.startswith("##") for t in tok.get_vocab())
+    pieces = tok.tokenize("Return the value")
+    assert pieces[0] == "return" and all(p.startswith("##") or p.isalpha() for p in pieces)
+    ids = tok("Return the value.")["input_ids"]
+    assert ids[0] == tok.cls_token_id and ids[-1] == tok.sep_token_id
+    assert tok.decode(ids, skip_special_tokens=True) == "return the value."
+
+
+def test_chunk_texts_packs_rows():
+    tok = corpus.build_tokenizer(["alpha beta gamma delta", "epsilon zeta eta theta"] * 5, vocab_size=60)
+    rows = corpus.chunk_texts(tok, ["alpha beta gamma delta"] * 3, max_seq_len=8)
+    ids, mask = rows["input_ids"], rows["attention_mask"]
+    assert ids.dtype == torch.long and ids.shape[1] == 8
+    assert (ids[:, 0] == tok.cls_token_id).all()
+    n_stream = sum(len(tok.tokenize("alpha beta gamma delta")) + 1 for _ in range(3))  # +1: [SEP] between texts
+    assert int(mask.sum()) - 2 * ids.shape[0] == n_stream
+    assert (ids[mask == 0] == tok.pad_token_id).all()
+    last = int(mask[-1].sum())
+    assert ids[-1, last - 1] == tok.sep_token_id
