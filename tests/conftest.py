@@ -3,12 +3,28 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 import torch
 from torch import nn
 
 from landscape import objectives
 
+def _reference_dir() -> Path:
+    """Li et al.-layout HDF5 surfaces published with the guided-dropout paper, in shared/ beside
+    the repository (CI), /work/shared, or $LANDSCAPE_REFERENCE_DIR."""
+    candidates = [os.environ.get("LANDSCAPE_REFERENCE_DIR", ""),
+                  Path(__file__).resolve().parents[2] / "shared" / "reference" / "guided-dropout-surfaces",
+                  Path("/work/shared/reference/guided-dropout-surfaces")]
+    for c in candidates:
+        if c and (Path(c) / "surf_res256_bert.h5").is_file():
+            return Path(c)
+    return Path(candidates[1])
+
+
+REFERENCE_DIR = _reference_dir()
 SPECIAL_IDS = [0, 1, 2, 3, 4]  # [PAD] [UNK] [CLS] [SEP] [MASK]
 MASK_ID = 4
 

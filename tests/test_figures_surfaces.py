@@ -18,7 +18,7 @@ from matplotlib.figure import Figure  # noqa: E402
 from figures import surfaces, vtp  # noqa: E402
 from figures.sources import as_surface  # noqa: E402
 
-REF = Path("/work/shared/reference/guided-dropout-surfaces")
+from conftest import REFERENCE_DIR as REF
 REF_FILES = {"all": "surf_res256_bert.h5", "fisher top": "surf_res256_bert_fisher_top.h5",
              "fisher bottom": "surf_res256_bert_fisher_bottom.h5"}
 DPI = 40

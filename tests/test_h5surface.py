@@ -11,7 +11,7 @@ h5py = pytest.importorskip("h5py")
 
 from landscape.h5surface import read_li_h5, to_grid, write_li_h5  # noqa: E402
 
-REF = Path("/work/shared/reference/guided-dropout-surfaces")
+from conftest import REFERENCE_DIR as REF
 REF_FILES = ["surf_res256_bert.h5", "surf_res256_bert_fisher_top.h5", "surf_res256_bert_fisher_bottom.h5"]
 needs_ref = pytest.mark.skipif(not REF.is_dir(), reason="reference surfaces not available")
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import make_classification_data, make_mlm_batches, make_mlp, make_tiny_bert, mlm_objective
+from conftest import REFERENCE_DIR, make_classification_data, make_mlm_batches, make_mlp, make_tiny_bert, mlm_objective
 from landscape import directions, objectives, runtime, scan
 from landscape.scan import Curve, Surface
 from scan_helpers import Quadratic, quadratic_data, quadratic_objective, spd
@@ -192,12 +192,11 @@ def test_save_load_and_h5_round_trip(tmp_path):
 
 def test_reference_guided_dropout_surfaces_read_in_meshgrid_order():
     import json
-    from pathlib import Path
 
     pytest.importorskip("h5py")
     import h5py
 
-    path = Path("/work/shared/reference/guided-dropout-surfaces/surf_res256_bert.h5")
+    path = REFERENCE_DIR / "surf_res256_bert.h5"
     if not path.is_file():
         pytest.skip("reference surfaces not available")
     surf = Surface.from_h5(path)

@@ -49,10 +49,9 @@ def test_basin_width_interpolates_crossings_and_flags_open_sides():
 
 
 def test_reference_surface_metrics_run():
-    from pathlib import Path
 
     pytest.importorskip("h5py")
-    path = Path("/work/shared/reference/guided-dropout-surfaces/surf_res256_bert.h5")
+    path = REFERENCE_DIR / "surf_res256_bert.h5"
     if not path.is_file():
         pytest.skip("reference surfaces not available")
     surf = Surface.from_h5(path)
