@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import REFERENCE_DIR
 from landscape import runtime, sharpness
 from landscape.params import ParamMask, ParamSpace
 from landscape.scan import Curve, Surface
