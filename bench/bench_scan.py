@@ -1,4 +1,4 @@
-"""Scan speed, measured side by side in one run (see BENCHMARKS.scan.md).
+"""Scan speed, measured side by side in one run (results in BENCHMARKS.md).
 
     python bench/bench_scan.py [--quick]
 
