@@ -55,7 +55,7 @@ SKIP_DIRS: frozenset[str] = frozenset(
 )
 
 #: Bumped whenever extraction rules change (invalidates memoised corpus hashes).
-EXTRACTOR_VERSION = 1
+EXTRACTOR_VERSION = 2
 
 _DocNode = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
 # Statement lists that can hold (nested) definitions: if/for/while/with/try/match bodies.

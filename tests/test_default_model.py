@@ -20,12 +20,14 @@ TINY = DefaultModelConfig(
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest (and least disturbed by other processes) on one thread."""
-    n = torch.get_num_threads()
+def in_process_one_thread():
+    """Build in this process (so monkeypatches apply) and on one thread (fastest for tiny models)."""
+    n, sub = torch.get_num_threads(), dmm.BUILD_IN_SUBPROCESS
     torch.set_num_threads(1)
+    dmm.BUILD_IN_SUBPROCESS = False
     yield
     torch.set_num_threads(n)
+    dmm.BUILD_IN_SUBPROCESS = sub
 
 
 @pytest.fixture(scope="module")
@@ -144,6 +146,20 @@ def test_interrupted_build_leaves_nothing_then_builds_and_rebuilds_reproducibly(
     assert second.tokenizer.get_vocab() == first.tokenizer.get_vocab()
     assert second.metadata["heldout_loss"] == pytest.approx(first.metadata["heldout_loss"], abs=1e-4)
     assert [p.name for p in entries.iterdir()] == [first.path.name]
+
+
+def test_build_in_child_process(tmp_path, monkeypatch):
+    monkeypatch.setattr(dmm, "BUILD_IN_SUBPROCESS", True)
+    monkeypatch.setattr(dmm, "pretrain", _no_training)  # not called here: the child trains
+    cfg = dataclasses.replace(TINY, steps=2, max_docstrings=120)
+    dm = load_default(cfg, cache_dir=tmp_path, progress=False)
+    assert not dm.from_cache and dm.metadata["config"] == cfg.to_dict()
+    assert [p.name for p in (tmp_path / "default-model").iterdir()] == [dm.path.name]  # no job file left
+    # A failing child raises here and leaves no entry.
+    bad = dataclasses.replace(cfg, num_heads=3)  # hidden 32 is not a multiple of 3 heads
+    with pytest.raises(RuntimeError, match="child process"):
+        load_default(bad, cache_dir=tmp_path, progress=False)
+    assert [p.name for p in (tmp_path / "default-model").iterdir()] == [dm.path.name]
 
 
 def test_cache_key_depends_on_config_and_corpus():
