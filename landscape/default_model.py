@@ -47,8 +47,8 @@ BUILD_IN_SUBPROCESS = True
 class DefaultModelConfig:
     """Everything that determines the default model (with the corpus hash, the cache key).
 
-    The defaults were tuned on a 2-core CPU: about 2.5 minutes of pretraining for a held-out
-    masked-LM loss about 1.9 nats below the unigram-entropy baseline (see BENCHMARKS.md).
+    The defaults were tuned on a 2-core CPU: 2.5-3 minutes of pretraining for a held-out
+    masked-LM loss about 1.8 nats below the unigram-entropy baseline (see BENCHMARKS.md).
     Large training mask rates (40%) and short rows (64 tokens) gave the best loss per second.
     """
 
