@@ -96,6 +96,9 @@ def load_target(
             raise ValueError(f"{checkpoint} has no tokenizer files; save the tokenizer beside the model.")
         if texts is None:
             texts = heldout_texts()
+        limit = getattr(tokenizer, "model_max_length", None)
+        if isinstance(limit, int) and 0 < limit < max_length:
+            max_length = limit  # e.g. the default model's 64-token rows
         data = texts_to_batches(tokenizer, texts, max_length=max_length, batch_size=batch_size)
     data = _limit(data, examples)
     model = model.to(device)
