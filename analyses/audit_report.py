@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from analyses.common import result_dict
+
 TITLE = "Sensitivity audit"
 CAPTIONS = {
     "audit": "Fisher per block, top Hessian eigenvalue and trace of each diagonal Hessian block, and the loss "
@@ -27,10 +29,6 @@ CAPTIONS = {
 }
 
 
-def _as_dict(result: Any) -> dict[str, Any]:
-    return result if isinstance(result, dict) else result.to_dict()
-
-
 def render(out: str | Path, result: Any = None, fmt: str = "png") -> dict[str, Path]:
     """Draw the figures into ``out/figures``; returns name -> path (``convergence`` only when recorded)."""
     from figures.audit import plot_audit
@@ -39,7 +37,7 @@ def render(out: str | Path, result: Any = None, fmt: str = "png") -> dict[str, P
     from figures.fisher import plot_fisher
 
     out = Path(out)
-    res = _as_dict(result) if result is not None else json.loads((out / "result.json").read_text())
+    res = result_dict(out, result)
     figdir = out / "figures"
     paths = {name: figdir / f"{name}.{fmt}" for name in ("audit", "fisher", "convergence", "sensitivity")}
     name = res["meta"]["target"]
@@ -174,7 +172,7 @@ def report_html(res: dict[str, Any], figures: dict[str, Path]) -> str:
 def write_outputs(result: Any, out: str | Path) -> dict[str, Path]:
     """Figures, ``report.md`` and ``report.html`` for a finished audit."""
     out = Path(out)
-    res = _as_dict(result)
+    res = result_dict(None, result)
     figures = render(out, res)
     (out / "report.md").write_text(report_markdown(res, figures, out), encoding="utf-8")
     (out / "report.html").write_text(report_html(res, figures), encoding="utf-8")

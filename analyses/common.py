@@ -122,3 +122,13 @@ def split_examples(data: list[dict[str, torch.Tensor]], n_first: int, n_second: 
         return [{k: torch.cat([r[k] for r in rs[i : i + batch_size]]) for k in rs[0]} for i in range(0, len(rs), batch_size)]
 
     return rebatch(rows[:n_first]), rebatch(rows[n_first : n_first + n_second])
+
+
+def result_dict(out: str | Path, result: Any = None) -> dict[str, Any]:
+    """An analysis result as a dict: ``result`` itself (dict or object with ``to_dict()``), or
+    ``out/result.json`` when ``result`` is None (re-drawing figures from files)."""
+    import json
+
+    if result is None:
+        return json.loads((Path(out) / "result.json").read_text())
+    return result if isinstance(result, dict) else result.to_dict()

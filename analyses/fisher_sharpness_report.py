@@ -6,19 +6,15 @@ from ``out/result.json`` and ``out/arrays/`` without recomputing a loss (``lands
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from analyses.common import result_dict
 from landscape.scan_store import Curve, Surface
 
 PLOT_METRICS = ("curvature", "basin_width", "avg_sharpness", "worst_sharpness", "top_eigenvalue", "trace_per_dim")
-
-
-def _as_dict(result: Any) -> dict[str, Any]:
-    return result if isinstance(result, dict) else result.to_dict()
 
 
 def render(out: str | Path, result: Any = None, fmt: str = "png") -> dict[str, Path]:
@@ -30,7 +26,7 @@ def render(out: str | Path, result: Any = None, fmt: str = "png") -> dict[str, P
     from figures.surfaces import plot_surfaces
 
     out = Path(out)
-    res = _as_dict(result) if result is not None else json.loads((out / "result.json").read_text())
+    res = result_dict(out, result)
     figdir = out / "figures"
     paths: dict[str, Path] = {}
     fish = res["fisher"]
@@ -124,7 +120,7 @@ def _reach(conv: dict[str, Any], threshold: float = 0.95) -> str:
 def write_outputs(result: Any, out: str | Path) -> dict[str, Path]:
     """Figures plus ``report.md`` for a finished run."""
     out = Path(out)
-    res = _as_dict(result)
+    res = result_dict(None, result)
     figures = render(out, res)
     (out / "report.md").write_text(report_markdown(res, figures, out))
     return figures
