@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import torch
 from torch import nn
 
 from landscape import objectives
-from landscape.io import load_checkpoint, texts_to_batches
+from landscape.models.checkpoints import load_checkpoint, texts_to_batches
 
 
 @dataclass
@@ -31,15 +31,23 @@ class Target:
         return sum(int(b["input_ids"].shape[0]) for b in self.data)
 
 
-def heldout_texts() -> list[str]:
-    """The embedded corpus's held-out docstrings (never trained on by the default model)."""
-    from landscape.corpus import split_texts, stdlib_docstrings
+def heldout_texts(n: int | None = None) -> list[str]:
+    """The embedded corpus's held-out docstrings (never trained on by the default model); the
+    first ``n`` when given."""
+    from landscape.models.corpus import split_texts, stdlib_docstrings
 
-    return split_texts(stdlib_docstrings())[1]
+    texts = split_texts(stdlib_docstrings())[1]
+    return texts if n is None else texts[:n]
 
 
-def read_texts(path: str | Path) -> list[str]:
-    """Non-empty lines of a UTF-8 text file, one example each (the ``--texts`` flag)."""
+@overload
+def read_texts(path: None) -> None: ...
+@overload
+def read_texts(path: str | Path) -> list[str]: ...
+def read_texts(path: str | Path | None) -> list[str] | None:
+    """Non-empty lines of a UTF-8 text file, one example each (the ``--texts`` flag); None for None."""
+    if path is None:
+        return None
     p = Path(path)
     if not p.is_file():
         raise FileNotFoundError(f"--texts {p} is not a file; give a UTF-8 text file with one text per line.")
@@ -81,7 +89,7 @@ def load_target(
     MLMs get ``MaskedLM(mask_prob, seed)``; causal LMs get ``CausalLM()``.
     """
     if checkpoint in (None, "", "default"):
-        from landscape.default_model import load_default
+        from landscape.models.default_model import load_default
 
         dm = load_default()
         model, tokenizer, task, name = dm.model, dm.tokenizer, "mlm", "default"

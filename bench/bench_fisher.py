@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from landscape import fisher, objectives, runtime
+from landscape import fisher, objectives, util
 
 # name: (hidden, layers, vocab, sequence length); "fixture" is the test suite's tiny BERT
 CONFIGS = {"small": (64, 2, 1000, 64), "fixture": (16, 2, 40, 12)}
@@ -60,7 +60,7 @@ def timed(fn, repeats: int) -> float:
 def floor_pass(model, obj, data) -> None:
     """Batched forward+backward over the same batches (what a training step costs)."""
     params = [p for p in model.parameters() if p.requires_grad]
-    with runtime.deterministic_eval(model):
+    with util.deterministic_eval(model):
         for batch in data:
             prepared = obj.prepare(batch, model)
             s, _ = obj.loss_sum(model, prepared)
@@ -88,7 +88,7 @@ def memory_child(n: int, chunk: int) -> None:
 
 def dist_worker(n: int, chunk: int) -> None:
     torch.set_num_threads(1)
-    ctx = runtime.dist_context()
+    ctx = util.dist_context()
     model, obj, data = build(n)
     fisher_pass(model, obj, data[:1], "vmap", chunk)  # warm-up
     if ctx.active:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import statistics
 import subprocess
 import sys
@@ -24,8 +23,8 @@ import torch
 from torch import nn
 
 from landscape import hessian, objectives, vectors
-from landscape.pyhessian_adapter import PyHessianRun, pyhessian_top_eigenvalues
-from landscape.runtime import deterministic_eval, math_attention
+from landscape.curvature.pyhessian import PyHessianRun, pyhessian_top_eigenvalues
+from landscape.util import deterministic_eval, math_attention
 
 VOCAB, SEQ, BATCH = 1000, 64, 8
 
@@ -177,7 +176,7 @@ def bench_trace(seeds: int) -> dict:
     for m in grid:
         rms["pyhessian"][m] = float(np.sqrt(np.mean([(p[m - 1] / exact - 1) ** 2 for p in peer_prefix])))
         rms["hutch++"][m] = float(np.sqrt(np.mean(
-            [(hessian.trace(op, m, "hutch++", seed=1000 * s, progress=False).estimate / exact - 1) ** 2 for s in range(seeds)])))
+            [(hessian.trace(op, num_matvecs=m, method="hutch++", seed=1000 * s, progress=False).estimate / exact - 1) ** 2 for s in range(seeds)])))
 
     def needed(errs: dict) -> int | None:
         return next((m for m in grid if errs[m] <= 0.01), None)
@@ -208,7 +207,7 @@ if which == "ours":
     for _ in range(50):
         v = op.matvec(v); v = {k: t / float(torch.linalg.vector_norm(torch.stack([x.norm() for x in v.values()]))) for k, t in v.items()}
 else:
-    from landscape.pyhessian_adapter import PyHessianRun
+    from landscape.curvature.pyhessian import PyHessianRun
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with PyHessianRun(b.LogitsOnly(model), b.flat_ce, (batch["input_ids"], batch["labels"])) as run:
         run.hessian.eigenvalues(maxIter=50, tol=0.0)

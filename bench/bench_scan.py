@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 from conftest import make_mlm_batches, make_tiny_bert, mlm_objective  # noqa: E402
 
-from landscape import directions, objectives, runtime, scan  # noqa: E402
+from landscape import directions, objectives, util, scan  # noqa: E402
 
 
 def bert_setup():
@@ -40,7 +40,7 @@ def bert_setup():
 
 def bare_forward_seconds(model, obj, prepared, reps):
     times = []
-    with runtime.deterministic_eval(model), torch.no_grad():
+    with util.deterministic_eval(model), torch.no_grad():
         for _ in range(reps):
             t0 = time.perf_counter()
             tot = 0.0
@@ -135,11 +135,11 @@ def versus_loss_landscapes(quick):
                 exact = theta0[k].double() + (steps / 2) * (a.double() - b.double())
                 drift = max(drift, float((p.detach().double() - exact).abs().max() / exact.abs().max().clamp_min(1e-30)))
             m2 = make_tiny_bert(hidden=64, layers=2, vocab=1000)
-            before = runtime.weights_fingerprint(m2)
+            before = util.weights_fingerprint(m2)
             t0 = time.perf_counter()
             scan.scan_2d(m2, obj, data, d1, d2, grid, grid, progress=False)
             ours.append(time.perf_counter() - t0)
-            exact_ours = runtime.weights_fingerprint(m2) == before
+            exact_ours = util.weights_fingerprint(m2) == before
         results[label] = (min(theirs), min(ours), left, drift, exact_ours)
         print(f"[2] vs loss-landscapes random_plane, {steps}x{steps} points, {label}: theirs {min(theirs):.2f} s, "
               f"ours {min(ours):.2f} s -> ours {min(theirs) / min(ours):.2f}x faster; their weights left moved by "

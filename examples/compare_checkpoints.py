@@ -20,7 +20,8 @@ import numpy as np
 from analyses.common import load_target
 from figures.curves import plot_curves
 from landscape import directions, scan
-from landscape.io import load_checkpoint, write_json
+from landscape.models.checkpoints import load_checkpoint
+from landscape.util.files import write_json
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.texts:
         texts = [t.strip() for t in Path(args.texts).read_text(encoding="utf-8").splitlines() if t.strip()]
     else:
-        from analyses.audit import heldout_texts
+        from analyses.common import heldout_texts
 
         texts = heldout_texts(args.examples)
     pre = load_target(args.pretrained, examples=args.examples, texts=texts)

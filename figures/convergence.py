@@ -34,7 +34,7 @@ def plot_convergence(n: Any, rel_change: Any = None, spearman: Any = None, *, th
     ``||s(n_k) - s(N)|| / ||s(N)||`` against the final estimate) and rank correlation ``spearman [k]``
     with the ``threshold`` line and its first sustained crossing marked (None entries are gaps).
 
-    ``n`` may also be a ``landscape.fisher_convergence.Convergence`` (its ``examples_to_reach``
+    ``n`` may also be a ``landscape.fisher.convergence.Convergence`` (its ``examples_to_reach``
     gives the crossing), a dict, or a ``.json`` path with keys ``n``, ``rel_change``, ``spearman``.
     Returns a ``Figure`` with two axes.
     """

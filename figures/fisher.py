@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -13,31 +12,19 @@ from matplotlib.figure import Figure
 
 from figures import style
 from figures.sources import float_dict
-
-_LAYER = re.compile(r"(?:^|\.)(?:layer|layers|h|block|blocks)\.(\d+)(?:\.|$)")
-_WRAPPERS = {"bert", "roberta", "model", "transformer", "distilbert", "base_model", "module"}
-
-
-def layer_of(name: str) -> str:
-    """Group key of a parameter name: ``"layer N"`` for ``...layer.N...``/``...h.N...``, else its
-    first meaningful component (``"embeddings"``, ``"cls"``, ``"pooler"``)."""
-    m = _LAYER.search(name)
-    if m:
-        return f"layer {int(m.group(1))}"
-    parts = [p for p in name.split(".") if p not in _WRAPPERS]
-    return parts[0] if parts else name
-
+from landscape.params import layer_group, layer_order
 
 def group_by_layer(per_tensor: Mapping[str, float], reduce: str = "mean") -> dict[str, float]:
     """Reduce per-tensor scores to per-layer scores (``mean``/``sum``/``max`` of the tensors' values;
-    the mean is over tensors, not weighted by their sizes). Layers come out in network order."""
+    the mean is over tensors, not weighted by their sizes). Groups are
+    :func:`landscape.params.layer_group`'s, in network order."""
     ops = {"mean": np.mean, "sum": np.sum, "max": np.max}
     if reduce not in ops:
         raise ValueError(f"unknown reduce {reduce!r}: use one of {', '.join(ops)}.")
     groups: dict[str, list[float]] = {}
     for name, v in float_dict(per_tensor, "per_tensor").items():
-        groups.setdefault(layer_of(name), []).append(v)
-    return {k: float(ops[reduce](v)) for k, v in groups.items()}
+        groups.setdefault(layer_group(name), []).append(v)
+    return {k: float(ops[reduce](groups[k])) for k in sorted(groups, key=layer_order)}
 
 
 def _positive(values: np.ndarray) -> np.ndarray:

@@ -3,11 +3,11 @@
 Everything here is duck-typed so that figures never depend on how a result was computed:
 
 * a surface is ``(xs [nx], ys [ny], Z [ny, nx])``, any object with ``.xs``, ``.ys`` and
-  ``.values`` (dict metric -> [ny, nx], like ``landscape.scan.Surface``), the dict that
-  ``landscape.h5surface.read_li_h5`` returns, or a path to a ``.h5`` (Li et al.'s layout) or
+  ``.values`` (dict metric -> [ny, nx], like ``landscape.scans.runner.Surface``), the dict that
+  ``landscape.scans.li_hdf5.read_li_h5`` returns, or a path to a ``.h5`` (Li et al.'s layout) or
   ``.npz`` file;
 * a curve is ``(alphas [n], losses [n] or [n_seeds, n])``, any object with ``.alphas`` and
-  ``.values[metric]`` (like ``landscape.scan.Curve``), a list of such objects (one per seed),
+  ``.values[metric]`` (like ``landscape.scans.runner.Curve``), a list of such objects (one per seed),
   or a ``.h5``/``.npz`` path;
 * other results (audits, convergence) are dicts, objects with attributes, or ``.json`` paths.
 """
@@ -40,17 +40,13 @@ def _npz_metric(data: Mapping[str, np.ndarray], metric: str, path: Path) -> np.n
 
 
 def _load_scan_object(path: Path, kind: str) -> Any:
-    """``landscape.scan.Surface/Curve.load(path)`` when that class exists, else ``None``."""
+    """``Surface.load(path)`` / ``Curve.load(path)``, or ``None`` for an ``.npz`` that is not a
+    landscape scan file (then plain npz keys are read). A damaged scan file raises."""
+    from landscape.scans.results import Curve, NotAScanFile, Surface
+
     try:
-        from landscape import scan
-    except Exception:  # scan not built yet or broken: fall back to plain npz keys
-        return None
-    cls = getattr(scan, kind, None)
-    if cls is None or not hasattr(cls, "load"):
-        return None
-    try:
-        return cls.load(path)
-    except Exception:
+        return {"Surface": Surface, "Curve": Curve}[kind].load(path)
+    except NotAScanFile:
         return None
 
 
@@ -59,7 +55,7 @@ def as_surface(src: Any, metric: str = "loss") -> tuple[np.ndarray, np.ndarray, 
     if isinstance(src, PathLike):
         path = _path(src)
         if path.suffix.lower() in (".h5", ".hdf5"):
-            from landscape.h5surface import read_li_h5
+            from landscape.scans.li_hdf5 import read_li_h5
 
             src = read_li_h5(path)
         elif path.suffix.lower() == ".npz":
@@ -119,7 +115,7 @@ def as_curve(src: Any, metric: str = "loss") -> tuple[np.ndarray, np.ndarray]:
     if isinstance(src, PathLike):
         path = _path(src)
         if path.suffix.lower() in (".h5", ".hdf5"):
-            from landscape.h5surface import read_li_h5
+            from landscape.scans.li_hdf5 import read_li_h5
 
             data = read_li_h5(path)
             if data["ycoordinates"] is not None:

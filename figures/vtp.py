@@ -10,7 +10,6 @@ are left out, so ParaView shows gaps where nothing was computed.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 from xml.sax.saxutils import quoteattr
@@ -18,6 +17,7 @@ from xml.sax.saxutils import quoteattr
 import numpy as np
 
 from figures.sources import as_surface, check_grid
+from landscape.util.files import write_text
 
 
 def _block(values: np.ndarray, fmt: str, per_line: int) -> str:
@@ -91,16 +91,7 @@ def write_vtp(path: str | os.PathLike, xs: Any, ys: Any, z: Any, *, name: str = 
         "      </Polys>\n",
         "    </Piece>\n  </PolyData>\n</VTKFile>\n",
     ])
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return write_text(path, text)
 
 
 def surface_file_to_vtp(src: Any, path: str | os.PathLike, metric: str = "loss", **kwargs: Any) -> Path:

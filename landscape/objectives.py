@@ -26,9 +26,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from landscape.runtime import batches_of, deterministic_eval, model_device, model_dtype
+from landscape.util import batches_of, deterministic_eval, model_device, model_dtype
 
 IGNORE_INDEX = -100
+#: Key of a prepared batch that records whether labels are shifted (HFLoss decides it per model).
+SHIFT_KEY = "_shift_labels"
 Prepared = dict[str, Any]
 
 
@@ -168,14 +170,18 @@ class _HFTokenObjective(Objective):
     def model_inputs(self, prepared: Prepared) -> tuple[tuple, dict]:
         return (), {k: prepared[k] for k in self.model_keys if k in prepared}
 
+    def shifts(self, prepared: Prepared) -> bool:
+        """Whether position t predicts label t+1 in this prepared batch (causal LMs)."""
+        return bool(prepared.get(SHIFT_KEY, self.shift_labels))
+
     def _labels(self, prepared: Prepared) -> Tensor:
         labels = prepared["labels"]
-        return labels[..., 1:] if self.shift_labels else labels
+        return labels[..., 1:] if self.shifts(prepared) else labels
 
     def logits_and_targets(self, output: Any, prepared: Prepared) -> tuple[Tensor, Tensor]:
         logits = _output_logits(output)
         labels = prepared["labels"]
-        if self.shift_labels:
+        if self.shifts(prepared):
             return logits[:, :-1], labels[:, 1:]
         if logits.shape[:-1] == labels.shape:
             return logits, labels
@@ -207,20 +213,21 @@ class HFLoss(_HFTokenObjective):
     name = "hf_loss"
 
     def __init__(self, shift_labels: bool | None = None) -> None:
-        self._shift_arg = shift_labels
-        self.shift_labels = bool(shift_labels)
+        self.shift_labels = shift_labels  # type: ignore[assignment]  # None: decided per model
 
     def prepare(self, batch: Any, model: nn.Module) -> Prepared:
         b = _hf_batch(batch)
         if "labels" not in b:
             raise ValueError("HFLoss needs 'labels' in every batch; use MaskedLM or CausalLM to make them.")
-        if self._shift_arg is None:
+        shift = self.shift_labels
+        if shift is None:  # decided for this model and recorded in the batch, never on the objective
             config = getattr(model, "config", None)
-            self.shift_labels = bool(getattr(config, "is_decoder", False)) or _is_causal_lm(model)
+            shift = bool(getattr(config, "is_decoder", False)) or _is_causal_lm(model)
+        b[SHIFT_KEY] = bool(shift)
         return self._move(b, model)
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "shift_labels": self.shift_labels}
+        return {**super().describe(), "shift_labels": "per model" if self.shift_labels is None else self.shift_labels}
 
 
 class CausalLM(_HFTokenObjective):
@@ -367,7 +374,10 @@ class Criterion(Objective):
     def __init__(self, loss_fn: Callable[[Any, Tensor], Tensor] | None = None) -> None:
         self.loss_fn = loss_fn if loss_fn is not None else nn.CrossEntropyLoss()
         self._none_fn = None
-        if isinstance(self.loss_fn, self._vectorised) and getattr(self.loss_fn, "reduction", "mean") == "mean":
+        # One vectorised call with reduction="none" gives each example's loss alone, except with class
+        # weights: then it returns w_y·ℓᵢ, while the example alone (mean reduction) gives ℓᵢ.
+        weighted = getattr(self.loss_fn, "weight", None) is not None
+        if isinstance(self.loss_fn, self._vectorised) and getattr(self.loss_fn, "reduction", "mean") == "mean" and not weighted:
             self._none_fn = copy.copy(self.loss_fn)
             self._none_fn.reduction = "none"
 
@@ -404,9 +414,7 @@ class Criterion(Objective):
         targets = prepared["targets"]
         if targets.is_floating_point() or not isinstance(self.loss_fn, (nn.CrossEntropyLoss, nn.NLLLoss)):
             raise NotImplementedError("categorical predictions need a CrossEntropyLoss/NLLLoss criterion.")
-        logits = _output_logits(output)
-        if isinstance(self.loss_fn, nn.NLLLoss):
-            logits = logits  # log-probabilities are valid logits up to a constant
+        logits = _output_logits(output)  # for NLLLoss: log-probabilities, valid logits up to a constant
         return logits.unsqueeze(1), targets.reshape(-1, 1)
 
     def term_counts(self, prepared: Prepared) -> Tensor:

@@ -3,24 +3,58 @@
 A :class:`ParamSpace` is the ordered list of a model's trainable parameters that an analysis acts
 on. Tied tensors appear once, under their first name (BERT's MLM decoder weight *is* the word
 embedding), and their other names are kept as aliases. A :class:`ParamMask` selects elements or
-whole tensors of a space. :func:`perturbed` sets θ₀ + δ and restores θ₀ bit for bit.
+whole tensors of a space. Moving weights is :mod:`landscape.perturb`'s job.
 """
 
 from __future__ import annotations
 
-import contextlib
 import fnmatch
-from collections.abc import Iterator, Mapping, Sequence
+import re
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Union
 
 import torch
 from torch import Tensor, nn
 
 from landscape import vectors
-from landscape.runtime import model_fingerprint
+from landscape.perturb import Perturbation, perturbed
+from landscape.util import model_fingerprint
 from landscape.vectors import Vector
 
-__all__ = ["ParamSpace", "ParamMask", "Snapshot", "perturbed", "vectors"]
+__all__ = ["ParamSpace", "ParamMask", "Selection", "select", "perturbed", "layer_group", "layer_order", "vectors"]
+
+
+_BLOCK = re.compile(r"(?:^|\.)(?:layer|layers|h|block|blocks)\.(\d+)\.")
+
+
+def layer_group(name: str) -> str:
+    """The block a parameter belongs to: ``"embeddings"``, ``"layer.<i>"`` or ``"head"``.
+
+    ``layer.<i>`` covers BERT-style ``layer.i``, GPT-2's ``h.i`` and ``layers.i`` / ``block(s).i``;
+    anything else that is not an embedding (final norms, pooler, MLM or classifier head) is "head".
+    The one grouping used by the core, the analyses and the figures.
+    """
+    m = _BLOCK.search(name)
+    if m:
+        return f"layer.{int(m.group(1))}"
+    if "embed" in name or name.startswith(("wte.", "wpe.")) or ".wte." in name or ".wpe." in name:
+        return "embeddings"
+    return "head"
+
+
+def layer_order(group: str) -> tuple[int, int]:
+    """Sort key putting groups in network order: embeddings, layer.0, layer.1, …, head."""
+    if group == "embeddings":
+        return (0, 0)
+    if group.startswith("layer.") and group[6:].isdigit():
+        return (1, int(group[6:]))
+    return (2, 0)
+
+
+def _exact_pattern(name: str) -> str:
+    """An ``fnmatch`` pattern that matches ``name`` only (``*``, ``?`` and ``[`` escaped)."""
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
 
 
 def _as_list(patterns: str | Sequence[str] | None) -> list[str] | None:
@@ -125,9 +159,32 @@ class ParamSpace:
         """The current parameter tensors (live, not copies)."""
         return {n: p for n, p in self.params.items()}
 
-    def snapshot(self) -> Snapshot:
-        """A bit-exact copy of the current values that can be restored."""
-        return Snapshot(self)
+    def snapshot(self) -> Perturbation:
+        """θ₀ of this space: ``.set_terms([(c, d), ...])`` sets θ₀ + Σcd, ``.restore()`` is bit-exact."""
+        return Perturbation(self.params)
+
+    @classmethod
+    def from_names(cls, model: nn.Module, names: Sequence[str], trainable_only: bool = True) -> ParamSpace:
+        """The space holding exactly the parameters called ``names`` (or their tied aliases)."""
+        if not names:
+            raise ValueError("ParamSpace.from_names needs at least one parameter name.")
+        space = cls(model, include=[_exact_pattern(n) for n in names], trainable_only=trainable_only)
+        space.resolve_names(names, what="names")
+        return space
+
+    def resolve_names(self, names: Iterable[str], what: str = "names") -> dict[str, str]:
+        """Map each name (canonical or tied alias) to its canonical name in this space.
+
+        Raises:
+            KeyError: naming the first names that are not parameters of this space.
+        """
+        alias_to = {a: n for n, al in self.aliases.items() for a in al if n in self.params}
+        out = {n: alias_to.get(n, n) for n in names}
+        unknown = [n for n, c in out.items() if c not in self.params]
+        if unknown:
+            raise KeyError(f"{what}: {', '.join(map(repr, unknown[:3]))} is not a parameter of "
+                           f"{type(self.model).__name__} in this space (example names: {self.names[:3]}).")
+        return out
 
     # -- vectors over the space
     def zeros(self) -> Vector:
@@ -153,60 +210,6 @@ class ParamSpace:
 
     def module_type_of(self, name: str) -> type[nn.Module]:
         return type(self.owners[name])
-
-
-class Snapshot:
-    """Detached copies of a space's parameters; :meth:`restore` copies them back bit for bit."""
-
-    def __init__(self, space: ParamSpace) -> None:
-        self.space = space
-        self.saved: Vector = {n: p.detach().clone() for n, p in space.params.items()}
-
-    @torch.no_grad()
-    def restore(self) -> None:
-        self.space.assign(self.saved)
-
-    @torch.no_grad()
-    def set_offset(self, terms: Sequence[tuple[float, Mapping[str, Tensor]]]) -> None:
-        """Set θ = θ₀ + Σ_i c_i d_i from the saved θ₀ (never by accumulating steps).
-
-        ``terms`` is a sequence of ``(c_i, d_i)``; each ``d_i`` may cover a subset of the space
-        (missing names are zero).
-        """
-        names = list(self.saved)
-        out = [t.clone() for t in (self.saved[n] for n in names)]
-        for coeff, d in terms:
-            idx = [i for i, n in enumerate(names) if n in d]
-            if idx and coeff != 0.0:
-                torch._foreach_add_([out[i] for i in idx], [d[names[i]] for i in idx], alpha=float(coeff))
-        torch._foreach_copy_([self.space.params[n] for n in names], out)
-
-
-@contextlib.contextmanager
-def perturbed(model: nn.Module, delta: Mapping[str, Tensor], space: ParamSpace | None = None) -> Iterator[nn.Module]:
-    """Set θ₀ + δ inside the block and restore θ₀ bit for bit on exit.
-
-    Restoration runs in ``finally``, so it also happens when the body raises or is interrupted
-    (``KeyboardInterrupt``). ``delta`` may cover any subset of the model's parameter names
-    (tied aliases are accepted and resolved to the shared tensor).
-    """
-    space = space or ParamSpace(model, trainable_only=False)
-    alias_to = {a: n for n, al in space.aliases.items() for a in al}
-    resolved: dict[str, Tensor] = {}
-    for name, t in delta.items():
-        canon = alias_to.get(name, name)
-        if canon not in space.params:
-            raise KeyError(f"delta names {name!r}, which is not a parameter of {type(model).__name__}.")
-        p = space.params[canon]
-        if tuple(t.shape) != tuple(p.shape):
-            raise ValueError(f"delta[{name!r}] has shape {tuple(t.shape)}, parameter has {tuple(p.shape)}.")
-        resolved[canon] = t
-    snap = Snapshot(space)
-    try:
-        snap.set_offset([(1.0, resolved)])
-        yield model
-    finally:
-        snap.restore()
 
 
 @dataclass
@@ -268,3 +271,37 @@ class ParamMask:
 
     def __repr__(self) -> str:
         return f"ParamMask({self.granularity}, {len(self.masks)} tensors, {self.count()} of {self.space.dim} coords)"
+
+
+#: What every ``params=`` argument accepts: all trainable parameters (None), name globs, a space or a mask.
+Selection = Union[ParamSpace, ParamMask, str, Sequence[str], None]
+
+
+def select(model: nn.Module, params: Selection = None, what: str = "params") -> tuple[ParamSpace, ParamMask | None]:
+    """Resolve the one ``params=`` argument of every entry point to (space, mask or None).
+
+    ``None``: every trainable parameter; a glob or list of globs: ``ParamSpace(model, include=...)``;
+    a :class:`ParamSpace` or :class:`ParamMask`, which must have been built on ``model`` itself.
+
+    Raises:
+        ValueError: for a space or mask of another model (even a same-architecture copy: map it by
+            name on purpose with ``ParamMask.from_tensor_names`` / ``FisherDiagonal.load(model=...)``),
+            or a mask that selects nothing.
+    """
+    if params is None:
+        return ParamSpace(model), None
+    if isinstance(params, ParamMask):
+        if params.space.model is not model:
+            raise ValueError(f"{what}: the ParamMask was built on another model ({type(params.space.model).__name__} "
+                             f"object at {id(params.space.model):#x}); build it on this model's ParamSpace, e.g. from "
+                             "Fisher scores loaded with FisherDiagonal.load(path, model=this_model).")
+        if params.count() == 0:
+            raise ValueError(f"{what}: the ParamMask selects no coordinate; select at least one parameter element.")
+        return params.space, params
+    if isinstance(params, ParamSpace):
+        if params.model is not model:
+            raise ValueError(f"{what}: the ParamSpace was built on another model; build it with ParamSpace(model, ...).")
+        return params, None
+    if isinstance(params, str) or (isinstance(params, Sequence) and all(isinstance(p, str) for p in params)):
+        return ParamSpace(model, include=params), None
+    raise TypeError(f"{what} must be None, name globs, a ParamSpace or a ParamMask, got {type(params).__name__}.")

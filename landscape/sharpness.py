@@ -30,20 +30,22 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from landscape import runtime, vectors
+from landscape import util, vectors
 from landscape.objectives import Objective
-from landscape.params import ParamMask, ParamSpace
-from landscape.scan_store import Curve, Surface
+from landscape.params import Selection, select
+from landscape.perturb import Perturbation
+from landscape.scans.results import Curve, Surface
+from landscape.util.results import JsonResult
 
 __all__ = ["CurvatureFit", "BasinWidth", "SharpnessResult", "curvature_at_origin", "basin_width",
-           "average_sharpness", "worst_case_sharpness", "keskar_sharpness"]
+           "average_sharpness", "worst_case_sharpness", "keskar_sharpness", "origin_index", "loss_rise_at_edge"]
 
 
 # ----------------------------------------------------------------------------- from scans
 
 
 @dataclass
-class CurvatureFit:
+class CurvatureFit(JsonResult):
     """Quadratic fit at the origin. ``curvature``: κ = L''(0) (1D) or the largest eigenvalue of K
     (2D); ``hessian``: K ``[2, 2]`` (2D only); ``coefficients``: (c₀, c₁, κ) or (c₀, gx, gy, Kxx, Kxy, Kyy)."""
 
@@ -65,6 +67,27 @@ def _curve_arrays(curve: Curve | np.ndarray, values: np.ndarray | None, metric: 
     if a.shape != v.shape:
         raise ValueError(f"alphas {a.shape} and values {v.shape} differ in length.")
     return a, v, {}
+
+
+def origin_index(alphas: np.ndarray) -> int:
+    """The index of α = 0 in a scan's coordinates.
+
+    Raises:
+        ValueError: if 0 is not a grid point (e.g. an even number of points on [-R, R]); build
+            the coordinates with :func:`landscape.scans.coefficients`, which always includes 0.
+    """
+    a = np.asarray(alphas, float).reshape(-1)
+    hits = np.flatnonzero(a == 0.0)
+    if hits.size == 0:
+        raise ValueError(f"the scan has no point at α = 0 (its {a.size} coefficients run {a.min():g}…{a.max():g}); "
+                         "use landscape.scans.coefficients(lo, hi, n), which includes the origin.")
+    return int(hits[0])
+
+
+def loss_rise_at_edge(curve: Curve | np.ndarray, values: np.ndarray | None = None, metric: str = "loss") -> float:
+    """max(L(α_first), L(α_last)) − L(0): how far the loss climbs from the origin to the range's ends."""
+    a, v, _ = _curve_arrays(curve, values, metric)
+    return float(np.nanmax(v[[0, -1]]) - v[origin_index(a)])
 
 
 def _default_window(dist: np.ndarray, need: int) -> float:
@@ -130,7 +153,7 @@ def _curvature_2d(surface: Any, values: Any, window: float | None, metric: str, 
 
 
 @dataclass
-class BasinWidth:
+class BasinWidth(JsonResult):
     """Width of the sublevel set {L ≤ threshold} around the minimum of a 1D curve.
 
     ``width`` = right − left; ``inf`` when a side is not crossed inside the scanned range (then
@@ -158,8 +181,8 @@ def basin_width(curve: Curve | np.ndarray, values: np.ndarray | None = None, thr
     """Distance between the threshold crossings left and right of the curve's minimum.
 
     Give ``threshold`` (absolute) or ``delta`` (threshold = min + delta). Non-finite points count
-    as above any threshold. A :class:`Surface` gives the width along its x line through y = 0:
-    pass ``surface_line(surface)`` arrays for other lines.
+    as above any threshold. A :class:`Surface` gives the width along its x line through y = 0;
+    for another line pass its arrays (``surface.xs``, ``surface.values[metric][iy]``).
     """
     if isinstance(curve, Surface):
         iy = int(np.argmin(np.abs(curve.ys)))
@@ -194,7 +217,7 @@ def basin_width(curve: Curve | np.ndarray, values: np.ndarray | None = None, thr
 
 
 @dataclass
-class SharpnessResult:
+class SharpnessResult(JsonResult):
     """``value``: the sharpness; ``stderr`` (average-case only); ``loss0``: L(θ); ``losses``: the
     perturbed losses per sample or per ascent step; ``meta``: ρ/ε, steps, step size, seeds,
     sample counts, mask, objective, versions."""
@@ -209,25 +232,21 @@ class SharpnessResult:
 class _Perturber:
     """θ₀ + δ on the selected tensors, data loss and gradient, exact restore."""
 
-    def __init__(self, model: nn.Module, objective: Objective, data: Iterable[Any], mask: ParamMask | None,
-                 space: ParamSpace | None) -> None:
-        self.space = mask.space if mask is not None else (space or ParamSpace(model))
+    def __init__(self, model: nn.Module, objective: Objective, data: Iterable[Any], params: Selection) -> None:
+        self.space, mask = select(model, params)
         self.names = mask.names if mask is not None else self.space.names
-        if mask is not None and not self.names:
-            raise ValueError("mask selects no coordinate: nothing to perturb.")
         self.model, self.objective = model, objective
         self.prepared = objective.prepare_data(model, data)
         self.n_terms = sum(int(objective.term_counts(p).sum()) for p in self.prepared)
         if self.n_terms == 0:
             raise ValueError("data holds no loss term (every label is -100 / no example).")
-        self.params = [self.space.params[n] for n in self.names]
-        self.theta0 = [p.detach().clone() for p in self.params]
+        self.perturbation = Perturbation({n: self.space.params[n] for n in self.names})
+        self.params, self.theta0 = self.perturbation.tensors, self.perturbation.theta0
         self.mask = None if mask is None or mask.granularity == "tensor" else [mask.masks[n].to(p.device) for n, p in zip(self.names, self.params)]
-        self.snapshot = self.space.snapshot()
         self.n_evaluations = 0
         self.meta = {"n_params": int(sum(p.numel() for p in self.params)) if mask is None else mask.count(),
                      "mask": None if mask is None else {"granularity": mask.granularity, "count": mask.count(), "fraction": mask.fraction},
-                     "objective": objective.describe(), "n_terms": self.n_terms, "versions": runtime.versions()}
+                     "objective": objective.describe(), "n_terms": self.n_terms, "versions": util.versions()}
 
     def masked(self, ts: list[Tensor]) -> list[Tensor]:
         if self.mask is None:
@@ -237,11 +256,9 @@ class _Perturber:
     def randn(self, seed: int) -> list[Tensor]:
         return self.masked(list(vectors.randn_like(dict(zip(self.names, self.theta0)), seed).values()))
 
-    @torch.no_grad()
     def set(self, delta: list[Tensor] | None) -> None:
-        torch._foreach_copy_(self.params, self.theta0)
-        if delta is not None:
-            torch._foreach_add_(self.params, delta)
+        """θ ← θ₀ + δ on the selected tensors."""
+        self.perturbation.set_delta(delta)
 
     def loss(self, grad: bool = False) -> tuple[float, list[Tensor] | None]:
         self.n_evaluations += 1
@@ -258,22 +275,19 @@ class _Perturber:
 
 
 def _run_perturber(pert: _Perturber, body) -> Any:
-    try:
-        with runtime.deterministic_eval(pert.model):
-            return body()
-    finally:
-        pert.snapshot.restore()
+    with pert.perturbation, util.deterministic_eval(pert.model):
+        return body()
 
 
-def average_sharpness(model: nn.Module, objective: Objective, data: Iterable[Any], rho: float, n_samples: int = 16,
-                      adaptive: bool = False, mask: ParamMask | None = None, space: ParamSpace | None = None,
-                      seed: int = 0, progress: bool = True) -> SharpnessResult:
+def average_sharpness(model: nn.Module, objective: Objective, data: Iterable[Any], *, rho: float, num_samples: int = 16,
+                      adaptive: bool = False, params: Selection = None, seed: int = 0,
+                      progress: bool = True) -> SharpnessResult:
     """E[L(θ+δ)] − L(θ) with δ = ρ·z (or ρ·|θ|⊙z if ``adaptive``), z ~ N(0, I) on the selected
     coordinates; sample s uses seed ``seed + s``. For a quadratic L with Hessian A the expectation is
     ½ρ²·tr(A) (adaptive: ½ρ²·Σᵢ Aᵢᵢθᵢ²)."""
-    if not rho > 0 or n_samples < 1:
-        raise ValueError(f"need rho > 0 and n_samples ≥ 1, got rho={rho}, n_samples={n_samples}.")
-    pert = _Perturber(model, objective, data, mask, space)
+    if not rho > 0 or num_samples < 1:
+        raise ValueError(f"need rho > 0 and num_samples ≥ 1, got rho={rho}, num_samples={num_samples}.")
+    pert = _Perturber(model, objective, data, params)
     from tqdm.auto import tqdm
 
     def body() -> SharpnessResult:
@@ -281,14 +295,14 @@ def average_sharpness(model: nn.Module, objective: Objective, data: Iterable[Any
         l0, _ = pert.loss()
         scale = [t.abs() * rho for t in pert.theta0] if adaptive else None
         losses = []
-        for s in tqdm(range(n_samples), desc="average sharpness", disable=not progress, leave=False):
+        for s in tqdm(range(num_samples), desc="average sharpness", disable=not progress, leave=False):
             z = pert.randn(seed + s)
             delta = torch._foreach_mul(z, scale) if adaptive else torch._foreach_mul(z, float(rho))
             pert.set(delta)
             losses.append(pert.loss()[0])
         arr = np.array(losses)
-        stderr = float(arr.std(ddof=1) / np.sqrt(n_samples)) if n_samples > 1 else float("nan")
-        meta = {"kind": "average", "rho": rho, "adaptive": adaptive, "n_samples": n_samples, "seeds": [seed, seed + n_samples - 1],
+        stderr = float(arr.std(ddof=1) / np.sqrt(num_samples)) if num_samples > 1 else float("nan")
+        meta = {"kind": "average", "rho": rho, "adaptive": adaptive, "n_samples": num_samples, "seeds": [seed, seed + num_samples - 1],
                 "distribution": "gaussian", **pert.meta}
         return SharpnessResult(float(arr.mean() - l0), l0, arr, stderr, meta)
 
@@ -317,9 +331,9 @@ def _ascent(pert: _Perturber, scale: list[Tensor] | None, project, init: list[Te
     return l0, arr, float(finite.max()) if finite.size else float("nan")
 
 
-def worst_case_sharpness(model: nn.Module, objective: Objective, data: Iterable[Any], rho: float, steps: int = 20,
-                         step_size: float | None = None, adaptive: bool = True, mask: ParamMask | None = None,
-                         space: ParamSpace | None = None, seed: int = 0, progress: bool = True) -> SharpnessResult:
+def worst_case_sharpness(model: nn.Module, objective: Objective, data: Iterable[Any], *, rho: float, steps: int = 20,
+                         step_size: float | None = None, adaptive: bool = True, params: Selection = None,
+                         seed: int = 0, progress: bool = True) -> SharpnessResult:
     """max_{‖u‖₂ ≤ ρ} L(θ + s⊙u) − L(θ), s = |θ| if ``adaptive`` else 1 (Andriushchenko et al., 2023).
 
     Normalized projected gradient ascent: u ← Π_ρ(u + η·∇ᵤL/‖∇ᵤL‖), η = ``step_size`` (default ρ),
@@ -328,7 +342,7 @@ def worst_case_sharpness(model: nn.Module, objective: Objective, data: Iterable[
     if not rho > 0 or steps < 1:
         raise ValueError(f"need rho > 0 and steps ≥ 1, got rho={rho}, steps={steps}.")
     eta = float(rho if step_size is None else step_size)
-    pert = _Perturber(model, objective, data, mask, space)
+    pert = _Perturber(model, objective, data, params)
     scale = [t.abs() for t in pert.theta0] if adaptive else None
 
     def project(u: list[Tensor]) -> list[Tensor]:
@@ -350,9 +364,9 @@ def worst_case_sharpness(model: nn.Module, objective: Objective, data: Iterable[
     return _run_perturber(pert, body)
 
 
-def keskar_sharpness(model: nn.Module, objective: Objective, data: Iterable[Any], eps: float = 1e-3, steps: int = 20,
-                     step_size: float = 0.25, mask: ParamMask | None = None, space: ParamSpace | None = None,
-                     seed: int = 0, progress: bool = True) -> SharpnessResult:
+def keskar_sharpness(model: nn.Module, objective: Objective, data: Iterable[Any], *, eps: float = 1e-3, steps: int = 20,
+                     step_size: float = 0.25, params: Selection = None, seed: int = 0,
+                     progress: bool = True) -> SharpnessResult:
     """Keskar et al.'s ε-sharpness: 100·(max_{δ∈C_ε} L(θ+δ) − L(θ)) / (1 + L(θ)),
     C_ε = {|δᵢ| ≤ ε(|θᵢ|+1)} on the selected coordinates (the full space, no random subspace).
 
@@ -360,7 +374,7 @@ def keskar_sharpness(model: nn.Module, objective: Objective, data: Iterable[Any]
     η = ``step_size``, from u ~ U(−1, 1) (seed ``seed``). ``losses`` holds L per iterate."""
     if not eps > 0 or steps < 1:
         raise ValueError(f"need eps > 0 and steps ≥ 1, got eps={eps}, steps={steps}.")
-    pert = _Perturber(model, objective, data, mask, space)
+    pert = _Perturber(model, objective, data, params)
     bound = [(t.abs() + 1) * eps for t in pert.theta0]
 
     def project(u: list[Tensor]) -> list[Tensor]:

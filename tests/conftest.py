@@ -105,3 +105,11 @@ def mlp():
 @pytest.fixture
 def cls_data():
     return make_classification_data()
+
+
+@pytest.fixture
+def checkpoint(tmp_path):
+    """A tiny BERT + word-level tokenizer saved with ``save_pretrained`` (see ``saved_models``)."""
+    from saved_models import save_word_checkpoint
+
+    return save_word_checkpoint(tmp_path / "bert")

@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import make_tiny_bert
-from test_audit import png_size, save_tiny_checkpoint, tiny_texts, write_texts
+from saved_models import png_size, save_tiny_checkpoint, tiny_texts, write_texts
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -88,7 +87,7 @@ def test_audit_checkpoint_script_refuses_a_non_checkpoint(tmp_path):
 @pytest.mark.slow
 def test_compare_checkpoints_script(checkpoints, tmp_path):
     from analyses.common import load_target
-    from landscape.scan_store import Curve
+    from landscape.scans.results import Curve
 
     pre, fine, texts = checkpoints
     out = tmp_path / "compare"

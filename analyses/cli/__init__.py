@@ -1,0 +1,125 @@
+"""The ``landscape`` command line: one subcommand per module in this package.
+
+Bad input ends with a one-line ``landscape: error: ...`` on stderr and exit status 2; an
+interrupt exits 130 after the command has saved what it finished.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+import traceback
+from collections.abc import Sequence
+
+# Subcommand modules, in the order --help lists them.
+COMMANDS = [
+    "default_model",
+    "fisher",
+    "hessian",
+    "scan",
+    "plot",
+    "audit",
+    "analyze",
+]
+
+# Errors that are the user's: a bad path, value or data file. They end as one line and exit 2.
+# Anything else is a bug in the toolkit or a library: one line plus a hint, and -v shows the traceback.
+USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, *, checkpoint: bool = True, progress: bool = True) -> None:
+    """The flags every computing subcommand shares: checkpoint, --out, --device, --seed, --examples,
+    --no-progress."""
+    if checkpoint:
+        parser.add_argument("checkpoint", nargs="?", default="default",
+                            help="local Hugging Face checkpoint directory, .safetensors or .pt file; "
+                                 "'default' (the default) uses the embedded default model")
+    parser.add_argument("--out", default=None, help="output folder for results (created if missing)")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
+    parser.add_argument("--seed", type=int, default=0, help="random seed")
+    parser.add_argument("--examples", type=int, default=None, help="number of held-out examples to use (≥ 1)")
+    if progress:
+        parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def add_data_arguments(parser: argparse.ArgumentParser, *, batch_size: int = 8) -> None:
+    """--texts, --batch-size and --max-length: the evaluation text and how it is batched."""
+    parser.add_argument("--texts", default=None, metavar="FILE",
+                        help="UTF-8 file of texts, one per line (default: the held-out stdlib docstrings)")
+    parser.add_argument("--batch-size", type=int, default=batch_size, help=f"sequences per batch (default {batch_size})")
+    parser.add_argument("--max-length", type=int, default=128, help="tokens per sequence at most (default 128)")
+
+
+def add_range_argument(parser: argparse.ArgumentParser, default: float = 1.0, what: str = "scan coefficients") -> None:
+    """--range R (meaning [-R, R]) or --range LO HI, the same flag in every command."""
+    parser.add_argument("--range", type=float, nargs="+", default=[-default, default], metavar="R | LO HI",
+                        help=f"{what}: R for [-R, R], or LO HI (default {-default:g} {default:g})")
+
+
+def add_include_argument(parser: argparse.ArgumentParser) -> None:
+    """--include GLOB [GLOB ...]: restrict to parameters whose names match (fnmatch globs)."""
+    parser.add_argument("--include", nargs="+", default=None, metavar="GLOB",
+                        help="parameter-name globs to restrict to, e.g. 'bert.encoder.*' (default: all)")
+
+
+def parse_range(values: Sequence[float], flag: str = "--range", symmetric: bool = False) -> tuple[float, float]:
+    """``[R]`` -> (-R, R); ``[LO, HI]`` -> (LO, HI). ``symmetric``: the command needs LO = -HI."""
+    if len(values) == 1:
+        lo, hi = -abs(values[0]), abs(values[0])
+    elif len(values) == 2:
+        lo, hi = float(values[0]), float(values[1])
+    else:
+        raise ValueError(f"{flag} takes R or LO HI, got {len(values)} numbers.")
+    if not lo < hi:
+        raise ValueError(f"{flag} needs LO < HI (or R > 0), got {lo:g} {hi:g}.")
+    if symmetric and lo != -hi:
+        raise ValueError(f"{flag} must be symmetric around 0 here (R or -R R), got {lo:g} {hi:g}.")
+    return lo, hi
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="landscape",
+        description="Loss-landscape analysis: Fisher scores, Hessian spectra, filter-normalized scans.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="log progress details, and show the traceback of an unexpected error")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for module_name in COMMANDS:
+        module = importlib.import_module(f"analyses.cli.{module_name}")
+        p = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
+        module.add_arguments(p)
+        p.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args._run(args) or 0)
+    except USER_ERRORS as exc:
+        if args.verbose:
+            traceback.print_exc()
+        print(f"landscape: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("landscape: interrupted; finished work was saved where the command supports it.", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a bug, not the user's input: say so, and show where with -v
+        if args.verbose:
+            traceback.print_exc()
+        print(f"landscape: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        if not args.verbose:
+            print("landscape: run again with -v for the traceback, and please report it.", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

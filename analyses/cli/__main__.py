@@ -1,0 +1,7 @@
+"""``python -m analyses.cli`` (used under ``torchrun``) is the ``landscape`` command."""
+
+import sys
+
+from analyses.cli import main
+
+sys.exit(main())

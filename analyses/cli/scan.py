@@ -1,0 +1,94 @@
+"""``landscape scan``: a 1D curve or 2D surface along filter-normalized random directions.
+
+Example::
+
+    landscape scan default --dims 2 --grid 21 --range -1 1 --normalization filter --out runs/scan
+    torchrun --nproc_per_node=2 -m analyses.cli scan CKPT --dims 2 --grid 21 --out runs/scan --resume
+
+Writes ``<out>/scan_{1d,2d}.npz`` (coordinates, values, completion mask, metadata), for 2D also
+``surface.h5`` in Li et al.'s HDF5 layout, and ``summary.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from analyses.cli import add_common_arguments, add_data_arguments, add_range_argument, parse_range
+
+NAME = "scan"
+HELP = "loss along filter-normalized random directions (1D curve or 2D surface), resumable, torchrun-aware"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_common_arguments(parser)
+    parser.add_argument("--dims", type=int, choices=(1, 2), default=2, help="1: a curve, 2: a surface (default)")
+    parser.add_argument("--grid", type=int, nargs="+", default=[21], metavar="N",
+                        help="points per axis: one number, or NX NY for a non-square grid (default 21)")
+    add_range_argument(parser, what="coefficient range of the x axis")
+    parser.add_argument("--yrange", type=float, nargs="+", default=None, metavar="R | LO HI",
+                        help="coefficient range of the y axis (default: --range)")
+    parser.add_argument("--normalization", choices=("filter", "tensor", "model", "none"), default="filter")
+    parser.add_argument("--one-dim", choices=("zero", "filter", "radial"), default="zero",
+                        help="biases/LayerNorm: zero (default), one filter, or radial (d = θ, Li et al.)")
+    parser.add_argument("--metrics", nargs="+", choices=("loss", "accuracy"), default=["loss", "accuracy"])
+    add_data_arguments(parser)
+    parser.add_argument("--batch-points", type=int, default=1, help="grid points per vmapped call (small models)")
+    parser.add_argument("--resume", action="store_true", help="compute only the points missing from the output file")
+
+
+def run(args: argparse.Namespace) -> int:
+    from analyses.common import load_target
+    from landscape import directions, util, scan
+    from landscape.util.files import write_json
+
+    if args.out is None:
+        raise ValueError("--out is required: the folder for scan_*.npz, surface.h5 and summary.json.")
+    if any(n < 1 for n in args.grid) or len(args.grid) > 2:
+        raise ValueError(f"--grid takes one or two positive integers, got {args.grid}.")
+    ctx = util.dist_context()
+    nx = args.grid[0]
+    ny = args.grid[1] if len(args.grid) > 1 else nx
+    from analyses.common import read_texts
+
+    texts = read_texts(args.texts)
+    xr = parse_range(args.range)
+    yr = parse_range(args.yrange, "--yrange") if args.yrange else xr
+    target = load_target(args.checkpoint, examples=args.examples if args.examples is not None else 64,
+                         batch_size=args.batch_size, device=args.device, seed=args.seed, texts=texts,
+                         max_length=args.max_length)
+    model = target.model
+    kw = dict(normalization=args.normalization, one_dim=args.one_dim)
+    d1 = directions.random(model, seed=args.seed, **kw)
+    xs = np.linspace(xr[0], xr[1], nx)
+    out = Path(args.out)
+    common = dict(metrics=tuple(args.metrics), resume=args.resume, progress=not args.no_progress, batch_points=args.batch_points)
+    if args.dims == 1:
+        res = scan.scan_1d(model, target.objective, target.data, d1, xs, path=out / "scan_1d.npz", **common)
+    else:
+        d2 = directions.random(model, seed=args.seed + 1, **kw)
+        ys = np.linspace(yr[0], yr[1], ny)
+        res = scan.scan_2d(model, target.objective, target.data, d1, d2, xs, ys, path=out / "scan_2d.npz", **common)
+    res.meta["target"] = {"name": target.name, "task": target.task, **{k: v for k, v in target.meta.items() if isinstance(v, (str, int, float))}}
+    if ctx.is_main:
+        name = "scan_1d.npz" if args.dims == 1 else "scan_2d.npz"
+        res.save(out / name)
+        files = [name]
+        if args.dims == 2:
+            try:
+                res.to_h5(out / "surface.h5")
+                files.append("surface.h5")
+            except ImportError:
+                pass
+        loss = res.values["loss"]
+        write_json(out / "summary.json", {
+            "command": "scan", "checkpoint": args.checkpoint, "dims": args.dims, "grid": list(loss.shape),
+            "n_done": res.n_done, "loss_min": float(np.nanmin(loss)) if np.isfinite(loss).any() else None,
+            "loss_max": float(np.nanmax(loss)) if np.isfinite(loss).any() else None,
+            "nonfinite_points": int(res.nonfinite.sum()), "files": files, "directions": res.meta["directions"],
+            "timing": res.meta.get("timing"), "world_size": ctx.world_size,
+        })
+        print(f"landscape scan: {res.n_done}/{res.done.size} points -> {out / name}")
+    return 0

@@ -1,0 +1,12 @@
+"""Models: local checkpoint loading (no hub, no code execution) and the embedded default model.
+
+- ``checkpoints``: :func:`load_checkpoint` for a Hugging Face directory, ``.safetensors`` (+config)
+  or ``.pt`` (``weights_only``), and tokenization helpers.
+- ``default_model``: a small BERT pretrained offline on the standard library's docstrings, cached.
+- ``corpus``: those docstrings, parsed with ``ast`` (never imported), with a held-out split.
+"""
+
+from landscape.models.checkpoints import Checkpoint, load_checkpoint, read_state_dict
+from landscape.models.default_model import DefaultModel, DefaultModelConfig, load_default
+
+__all__ = ["Checkpoint", "load_checkpoint", "read_state_dict", "DefaultModel", "DefaultModelConfig", "load_default"]

@@ -1,0 +1,92 @@
+"""The result protocol: every result has ``to_dict()``; results that are files have ``save(path)``
+and ``load(path)``.
+
+:class:`JsonResult` gives a dataclass result all three with one JSON encoding (``util.files``):
+numpy arrays and scalars become lists and floats, ``meta`` stays a dict, and fields listed in
+``_transient`` (tensors, such as eigenvectors) are left out. ``from_dict`` inverts ``to_dict``,
+turning lists back into arrays for fields annotated as ``np.ndarray``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import numpy as np
+import torch
+
+from landscape.util.files import read_json, write_json
+
+R = TypeVar("R", bound="JsonResult")
+
+
+def plain(value: Any) -> Any:
+    """``value`` with arrays, tensors and numpy scalars turned into JSON-able Python values."""
+    if isinstance(value, (np.ndarray, torch.Tensor)):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value
+
+
+class JsonResult:
+    """Mixin for ``@dataclass`` results: ``to_dict``, ``from_dict``, ``save`` and ``load`` as JSON."""
+
+    _transient: ClassVar[tuple[str, ...]] = ()  # fields not written (e.g. tensors)
+    _flat_meta: ClassVar[bool] = False  # merge ``meta`` into the top level of to_dict (legacy layout)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The result as JSON-able Python values (arrays as lists)."""
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            if f.name in self._transient:
+                continue
+            value = plain(getattr(self, f.name))
+            if f.name == "meta" and self._flat_meta:
+                out.update({k: v for k, v in value.items() if k not in out})
+            else:
+                out[f.name] = value
+        return out
+
+    @classmethod
+    def from_dict(cls: type[R], d: dict[str, Any]) -> R:
+        """Rebuild from :meth:`to_dict`'s output (transient fields get their defaults or empty)."""
+        fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        kwargs: dict[str, Any] = {}
+        for name, f in fields.items():
+            if name in cls._transient:
+                kwargs[name] = [] if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING else (
+                    f.default if f.default is not dataclasses.MISSING else f.default_factory())  # type: ignore[misc]
+            elif name == "meta" and cls._flat_meta:
+                kwargs[name] = {k: v for k, v in d.items() if k not in fields and k != "format"}
+            elif name in d:
+                kwargs[name] = _restore(d[name], str(f.type))
+        return cls(**kwargs)
+
+    def save(self, path: str | Path) -> Path:
+        """Write :meth:`to_dict` as JSON (atomically), tagged with the result's class."""
+        return write_json(path, {"format": f"landscape.{type(self).__name__}/1", **self.to_dict()})
+
+    @classmethod
+    def load(cls: type[R], path: str | Path) -> R:
+        """Read a file written by :meth:`save`."""
+        d = read_json(path, what=f"{cls.__name__} file")
+        want = f"landscape.{cls.__name__}/1"
+        if d.get("format") != want:
+            raise ValueError(f"{path} is not a {cls.__name__} file (format {d.get('format')!r}, expected {want!r}).")
+        return cls.from_dict(d)
+
+
+def _restore(value: Any, annotation: str) -> Any:
+    if value is None:
+        return None
+    if annotation.startswith("list[np.ndarray]"):
+        return [np.asarray(v, dtype=np.float64) for v in value]
+    if "np.ndarray" in annotation and isinstance(value, list):
+        return np.asarray(value, dtype=np.float64)
+    return value

@@ -1,0 +1,42 @@
+"""torchrun with 2 CPU ranks (gloo) gives the single-process Fisher to floating-point tolerance."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from landscape import fisher
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for conftest
+from dist_fisher_worker import CASES, case_id, run_case  # noqa: E402
+
+WORKER = Path(__file__).parent / "dist_fisher_worker.py"
+
+
+@pytest.fixture(scope="module")
+def dist_out(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("fisher_dist")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(WORKER), str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_torchrun_two_ranks_equals_single_process(dist_out, case):
+    D = fisher.FisherDiagonal.load(dist_out / case_id(case))
+    S = run_case(case)
+    assert D.meta["world_size"] == 2 and S.meta["world_size"] == 1
+    assert D.meta["n_examples"] == S.meta["n_examples"]
+    for n in S.names:
+        torch.testing.assert_close(D.scores[n], S.scores[n], rtol=1e-10, atol=1e-14)
+    assert D.convergence.n == S.convergence.n
+    for a, b in zip(D.convergence.spearman, S.convergence.spearman):
+        assert (a is None and b is None) or abs(a - b) < 1e-9
