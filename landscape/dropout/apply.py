@@ -95,6 +95,11 @@ def _gaussian_hook(p: float):  # noqa: ANN202
     return hook
 
 
+def _hookable(site: DropoutSite) -> bool:
+    """Whether the site's dropout is a module call (hidden states), so a hook can replace its noise."""
+    return site.kind == "module" and site.role != "attention_probs"
+
+
 def _remember(applied: Applied, mod: nn.Module, attr: str) -> None:
     applied.originals.append((mod, attr, mod.__dict__[attr] if attr in mod.__dict__ else _MISSING))
 
@@ -126,7 +131,7 @@ def set_rates(model: nn.Module, rates: Any, noise: str = "bernoulli", granularit
         raise ValueError(f"rates name sites this {sites.model_class} does not have: {unknown[:3]} (it has {sites.ids}).")
     if strict and (missing := [s for s in sites.ids if s not in site_rates]):
         raise ValueError(f"no rate for sites {missing[:3]}; give every site a rate or pass strict=False.")
-    if granularity == "unit" and not units:
+    if granularity == "unit" and not units and any(_hookable(s) for s in sites):
         raise ValueError("granularity='unit' needs per-unit rates: make them with guided_rates(..., units=True).")
     applied = Applied(model, sites, rates=dict(site_rates), noise=noise, granularity=granularity)
     try:
@@ -135,7 +140,7 @@ def set_rates(model: nn.Module, rates: Any, noise: str = "bernoulli", granularit
                 continue
             p = float(site_rates[site.id])
             holder = _resolve(model, site.module)
-            hookable = site.kind == "module" and site.role != "attention_probs"
+            hookable = _hookable(site)
             use_unit = granularity == "unit" and site.id in units
             _remember(applied, holder, site.attr)
             if hookable and (use_unit or (noise == "gaussian" and p > 0)):

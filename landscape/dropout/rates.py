@@ -101,6 +101,10 @@ def _check_range(p_max: float, p_min: float) -> None:
         raise ValueError(f"p_min ({p_min}) must not exceed p_max ({p_max}).")
 
 
+def _clip(p: float, lo: float, hi: float) -> float:
+    return float(min(max(p, lo), hi))
+
+
 def _mean_ranks(values: Sequence[float]) -> list[float]:
     """Ranks 0..n-1 (0 = smallest); ties get the mean of their ranks."""
     order = sorted(range(len(values)), key=lambda i: values[i])
@@ -127,7 +131,8 @@ def rank_linear(scores: Mapping[str, float], p_max: float = 0.1, p_min: float = 
         return {keys[0]: float(p_max)}
     ranks = _mean_ranks([float(scores[k]) for k in keys])
     n = len(keys)
-    return {k: float(p_max - (p_max - p_min) * r / (n - 1)) for k, r in zip(keys, ranks)}
+    # the same formula, written so that r = n − 1 gives p_min exactly (no −1e-17 from rounding)
+    return {k: _clip(p_min + (p_max - p_min) * ((n - 1) - r) / (n - 1), p_min, p_max) for k, r in zip(keys, ranks)}
 
 
 def log_linear(scores: Mapping[str, float], p_max: float = 0.1, p_min: float = 0.0, eps: float = 1e-30) -> dict[str, float]:
@@ -137,7 +142,7 @@ def log_linear(scores: Mapping[str, float], p_max: float = 0.1, p_min: float = 0
     lo, hi = min(logs.values()), max(logs.values())
     if hi - lo <= 0:
         return {k: float(p_max) for k in scores}
-    return {k: float(p_max - (p_max - p_min) * (v - lo) / (hi - lo)) for k, v in logs.items()}
+    return {k: _clip(p_min + (p_max - p_min) * (hi - v) / (hi - lo), p_min, p_max) for k, v in logs.items()}
 
 
 def map_scores(scores: Mapping[str, float], mapping: str = "rank_linear", p_max: float = 0.1, p_min: float = 0.0) -> dict[str, float]:
