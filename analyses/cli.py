@@ -56,6 +56,9 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(module.NAME, help=module.HELP, description=module.HELP)
         module.add_arguments(p)
         p.set_defaults(_run=module.run)
+    from analyses.guided_dropout.cli import add_guided_dropout_parser  # issue 11; re-wire when commands move
+
+    add_guided_dropout_parser(sub)
     return parser
 
 

@@ -27,6 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--trace-matvecs", type=int, default=9, help="Hutch++ matvecs per mask")
     p.add_argument("--resume", action="store_true", help="reuse finished masks and scan points in --out")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    from analyses.guided_dropout.cli import add_study_parser  # issue 11
+
+    add_study_parser(sub)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -235,14 +235,15 @@ def run(cfg: GuidedDropoutConfig) -> GuidedDropoutResult:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     try:
+        task_list = _build_tasks(cfg)  # bad labelled files fail before any computing
         target, ckpt = _checkpoint(cfg)
+        dropout.find_sites(target.model)  # a checkpoint without dropout sites fails here
         t0 = time.perf_counter()
         F, finfo = _fisher(cfg, target, out)
         t_fisher = time.perf_counter() - t0
         guided = dropout.guided_rates(target.model, F, cfg.score_method, cfg.mapping, cfg.p_max, cfg.p_min, units=True)
         guided.meta["checkpoint"] = str(ckpt)
         guided.save(out / "rates.json")
-        task_list = _build_tasks(cfg)
         hf_logging.set_verbosity_error()
         key = cfg.run_key()
         runs_path = out / "runs.jsonl"
