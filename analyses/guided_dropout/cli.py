@@ -120,6 +120,8 @@ def add_study_parser(analyze_subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate")
     p.add_argument("--max-length", type=int, default=32, help="tokens per example")
     p.add_argument("--fisher-examples", type=int, default=128, help="held-out sequences for the MLM Fisher")
+    p.add_argument("--fisher-texts", default=None, help="text file, one example per line, for the MLM Fisher "
+                                                        "(default: the held-out docstring corpus)")
     p.add_argument("--l2", type=float, default=0.01, help="strength of the Fisher-weighted L2 pull (fisher_l2 arm)")
     p.add_argument("--uniform-rate", type=float, default=None, help="rate of the uniform arm (default: the checkpoint's "
                                                                    "own, or 0.1 if they are all 0)")
@@ -144,7 +146,7 @@ def run_study(args: argparse.Namespace) -> int:
         checkpoint=args.checkpoint, out=args.out, tasks=tuple(args.tasks), data=args.data, test_data=args.test_data,
         sizes=tuple(args.sizes), seeds=tuple(range(args.seed, args.seed + args.seeds)), arms=tuple(args.arms),
         epochs=args.epochs, min_steps=args.min_steps, lr=args.lr, max_length=args.max_length,
-        fisher_examples=args.fisher_examples, l2_strength=args.l2, uniform_rate=args.uniform_rate, threads=args.threads,
+        fisher_examples=args.fisher_examples, fisher_texts=args.fisher_texts, l2_strength=args.l2, uniform_rate=args.uniform_rate, threads=args.threads,
         seed=args.seed, resume=not args.no_resume, progress=not args.no_progress)
     result = run(cfg)
     res = result.to_dict()

@@ -31,6 +31,8 @@ from landscape import dropout, fisher
 
 log = logging.getLogger(__name__)
 
+#: Bumped whenever a change alters run results, so resume never mixes runs of two versions.
+STUDY_VERSION = 2
 ARMS = ("none", "uniform", "guided", "reversed", "permuted", "gaussian", "fisher_l2", "unit")
 
 
@@ -62,6 +64,7 @@ class GuidedDropoutConfig:
     mapping: str = "rank_linear"
     l2_strength: float = 0.01
     fisher_examples: int = 128
+    fisher_texts: str | None = None  # a text file, one example per line (default: the held-out corpus)
     fisher_batch_size: int = 16
     n_test: int = 1000
     n_classes: int = 8
@@ -91,6 +94,7 @@ class GuidedDropoutConfig:
         """Hash of every setting a single run's numbers depend on (resume reuses only matching runs)."""
         keep = {k: v for k, v in asdict(self).items() if k not in ("out", "resume", "progress", "sizes", "seeds", "arms",
                                                                     "tasks", "threads")}
+        keep["study_version"] = STUDY_VERSION
         return hashlib.sha256(json.dumps(keep, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
@@ -116,9 +120,11 @@ class GuidedDropoutResult:
 
 def _checkpoint(cfg: GuidedDropoutConfig) -> tuple[Any, Path]:
     """The MLM target (model, objective, held-out data) and the checkpoint directory."""
-    from analyses.common import load_target
+    from analyses.common import load_target, read_texts
 
-    target = load_target(cfg.checkpoint, examples=cfg.fisher_examples, batch_size=cfg.fisher_batch_size, seed=cfg.seed)
+    texts = None if cfg.fisher_texts is None else read_texts(cfg.fisher_texts)
+    target = load_target(cfg.checkpoint, examples=cfg.fisher_examples, batch_size=cfg.fisher_batch_size, seed=cfg.seed,
+                         texts=texts)
     path = Path(target.meta["path"]) if cfg.checkpoint in (None, "", "default") else Path(cfg.checkpoint)
     if not path.is_dir():
         raise ValueError(f"{cfg.checkpoint}: the study fine-tunes a classifier and needs a Hugging Face checkpoint directory.")
@@ -168,24 +174,29 @@ def _build_tasks(cfg: GuidedDropoutConfig) -> list[tasks.Task]:
 
 
 def sample_split(labels: torch.Tensor, size: int, seed: int, val_fraction: float) -> tuple[list[int], list[int]]:
-    """A class-stratified sample of ``size`` pool indices (round robin over classes in a seeded
-    order), split into train and validation (every k-th example, k = round(1 / val_fraction))."""
+    """A class-stratified sample of ``size`` pool indices, split into train and validation within
+    each class. Class k contributes c_k examples (round robin over classes, so the c_k differ by at
+    most one where the pool allows), of which max(1, round(val_fraction · c_k)) go to validation
+    (none when c_k = 1), so both splits hold every class."""
+    if size > len(labels):
+        raise ValueError(f"training size {size} exceeds the task's pool of {len(labels)} examples.")
     g = torch.Generator().manual_seed(1_000_003 * seed + size)
     by_class = [torch.nonzero(labels == c).reshape(-1) for c in sorted(set(labels.tolist()))]
     by_class = [ix[torch.randperm(len(ix), generator=g)].tolist() for ix in by_class]
-    if size > len(labels):
-        raise ValueError(f"training size {size} exceeds the task's pool of {len(labels)} examples.")
-    picked: list[int] = []
-    depth = 0
-    while len(picked) < size:
-        for ix in by_class:
-            if depth < len(ix) and len(picked) < size:
-                picked.append(ix[depth])
-        depth += 1
-    k = max(2, round(1 / val_fraction))
-    val = [ix for i, ix in enumerate(picked) if i % k == k - 1]
-    train = [ix for i, ix in enumerate(picked) if i % k != k - 1]
-    return train, val
+    counts = [0] * len(by_class)
+    left = size
+    while left > 0:
+        for k, ix in enumerate(by_class):
+            if counts[k] < len(ix) and left > 0:
+                counts[k] += 1
+                left -= 1
+    train: list[int] = []
+    val: list[int] = []
+    for ix, c in zip(by_class, counts):
+        n_val = 0 if c < 2 else min(c - 1, max(1, round(val_fraction * c)))
+        val += ix[:n_val]
+        train += ix[n_val:c]
+    return sorted(train), sorted(val)
 
 
 def _arm(name: str, seed: int, rates: dict[str, Any], guided: Any, cfg: GuidedDropoutConfig) -> Arm:
