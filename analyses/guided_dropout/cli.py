@@ -12,7 +12,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_guided_dropout_parser", "add_study_parser", "run_rates", "run_study", "rates_table"]
+__all__ = ["add_guided_dropout_parser", "add_study_parser", "rates_table", "run_rates", "run_study"]
 
 RATES_HELP = "Fisher-guided dropout rates for a checkpoint (Sharma et al., 2024): sites, scores and rates, saved as JSON"
 STUDY_HELP = "does guided dropout beat uniform dropout and its permuted/reversed controls in low-data fine-tuning?"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-__all__ = ["write_outputs", "render_report", "arm_table"]
+__all__ = ["arm_table", "render_report", "write_outputs"]
 
 
 def _ci(c: dict[str, Any]) -> str:
@@ -54,6 +54,16 @@ def _paired_table(res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _mean(rates: dict[str, float]) -> float:
+    return sum(rates.values()) / max(1, len(rates))
+
+
+def _objective(desc: Any) -> str:
+    if isinstance(desc, dict):
+        return ", ".join(f"{k} {v}" for k, v in desc.items() if k in ("name", "mask_prob", "seed", "weighting"))
+    return str(desc)
+
+
 def render_report(res: dict[str, Any]) -> str:
     """The study's report as Markdown."""
     cfg, f, rates, meta = res["config"], res["fisher"], res["rates"], res["meta"]
@@ -81,10 +91,12 @@ def render_report(res: dict[str, Any]) -> str:
         f"Scores: `{rates['score_method']}` of the MLM Fisher; map `{rates['mapping']}`, p from {rates['p_max']} "
         f"(lowest score) to {rates['p_min']} (highest). Uniform: {rates['uniform_source']} "
         f"(the checkpoint's own rates: {sorted(set(rates['checkpoint_rates'].values()))}). Head dropouts left at their "
-        f"default: {rates['head_dropouts'] or 'none'}. Permuted control: a different permutation per seed.", "",
+        f"default: {rates['head_dropouts'] or 'none'}. Permuted control: a different permutation per seed. "
+        f"Mean rate over sites: guided {_mean(rates['guided']):.4f} (= reversed = permuted), uniform "
+        f"{_mean(rates['uniform']):.4f}; guided therefore also drops less in total than uniform.", "",
         *site_rows, "", "![rates per site](figures/site_rates.png)", "",
         "## Fisher", "",
-        f"Empirical Fisher of the MLM loss ({f['objective']}) on {f['n_examples']} held-out sequences "
+        f"Empirical Fisher of the pretraining loss ({_objective(f['objective'])}) on {f['n_examples']} held-out sequences "
         f"({f.get('n_examples_empty')} without a masked token), {f.get('seconds') or 0:.1f} s. Per-tensor ranking reaches "
         f"Spearman ≥ 0.95 with the final one from n = {f.get('examples_to_rho_0.95')}. Split-half check of the site "
         f"ranking: Spearman {half.get('spearman')} between {half.get('n_half')} and {f['n_examples']} examples; "

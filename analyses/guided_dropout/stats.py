@@ -13,7 +13,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["mean_ci", "paired", "COMPARISONS", "summarize", "verdict"]
+__all__ = ["COMPARISONS", "mean_ci", "paired", "summarize", "verdict"]
 
 #: (arm, baseline) pairs reported as paired differences arm − baseline.
 COMPARISONS = (

@@ -26,7 +26,7 @@ from typing import Any
 import torch
 
 from analyses.guided_dropout import stats, tasks
-from analyses.guided_dropout.train import Arm, Encoded, RunSpec, encode, train_run
+from analyses.guided_dropout.train import Arm, RunSpec, encode, train_run
 from landscape import dropout, fisher
 
 log = logging.getLogger(__name__)

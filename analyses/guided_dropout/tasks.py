@@ -26,7 +26,7 @@ from typing import Any
 
 from landscape import corpus
 
-__all__ = ["Task", "topic_task", "same_module_task", "file_task", "labelled_docstrings", "BUILTIN_TASKS"]
+__all__ = ["BUILTIN_TASKS", "Task", "file_task", "labelled_docstrings", "same_module_task", "topic_task"]
 
 BUILTIN_TASKS = ("topic", "same_module")
 

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 
 from landscape import dropout
 
-__all__ = ["Encoded", "encode", "Arm", "RunSpec", "train_run", "evaluate"]
+__all__ = ["Arm", "Encoded", "RunSpec", "encode", "evaluate", "train_run"]
 
 
 @dataclass

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from landscape.dropout import rates as _rates
 from landscape.dropout.sites import DropoutSite, SiteMap, _resolve, find_sites
 
-__all__ = ["Applied", "apply", "set_rates", "current_rates", "NOISES", "GRANULARITIES"]
+__all__ = ["GRANULARITIES", "NOISES", "Applied", "apply", "current_rates", "set_rates"]
 
 NOISES = ("bernoulli", "gaussian")
 GRANULARITIES = ("site", "unit")
@@ -69,7 +69,7 @@ def _as_maps(rates: Any) -> tuple[dict[str, float], dict[str, Tensor]]:
     raise TypeError(f"rates must be a DropoutRates or a mapping site id -> float, got {type(rates).__name__}.")
 
 
-def _unit_hook(p_u: Tensor, site: str):  # noqa: ANN202
+def _unit_hook(p_u: Tensor, site: str):
     keep = (1.0 - p_u).float()
 
     def hook(module: nn.Module, args: tuple, out: Tensor) -> Tensor:
@@ -84,7 +84,7 @@ def _unit_hook(p_u: Tensor, site: str):  # noqa: ANN202
     return hook
 
 
-def _gaussian_hook(p: float):  # noqa: ANN202
+def _gaussian_hook(p: float):
     sigma = math.sqrt(p / (1.0 - p))
 
     def hook(module: nn.Module, args: tuple, out: Tensor) -> Tensor:

@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from landscape.dropout import rates as _rates
 from landscape.dropout.sites import SiteMap, find_sites
 
-__all__ = ["DropoutRates", "guided_rates", "fisher_fingerprint", "FORMAT"]
+__all__ = ["FORMAT", "DropoutRates", "fisher_fingerprint", "guided_rates"]
 
 FORMAT = "landscape.dropout-rates/1"
 

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 
 from landscape.dropout.sites import SiteMap, _is_dropout, find_sites
 
-__all__ = ["SiteMeasurement", "measure_rates", "eager_attention"]
+__all__ = ["SiteMeasurement", "eager_attention", "measure_rates"]
 
 
 @dataclass

@@ -33,8 +33,21 @@ from torch import Tensor, nn
 
 from landscape.dropout.sites import DropoutSite, SiteMap
 
-__all__ = ["SCORE_METHODS", "MAPPINGS", "site_scores", "rank_linear", "log_linear", "map_scores", "reversed_rates",
-           "permuted_rates", "uniform_rates", "unit_scores", "unit_rates", "check_rates", "check_fisher"]
+__all__ = [
+    "MAPPINGS",
+    "SCORE_METHODS",
+    "check_fisher",
+    "check_rates",
+    "log_linear",
+    "map_scores",
+    "permuted_rates",
+    "rank_linear",
+    "reversed_rates",
+    "site_scores",
+    "uniform_rates",
+    "unit_rates",
+    "unit_scores",
+]
 
 SCORE_METHODS = ("mean_of_means", "element_mean", "max_mean")
 MAPPINGS = ("rank_linear", "log_linear")

@@ -30,7 +30,7 @@ from typing import Any
 
 from torch import nn
 
-__all__ = ["DropoutSite", "SiteMap", "Rule", "RULES", "find_sites", "get_rate", "set_rate", "ROLES"]
+__all__ = ["ROLES", "RULES", "DropoutSite", "Rule", "SiteMap", "find_sites", "get_rate", "set_rate"]
 
 ROLES = ("embedding", "attention_probs", "attention_output", "ffn_output", "relative_position", "conv")
 
@@ -282,7 +282,7 @@ def _generic_rules(model: nn.Module) -> tuple[Rule, ...]:
     for path, mod in model.named_modules():
         if backbone and path and not path.startswith(backbone + "."):
             continue
-        if isinstance(getattr(mod, "attention_dropout", None), float) and not _is_dropout(getattr(mod, "attention_dropout")):
+        if isinstance(getattr(mod, "attention_dropout", None), float) and not _is_dropout(mod.attention_dropout):
             rules.append(Rule(f"(?P<base>{re.escape(path)})", "attention_probs", ("{base}",), attr="attention_dropout"))
         elif _is_dropout(mod) and path:
             parent = path.rsplit(".", 1)[0] if "." in path else ""

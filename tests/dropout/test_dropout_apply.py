@@ -6,8 +6,8 @@ import math
 
 import pytest
 import torch
-
 from dropout_helpers import make_model, token_batches
+
 from landscape import dropout
 
 
@@ -50,10 +50,9 @@ def test_apply_restores_bit_for_bit_also_after_an_exception(arch, variant):
     assert not torch.equal(y0, y1)
     assert_same(before, snapshot(model))
     assert torch.equal(train_logits(model), y0)
-    with pytest.raises(RuntimeError, match="boom"):
-        with dropout.apply(model, rates, **variant):
-            train_logits(model)
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), dropout.apply(model, rates, **variant):
+        train_logits(model)
+        raise RuntimeError("boom")
     assert_same(before, snapshot(model))
     assert torch.equal(train_logits(model), y0)
 

@@ -7,8 +7,8 @@ import math
 
 import pytest
 import torch
-
 from dropout_helpers import make_model, token_batches
+
 from landscape import dropout, fisher, objectives
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from dropout_helpers import ARCHS, make_model, token_batches
 from torch import nn
 
-from dropout_helpers import ARCHS, make_model, token_batches
 from landscape import dropout
 
 EXPECTED_ROLES = {
@@ -92,7 +92,7 @@ def test_index_based_selection_sets_rates_on_the_wrong_modules_and_the_measureme
     """The authors' code picks dropout modules by index in model.modules(). Indices taken from a
     module list without per-layer activation modules (older transformers) point elsewhere now."""
     model = make_model("bert")
-    sites = dropout.find_sites(model)
+    assert len(dropout.find_sites(model)) == 7
     old_list = [m for m in model.modules() if "Activation" not in type(m).__name__]
     old_idx = [i for i, m in enumerate(old_list) if isinstance(m, nn.Dropout)]
     mods = list(model.modules())
@@ -105,7 +105,7 @@ def test_index_based_selection_sets_rates_on_the_wrong_modules_and_the_measureme
 
 def test_measurement_flags_a_rate_nobody_reads():
     model = make_model("bert")
-    sites = dropout.find_sites(model)
+    assert "layer.0.attention_probs" in dropout.find_sites(model).ids
     model.bert.embeddings.dropout = nn.Dropout(0.3)  # fresh module, used
     model.bert.encoder.layer[0].attention.self.dropout.p = 0.0
     got = dropout.measure_rates(model, token_batches(2))

@@ -8,8 +8,8 @@ import random
 from pathlib import Path
 
 import pytest
+from dropout_helpers import SPECIALS, VOCAB, make_model, make_tokenizer, save_checkpoint, texts
 
-from dropout_helpers import VOCAB, SPECIALS, make_model, make_tokenizer, save_checkpoint, texts
 from analyses.cli import main
 from analyses.guided_dropout import ARMS, GuidedDropoutConfig, run, stats, tasks
 
@@ -93,7 +93,7 @@ def test_arms_are_paired_and_differ_only_by_their_regularizer(study):
 def test_same_seed_gives_the_same_numbers_and_resume_skips_finished_runs(setup, study):
     cfg, first = study
     again = run(GuidedDropoutConfig(**{**cfg.__dict__, "out": str(setup / "out2")}))
-    key = lambda r: (r["arm"], r["size"], r["seed"])  # noqa: E731
+    key = lambda r: (r["arm"], r["size"], r["seed"])
     a = {key(r): (r["test_acc"], r["test_loss"], r["epochs"]) for r in first.runs}
     b = {key(r): (r["test_acc"], r["test_loss"], r["epochs"]) for r in again.runs}
     assert a == b
@@ -159,9 +159,10 @@ def test_cli_writes_rates_and_checks_them(setup, tmp_path, capsys):
 
 
 def test_cli_refuses_a_fisher_file_from_another_model(setup, tmp_path, capsys):
-    from landscape import fisher, objectives
-    from dropout_helpers import token_batches
     import transformers as T
+    from dropout_helpers import token_batches
+
+    from landscape import fisher, objectives
 
     other = T.BertForMaskedLM(T.BertConfig(vocab_size=VOCAB, hidden_size=24, num_hidden_layers=1, num_attention_heads=2,
                                            intermediate_size=32, max_position_embeddings=40))
