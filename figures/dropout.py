@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 
 from figures import style
 
-__all__ = ["plot_metric_vs_size", "plot_site_rates", "ARM_LABELS"]
+__all__ = ["ARM_LABELS", "plot_metric_vs_size", "plot_site_rates"]
 
 ARM_LABELS = {
     "none": "no dropout", "uniform": "uniform", "guided": "guided (paper)", "reversed": "reversed control",
