@@ -32,7 +32,7 @@ from landscape import dropout, fisher
 log = logging.getLogger(__name__)
 
 #: Bumped whenever a change alters run results, so resume never mixes runs of two versions.
-STUDY_VERSION = 2
+STUDY_VERSION = 3
 ARMS = ("none", "uniform", "guided", "reversed", "permuted", "gaussian", "fisher_l2", "unit")
 
 
@@ -199,6 +199,14 @@ def sample_split(labels: torch.Tensor, size: int, seed: int, val_fraction: float
     return sorted(train), sorted(val)
 
 
+def fisher_weights(scores: dict[str, torch.Tensor], params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """EWC weights w = F / F̄ for the classifier's tensors that the Fisher scored, F̄ the mean over all
+    their elements (one global scale, so tensors keep their relative Fisher)."""
+    kept = {n: s.detach().double() for n, s in scores.items() if n in params}
+    mean = sum(float(s.sum()) for s in kept.values()) / max(1, sum(s.numel() for s in kept.values()))
+    return {n: (s / max(mean, 1e-30)).float() for n, s in kept.items()}
+
+
 def _arm(name: str, seed: int, rates: dict[str, Any], guided: Any, cfg: GuidedDropoutConfig) -> Arm:
     if name == "none":
         return Arm(name, rates["none"])
@@ -261,7 +269,6 @@ def run(cfg: GuidedDropoutConfig) -> GuidedDropoutResult:
         done = _read_done(runs_path, key) if cfg.resume else {}
         if not cfg.resume and runs_path.exists():
             runs_path.unlink()
-        weight = {n: (s / s.mean().clamp_min(1e-30)).float() for n, s in F.scores.items()}
         rates_info: dict[str, Any] = {}
         timings: list[float] = []
         todo = len(task_list) * len(cfg.sizes) * len(cfg.seeds) * len(cfg.arms)
@@ -291,7 +298,7 @@ def run(cfg: GuidedDropoutConfig) -> GuidedDropoutResult:
                               "sites": guided.meta["sites"], "head_dropouts": sites.head,
                               "unit_rates_range": {k: [float(v.min()), float(v.max())] for k, v in guided.unit_rates.items()},
                               "permuted": {str(s): dropout.permuted_rates(guided.rates, seed=10_000 + s) for s in cfg.seeds}}
-                fw = {n: w for n, w in weight.items() if n in init}
+                fw = fisher_weights(F.scores, init)
                 for size in cfg.sizes:
                     tr_idx, va_idx = sample_split(pool.tensors["labels"], size, seed, cfg.val_fraction)
                     train, val = pool.take(tr_idx), pool.take(va_idx)

@@ -130,3 +130,24 @@ def test_a_model_without_dropout_sites_is_refused_in_one_line():
     with pytest.raises(ValueError, match="has no dropout sites") as exc:
         dropout.find_sites(model)
     assert "\n" not in str(exc.value)
+
+
+@pytest.mark.parametrize("arch", ["bert", "gpt2", "qwen2"])
+def test_sdpa_kernel_receives_each_attention_sites_rate(arch, monkeypatch):
+    """On the default (SDPA) path no hook can see the attention dropout: check the dropout_p the kernel gets."""
+    model = make_model(arch).train()
+    assert model.config._attn_implementation == "sdpa"
+    sites = dropout.find_sites(model)
+    rates = distinct_rates(sites)
+    seen: list[float] = []
+    real = torch.nn.functional.scaled_dot_product_attention
+
+    def spy(*args, **kw):
+        seen.append(float(kw.get("dropout_p", 0.0)))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(torch.nn.functional, "scaled_dot_product_attention", spy)
+    with dropout.apply(model, rates), torch.no_grad():
+        model(**token_batches(1)[0])
+    want = [rates[s.id] for s in sites if s.role == "attention_probs"]
+    assert seen == pytest.approx(want)

@@ -224,3 +224,14 @@ def test_train_and_validation_splits_hold_every_class(size):
     if size >= 16:
         assert set(labels[tr].tolist()) == set(range(8)) == set(labels[va].tolist())
     assert sample_split(labels, size, 3, 0.25) == (tr, va) and sample_split(labels, size, 4, 0.25) != (tr, va)
+
+
+def test_fisher_weights_share_one_global_scale():
+    import torch
+
+    from analyses.guided_dropout.study import fisher_weights
+
+    scores = {"a": torch.full((2, 2), 4.0), "b": torch.full((4,), 1.0), "head": torch.ones(3)}
+    w = fisher_weights(scores, {"a": None, "b": None})
+    assert set(w) == {"a", "b"}  # tensors the classifier lacks are dropped
+    assert torch.allclose(w["a"], torch.full((2, 2), 1.6)) and torch.allclose(w["b"], torch.full((4,), 0.4))
