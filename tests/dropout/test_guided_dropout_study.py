@@ -75,6 +75,11 @@ def test_study_writes_every_promised_file(study):
     assert 1 <= res["fisher"]["n_examples"] <= 6 and res["fisher"]["convergence"]["n"][-1] >= res["fisher"]["n_examples"]
     assert res["fisher"]["site_rank_split_half"]["n_half"] >= 1
     assert sorted(res["rates"]["reversed"].values()) == pytest.approx(sorted(res["rates"]["guided"].values()))
+    from figures.dropout import plot_metric_vs_size, plot_site_rates  # re-drawn from result.json alone
+
+    fig = plot_metric_vs_size(out)
+    assert len(fig.axes) == 1 and len(fig.axes[0].lines) >= len(ARMS)
+    assert len(plot_site_rates(out / "result.json").axes) == 2
     report = (out / "report.md").read_text()
     assert "## Verdict" in report and "Does guided dropout beat uniform?" in report and "| guided |" in report
 
