@@ -14,14 +14,17 @@ from typing import Any
 
 __all__ = ["add_guided_dropout_parser", "add_study_parser", "rates_table", "run_rates", "run_study"]
 
+# Choices spelled out here so that building the parser imports nothing heavy (a test keeps them in
+# step with landscape.dropout.SCORE_METHODS / MAPPINGS and analyses.guided_dropout.ARMS).
+SCORE_METHODS = ("mean_of_means", "element_mean", "max_mean")
+MAPPINGS = ("rank_linear", "log_linear")
+ARMS = ("none", "uniform", "guided", "reversed", "permuted", "gaussian", "fisher_l2", "unit")
 RATES_HELP = "Fisher-guided dropout rates for a checkpoint (Sharma et al., 2024): sites, scores and rates, saved as JSON"
 STUDY_HELP = "does guided dropout beat uniform dropout and its permuted/reversed controls in low-data fine-tuning?"
 
 
 def add_guided_dropout_parser(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``landscape guided-dropout`` on the top-level subparsers."""
-    from landscape.dropout import MAPPINGS, SCORE_METHODS
-
     p = subparsers.add_parser("guided-dropout", help=RATES_HELP, description=RATES_HELP)
     p.add_argument("checkpoint", nargs="?", default="default",
                    help="local Hugging Face checkpoint directory (or 'default', the embedded default model)")
@@ -102,8 +105,6 @@ def run_rates(args: argparse.Namespace) -> int:
 
 def add_study_parser(analyze_subparsers: Any) -> argparse.ArgumentParser:
     """Register ``landscape analyze guided-dropout`` on the ``analyze`` subparsers."""
-    from analyses.guided_dropout.study import ARMS
-
     p = analyze_subparsers.add_parser("guided-dropout", help=STUDY_HELP, description=STUDY_HELP + " Default settings "
                                       "(one task, sizes 64 and 256, 5 seeds, every arm) take a few minutes on 2 CPU cores.")
     p.add_argument("checkpoint", nargs="?", default="default", help="local Hugging Face MLM checkpoint directory, or 'default'")

@@ -240,3 +240,10 @@ def test_fisher_weights_share_one_global_scale():
     w = fisher_weights(scores, {"a": None, "b": None})
     assert set(w) == {"a", "b"}  # tensors the classifier lacks are dropped
     assert torch.allclose(w["a"], torch.full((2, 2), 1.6)) and torch.allclose(w["b"], torch.full((4,), 0.4))
+
+
+def test_cli_choices_match_the_core():
+    from analyses.guided_dropout import cli
+    from landscape import dropout
+
+    assert cli.SCORE_METHODS == dropout.SCORE_METHODS and cli.MAPPINGS == dropout.MAPPINGS and cli.ARMS == ARMS
