@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from analyses.common import result_dict
+from landscape.util.files import write_text
 
 TITLE = "Sensitivity audit"
 CAPTIONS = {
@@ -174,6 +175,6 @@ def write_outputs(result: Any, out: str | Path) -> dict[str, Path]:
     out = Path(out)
     res = result_dict(None, result)
     figures = render(out, res)
-    (out / "report.md").write_text(report_markdown(res, figures, out), encoding="utf-8")
-    (out / "report.html").write_text(report_html(res, figures), encoding="utf-8")
+    write_text(out / "report.md", report_markdown(res, figures, out))
+    write_text(out / "report.html", report_html(res, figures))
     return figures

@@ -21,6 +21,7 @@ COMMANDS = [
     "scan",
     "plot",
     "audit",
+    "guided_dropout",
     "analyze",
 ]
 

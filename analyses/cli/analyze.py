@@ -26,6 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_range_argument(p)
     p.add_argument("--trace-matvecs", type=int, default=9, help="Hutch++ matvecs per mask")
     p.add_argument("--resume", action="store_true", help="reuse finished masks and scan points in --out")
+    from analyses.cli.guided_dropout import add_study_parser
+
+    add_study_parser(sub)
 
 
 def run(args: argparse.Namespace) -> int:

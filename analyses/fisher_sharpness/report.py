@@ -13,6 +13,7 @@ import numpy as np
 
 from analyses.common import result_dict
 from landscape.scans.results import Curve, Surface
+from landscape.util.files import write_text
 
 PLOT_METRICS = ("curvature", "basin_width", "avg_sharpness", "worst_sharpness", "top_eigenvalue", "trace_per_dim")
 
@@ -122,5 +123,5 @@ def write_outputs(result: Any, out: str | Path) -> dict[str, Path]:
     out = Path(out)
     res = result_dict(None, result)
     figures = render(out, res)
-    (out / "report.md").write_text(report_markdown(res, figures, out))
+    write_text(out / "report.md", report_markdown(res, figures, out))
     return figures

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from landscape import corpus
+from landscape.models import corpus
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,188 @@
+"""Labelled tasks for the guided-dropout study: two built offline from the stdlib docstring corpus,
+and any user CSV/JSONL file.
+
+* ``topic``: which top-level stdlib package a docstring comes from (the K largest packages,
+  balanced: every class has the same number of pool and test examples);
+* ``same_module``: whether two docstrings come from the same module (``.py`` file); balanced
+  positives and negatives; test pairs come from modules that no training pair uses.
+
+Each has a fixed test set (1,000 examples by default) disjoint from the training pool. Leakage
+policy: the default model was pretrained (MLM) on the docstrings' text, never on these labels, as
+GLUE tasks reuse Wikipedia text that BERT saw.
+
+User files: CSV with a header, or JSONL, with ``text``, optional ``text_pair`` and ``label``.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import random
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from landscape.models import corpus
+
+__all__ = ["BUILTIN_TASKS", "Task", "file_task", "labelled_docstrings", "same_module_task", "topic_task"]
+
+BUILTIN_TASKS = ("topic", "same_module")
+
+
+@dataclass
+class Task:
+    """Examples as (text, text_pair or None, label index); ``pool`` for training, ``test`` fixed."""
+
+    name: str
+    classes: list[str]
+    pool: list[tuple[str, str | None, int]]
+    test: list[tuple[str, str | None, int]]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def pair(self) -> bool:
+        return any(ex[1] is not None for ex in self.pool[:50])
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "classes": self.classes, "n_pool": len(self.pool), "n_test": len(self.test),
+                "pair": self.pair, **self.meta}
+
+
+def _h(text: str, salt: str) -> float:
+    return int.from_bytes(hashlib.sha256(f"{salt}\x00{text}".encode()).digest()[:8], "big") / 2.0**64
+
+
+def labelled_docstrings(min_chars: int = 40) -> list[tuple[str, str]]:
+    """(relative module path, docstring) for the stdlib corpus, in corpus order, duplicates once
+    (the same extraction rules as :func:`landscape.models.corpus.stdlib_docstrings`)."""
+    root = corpus.stdlib_root()
+    seen: set[str] = set()
+    out: list[tuple[str, str]] = []
+    for path in corpus.iter_stdlib_files(root):
+        try:
+            docs = corpus.docstrings_from_source(path.read_bytes())
+        except (SyntaxError, ValueError, UnicodeDecodeError, OSError, RecursionError):
+            continue
+        rel = path.relative_to(root).as_posix()
+        for doc in docs:
+            doc = doc.strip()
+            if len(doc) < min_chars or doc in seen:
+                continue
+            seen.add(doc)
+            out.append((rel, doc))
+    return out
+
+
+def topic_task(n_classes: int = 8, n_test: int = 1000, docs: list[tuple[str, str]] | None = None) -> Task:
+    """Top-level package classification over the ``n_classes`` packages with most docstrings."""
+    docs = labelled_docstrings() if docs is None else docs
+    by_pkg: dict[str, list[str]] = defaultdict(list)
+    for rel, text in docs:
+        parts = rel.split("/")
+        if len(parts) > 1:  # packages only: a top-level single-file module is not a package
+            by_pkg[parts[0]].append(text)
+    ranked = sorted(by_pkg, key=lambda k: (-len(by_pkg[k]), k))[:n_classes]
+    if len(ranked) < 2:
+        raise ValueError("the stdlib corpus has fewer than two packages with docstrings.")
+    classes = sorted(ranked)
+    per_test = -(-n_test // len(classes))
+    per_class = min(len(by_pkg[c]) for c in classes)
+    if per_class <= per_test:
+        raise ValueError(f"package {min(classes, key=lambda c: len(by_pkg[c]))!r} has only {per_class} docstrings; "
+                         f"lower n_test ({n_test}) or n_classes ({n_classes}).")
+    pool, test = [], []
+    for y, c in enumerate(classes):
+        texts = sorted(by_pkg[c], key=lambda t: _h(t, "topic"))[:per_class]  # balanced, in a fixed order
+        test += [(t, None, y) for t in texts[:per_test]]
+        pool += [(t, None, y) for t in texts[per_test:]]
+    return Task("topic", classes, pool, test, {"per_class_pool": per_class - per_test, "per_class_test": per_test,
+                                                "docstrings_per_package": {c: len(by_pkg[c]) for c in classes}})
+
+
+def same_module_task(n_test: int = 1000, n_pool: int = 4096, test_fraction: float = 0.3, seed: int = 0,
+                     docs: list[tuple[str, str]] | None = None) -> Task:
+    """Pairs of docstrings: label 1 if both come from the same module. Modules are split between
+    pool and test, so no test docstring appears in a training pair."""
+    docs = labelled_docstrings() if docs is None else docs
+    by_mod: dict[str, list[str]] = defaultdict(list)
+    for rel, text in docs:
+        by_mod[rel].append(text)
+    mods = sorted(m for m in by_mod if len(by_mod[m]) >= 2)
+    test_mods = [m for m in mods if _h(m, "same_module") < test_fraction]
+    pool_mods = [m for m in mods if _h(m, "same_module") >= test_fraction]
+    if len(test_mods) < 2 or len(pool_mods) < 2:
+        raise ValueError("too few modules with two or more docstrings for the same-module task.")
+
+    def pairs(ms: list[str], n: int, rng: random.Random) -> list[tuple[str, str | None, int]]:
+        out = []
+        weights = [len(by_mod[m]) for m in ms]
+        for i in range(n):
+            if i % 2 == 0:
+                m = rng.choices(ms, weights)[0]
+                a, b = rng.sample(by_mod[m], 2)
+                out.append((a, b, 1))
+            else:
+                m1, m2 = rng.sample(ms, 2)
+                out.append((rng.choice(by_mod[m1]), rng.choice(by_mod[m2]), 0))
+        return out
+
+    test = pairs(test_mods, n_test, random.Random(seed + 1))
+    pool = pairs(pool_mods, n_pool, random.Random(seed + 2))
+    return Task("same_module", ["different", "same"], pool, test,
+                {"n_test_modules": len(test_mods), "n_pool_modules": len(pool_mods)})
+
+
+def _read_rows(path: Path) -> list[dict[str, Any]]:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no labelled data file there (give a CSV or JSONL with text, [text_pair,] label).")
+    if path.suffix.lower() in (".jsonl", ".json"):
+        rows = []
+        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    raise ValueError(f"{path}:{i} is not a JSON object.") from None
+    else:
+        with open(path, newline="", encoding="utf-8") as fh:
+            rows = list(csv.DictReader(fh))
+    for i, r in enumerate(rows, 1):
+        if not isinstance(r, dict) or r.get("text") in (None, "") or r.get("label") in (None, ""):
+            raise ValueError(f"{path}: row {i} lacks a 'text' or 'label' value (columns: text, optional text_pair, label).")
+    if not rows:
+        raise ValueError(f"{path} holds no examples.")
+    return rows
+
+
+def file_task(path: str | Path, test_path: str | Path | None = None, test_fraction: float = 0.25, seed: int = 0) -> Task:
+    """A user task from CSV/JSONL (``text``, optional ``text_pair``, ``label``).
+
+    Without ``test_path``, a fixed ``test_fraction`` of the rows (chosen by a hash of each row's
+    text) is the test set. With it, every test label must occur in the training file.
+    """
+    path = Path(path)
+    rows = _read_rows(path)
+    classes = sorted({str(r["label"]) for r in rows})
+    if len(classes) < 2:
+        raise ValueError(f"{path}: every row has the label {classes[0]!r}; a classification task needs two classes.")
+    index = {c: i for i, c in enumerate(classes)}
+
+    def ex(r: dict[str, Any]) -> tuple[str, str | None, int]:
+        pair = r.get("text_pair")
+        return (str(r["text"]), None if pair in (None, "") else str(pair), index[str(r["label"])])
+
+    if test_path is None:
+        keyed = [(_h(f"{r['text']}\x00{r.get('text_pair')}", f"file{seed}"), ex(r)) for r in rows]
+        test = [e for k, e in keyed if k < test_fraction]
+        pool = [e for k, e in keyed if k >= test_fraction]
+    else:
+        test_rows = _read_rows(Path(test_path))
+        unknown = sorted({str(r["label"]) for r in test_rows} - set(classes))
+        if unknown:
+            raise ValueError(f"{test_path}: labels {unknown[:5]} do not occur in {path.name} (its classes: {classes[:10]}).")
+        pool, test = [ex(r) for r in rows], [ex(r) for r in test_rows]
+    if not test or not pool:
+        raise ValueError(f"{path}: too few rows to hold out a test set; give more rows or --test-data.")
+    return Task(path.stem, classes, pool, test, {"source": str(path), "test_source": str(test_path) if test_path else None})

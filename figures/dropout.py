@@ -1,0 +1,88 @@
+"""Figures for guided dropout: the test metric against training size per arm, and the rates per site.
+
+Both read a guided-dropout result (the object, its ``to_dict()``, or ``result.json``); nothing is
+recomputed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from matplotlib.figure import Figure
+
+from figures import style
+
+__all__ = ["ARM_LABELS", "plot_metric_vs_size", "plot_site_rates"]
+
+ARM_LABELS = {
+    "none": "no dropout", "uniform": "uniform", "guided": "guided (paper)", "reversed": "reversed control",
+    "permuted": "permuted control", "gaussian": "Gaussian (guided rates)", "fisher_l2": "Fisher-L2 pull + uniform",
+    "unit": "unit-granularity guided",
+}
+_ORDER = tuple(ARM_LABELS)
+
+
+def _as_dict(result: Any) -> dict[str, Any]:
+    if isinstance(result, (str, os.PathLike)):
+        p = Path(result)
+        return json.loads((p / "result.json" if p.is_dir() else p).read_text())
+    return result if isinstance(result, Mapping) else result.to_dict()
+
+
+def plot_metric_vs_size(result: Any, metric_label: str = "test accuracy (fraction)",
+                        save: str | os.PathLike | None = None) -> Figure:
+    """One panel per task: mean test metric against training size for each arm, with 95% t-intervals
+    over seeds as error bars (arms offset slightly along x so the bars do not overlap)."""
+    res = _as_dict(result)
+    summary = res["summary"]
+    with style.context():
+        fig = style.new_figure(5.2 * max(1, len(summary)), 4.0)
+        axes = fig.subplots(1, max(1, len(summary)), squeeze=False)[0]
+        for ax, (task, sizes) in zip(axes, summary.items()):
+            xs = sorted(int(s) for s in sizes)
+            arms = [a for a in _ORDER if any(a in sizes[str(s)]["arms"] for s in xs)]
+            for i, arm in enumerate(arms):
+                pts = [(s, sizes[str(s)]["arms"][arm]) for s in xs if arm in sizes[str(s)]["arms"]]
+                shift = 1.0 + 0.025 * (i - (len(arms) - 1) / 2)
+                x = [s * shift for s, _ in pts]
+                y = [c["mean"] for _, c in pts]
+                err = [[c["mean"] - c["lo"] if c["lo"] is not None else 0 for _, c in pts],
+                       [c["hi"] - c["mean"] if c["hi"] is not None else 0 for _, c in pts]]
+                bold = arm in ("guided", "uniform")
+                ax.errorbar(x, y, yerr=err, marker="o", ms=4, capsize=3, color=style.color(i),
+                            lw=2.2 if bold else 1.2, ls="-" if bold else "--", label=ARM_LABELS.get(arm, arm))
+            ax.set_xscale("log", base=2)
+            ax.set_xticks(xs, [str(s) for s in xs])
+            ax.set_xlabel("training examples (train + validation)")
+            ax.set_ylabel(metric_label)
+            n = max((c["n"] for s in xs for c in sizes[str(s)]["arms"].values()), default=0)
+            ax.set_title(f"{task}: mean over {n} seeds, 95% t-intervals")
+        axes[0].legend(loc="best", fontsize=8)
+    return style.finish(fig, save)
+
+
+def plot_site_rates(result: Any, save: str | os.PathLike | None = None) -> Figure:
+    """Bars of the guided, reversed and uniform rate at every site, and the site's Fisher score
+    (log scale) on a second panel."""
+    res = _as_dict(result)
+    rates = res["rates"]
+    sites = list(rates["guided"])
+    with style.context():
+        fig = style.new_figure(max(6.0, 0.55 * len(sites) + 2), 5.5)
+        top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[2, 1])
+        width = 0.27
+        for j, (key, label) in enumerate((("guided", "guided"), ("reversed", "reversed control"), ("uniform", "uniform"))):
+            vals = [rates[key].get(s, 0.0) for s in sites]
+            top.bar([i + (j - 1) * width for i in range(len(sites))], vals, width, label=label, color=style.color(j))
+        top.set_ylabel("dropout rate p")
+        top.set_title(f"rates per site ({rates.get('mapping', '')}, p from {rates.get('p_max')} to {rates.get('p_min')})")
+        top.legend(fontsize=8)
+        bottom.bar(range(len(sites)), [rates["scores"][s] for s in sites], color=style.color(7))
+        bottom.set_yscale("log")
+        bottom.set_ylabel(f"site score\n({rates.get('score_method', '')})")
+        bottom.set_xticks(range(len(sites)), sites, rotation=60, ha="right", fontsize=8)
+    return style.finish(fig, save)
