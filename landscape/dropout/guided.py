@@ -8,7 +8,6 @@ rank, p = p_max − (p_max − p_min)·r/(n−1) (r = 0 for the lowest score).
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,13 +85,9 @@ class DropoutRates:
     @classmethod
     def load(cls, path: str | Path, model: nn.Module | None = None) -> DropoutRates:
         """Read a rates file; with ``model``, refuse rates whose sites it does not have."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no rates file there (write one with DropoutRates.save or `landscape guided-dropout`).")
-        try:
-            doc = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}).") from None
+        from landscape.util.files import read_json
+
+        doc = read_json(path, what="rates file", hint="write one with DropoutRates.save or `landscape guided-dropout`")
         out = cls.from_dict(doc, str(path))
         if model is not None:
             out.check_model(model, str(path))

@@ -76,11 +76,11 @@ def write_json(path: str | Path, obj: Any, *, indent: int | None = 2, allow_nan:
     return write_text(path, dumps(obj, indent=indent, allow_nan=allow_nan) + "\n")
 
 
-def read_json(path: str | Path, what: str = "JSON file") -> Any:
+def read_json(path: str | Path, what: str = "JSON file", hint: str = "") -> Any:
     """Read JSON, with a one-line error naming the file if it is missing or not JSON."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{what} {path} does not exist.")
+        raise FileNotFoundError(f"{what} {path} does not exist{'; ' + hint if hint else ''}.")
     try:
         return json.loads(path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
