@@ -3,15 +3,33 @@ held-out data, from the embedded default or a local checkpoint."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, overload
+from typing import Any, TypeVar, overload
 
 import torch
 from torch import nn
 
 from landscape import objectives
 from landscape.models.checkpoints import load_checkpoint, texts_to_batches
+
+R = TypeVar("R", bound="FolderResult")
+
+
+class FolderResult:
+    """Mixin for an analysis result dataclass that :func:`run` writes to ``<out>/result.json``:
+    ``to_dict()`` and ``load(out)`` (``out``: the run's folder, or its result.json)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def load(cls: type[R], out: str | Path) -> R:
+        """Read ``out/result.json`` back."""
+        from landscape.util.files import read_json
+
+        path = Path(out) / "result.json" if Path(out).is_dir() else Path(out)
+        return cls(**read_json(path, what=f"{cls.__name__} file"))
 
 
 @dataclass

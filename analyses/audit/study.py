@@ -36,10 +36,10 @@ import numpy as np
 from torch import nn
 from tqdm.auto import tqdm
 
-from analyses.common import Target, heldout_texts, load_target, split_examples
+from analyses.common import FolderResult, Target, heldout_texts, load_target, split_examples
 from landscape import directions, fisher, hessian, scan, sharpness
 from landscape.perturb import preserved
-from landscape.util.files import read_json, write_json
+from landscape.util.files import write_json
 from landscape.params import ParamSpace, layer_group, layer_order
 from landscape.util import versions
 
@@ -104,7 +104,7 @@ class AuditConfig:
 
 
 @dataclass
-class AuditResult:
+class AuditResult(FolderResult):
     """What :func:`run` returns and writes to ``result.json`` (see the module docstring)."""
 
     config: dict[str, Any]
@@ -113,15 +113,6 @@ class AuditResult:
     overall: dict[str, Any]
     meta: dict[str, Any] = field(default_factory=dict)
     out: str = ""
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def load(cls, out: str | Path) -> AuditResult:
-        """Read ``out/result.json`` back (``out``: the audit's folder, or the result.json itself)."""
-        path = Path(out) / "result.json" if Path(out).is_dir() else Path(out)
-        return cls(**read_json(path, what="audit result"))
 
     def summary_table(self) -> str:
         return summary_table(self.to_dict())

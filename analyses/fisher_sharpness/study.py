@@ -31,10 +31,10 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from analyses.common import Target, load_target, split_examples
+from analyses.common import FolderResult, Target, load_target, split_examples
 from analyses.fisher_sharpness.verdict import Stat, verdict
 from landscape import directions, fisher, hessian, scan, sharpness
-from landscape.util.files import read_json, write_json
+from landscape.util.files import write_json
 from landscape.params import ParamMask, ParamSpace
 from landscape.util import versions
 
@@ -88,7 +88,7 @@ class FisherSharpnessConfig:
 
 
 @dataclass
-class FisherSharpnessResult:
+class FisherSharpnessResult(FolderResult):
     """What :func:`run` returns and writes to ``result.json``."""
 
     config: dict[str, Any]
@@ -98,14 +98,6 @@ class FisherSharpnessResult:
     meta: dict[str, Any] = field(default_factory=dict)
     out: str = ""
 
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def load(cls, out: str | Path) -> FisherSharpnessResult:
-        """Read ``out/result.json`` back (``out``: the run's folder, or the result.json itself)."""
-        path = Path(out) / "result.json" if Path(out).is_dir() else Path(out)
-        return cls(**read_json(path, what="fisher-sharpness result"))
 
 
 def mask_key(which: str, granularity: str, fraction: float) -> str:

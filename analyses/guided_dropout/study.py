@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 
+from analyses.common import FolderResult
 from analyses.guided_dropout import stats, tasks
 from analyses.guided_dropout.train import Arm, RunSpec, encode, train_run
 from landscape import dropout, fisher
@@ -99,7 +100,7 @@ class GuidedDropoutConfig:
 
 
 @dataclass
-class GuidedDropoutResult:
+class GuidedDropoutResult(FolderResult):
     """What :func:`run` returns and writes to ``result.json``."""
 
     config: dict[str, Any]
@@ -114,7 +115,7 @@ class GuidedDropoutResult:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        d.pop("runs")
+        d.pop("runs")  # every run is in runs.jsonl
         return d
 
 
