@@ -150,11 +150,13 @@ def split_examples(data: list[dict[str, torch.Tensor]], n_first: int, n_second: 
     return rebatch(rows[:n_first]), rebatch(rows[n_first : n_first + n_second])
 
 
-def result_dict(out: str | Path, result: Any = None) -> dict[str, Any]:
+def result_dict(out: str | Path | None, result: Any = None) -> dict[str, Any]:
     """An analysis result as a dict: ``result`` itself (dict or object with ``to_dict()``), or
     ``out/result.json`` when ``result`` is None (re-drawing figures from files)."""
-    import json
+    from landscape.util.files import read_json
 
-    if result is None:
-        return json.loads((Path(out) / "result.json").read_text())
-    return result if isinstance(result, dict) else result.to_dict()
+    if result is not None:
+        return result if isinstance(result, dict) else result.to_dict()
+    if out is None:
+        raise ValueError("give a result object or the folder holding its result.json.")
+    return read_json(Path(out) / "result.json", what="analysis result")

@@ -58,7 +58,9 @@ def draw_curves(ax: Axes, curves: Mapping[str, Any], alphas: Any = None, metric:
             vals = np.where(vals > 0, vals, np.nan)
         c = style.color(i)
         n_seeds = vals.shape[0]
-        mean, lower, upper = band_limits(vals, band or "minmax")
+        limits = band_limits(vals, band or "minmax")
+        assert limits is not None  # a named band always gives limits
+        mean, lower, upper = limits
         lab = f"{name} ({n_seeds} seeds)" if n_seeds > 1 else name
         ax.plot(a, mean, color=c, label=lab, marker="o" if a.size <= 25 else None, ms=3)
         if band is not None and n_seeds > 1:

@@ -30,7 +30,7 @@ def _as_dict(result: Any) -> dict[str, Any]:
     if isinstance(result, (str, os.PathLike)):
         p = Path(result)
         return json.loads((p / "result.json" if p.is_dir() else p).read_text())
-    return result if isinstance(result, Mapping) else result.to_dict()
+    return dict(result) if isinstance(result, Mapping) else result.to_dict()
 
 
 def plot_metric_vs_size(result: Any, metric_label: str = "test accuracy (fraction)",

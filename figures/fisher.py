@@ -18,7 +18,7 @@ def group_by_layer(per_tensor: Mapping[str, float], reduce: str = "mean") -> dic
     """Reduce per-tensor scores to per-layer scores (``mean``/``sum``/``max`` of the tensors' values;
     the mean is over tensors, not weighted by their sizes). Groups are
     :func:`landscape.params.layer_group`'s, in network order."""
-    ops = {"mean": np.mean, "sum": np.sum, "max": np.max}
+    ops: dict[str, Any] = {"mean": np.mean, "sum": np.sum, "max": np.max}
     if reduce not in ops:
         raise ValueError(f"unknown reduce {reduce!r}: use one of {', '.join(ops)}.")
     groups: dict[str, list[float]] = {}

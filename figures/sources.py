@@ -45,7 +45,8 @@ def _load_scan_object(path: Path, kind: str) -> Any:
     from landscape.scans.results import Curve, NotAScanFile, Surface
 
     try:
-        return {"Surface": Surface, "Curve": Curve}[kind].load(path)
+        cls: type[Surface] | type[Curve] = Surface if kind == "Surface" else Curve
+        return cls.load(path)
     except NotAScanFile:
         return None
 

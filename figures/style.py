@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib
+from cycler import cycler
 from matplotlib.figure import Figure
 
 DPI = 150
@@ -39,7 +40,7 @@ RC: dict[str, Any] = {
     "grid.alpha": 0.3,
     "grid.linewidth": 0.6,
     "lines.linewidth": 1.8,
-    "axes.prop_cycle": matplotlib.cycler(color=list(PALETTE)),
+    "axes.prop_cycle": cycler(color=list(PALETTE)),
     "image.cmap": CMAP,
     "savefig.dpi": DPI,
     "pdf.fonttype": 42,  # embed TrueType: editable text in PDF
@@ -75,7 +76,7 @@ def color(i: int) -> str:
 @contextlib.contextmanager
 def context() -> Iterator[None]:
     """Apply the house rcParams for building and saving one figure."""
-    with matplotlib.rc_context(RC):
+    with matplotlib.rc_context(RC):  # type: ignore[arg-type]  # stubs list every rc key as a Literal
         yield
 
 
@@ -111,6 +112,8 @@ def show(fig: Figure) -> None:  # pragma: no cover - needs a display
     import matplotlib.pyplot as plt
 
     manager = plt.figure().canvas.manager
+    if manager is None:  # a non-interactive backend: nothing to show
+        return
     manager.canvas.figure = fig
     fig.set_canvas(manager.canvas)
     plt.show()

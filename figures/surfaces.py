@@ -90,6 +90,7 @@ def draw_surface(ax: Axes, xs: np.ndarray, ys: np.ndarray, z: np.ndarray, kind: 
     X, Y = np.meshgrid(xs, ys)  # [ny, nx] each, matching Z
     cmap = matplotlib.colormaps[style.CMAP].with_extremes(bad=(0.0, 0.0, 0.0, 0.0))  # NaN: transparent gap
     extend = _extend([z], levels) if kind == "contourf" else "neither"
+    mappable: Any
     if kind == "contour":
         mappable = ax.contour(X, Y, zm, levels=levels, norm=norm, cmap=cmap, linewidths=1.0)
         ax.clabel(mappable, mappable.levels[::2], inline=True, fontsize=7, fmt="%.3g")
@@ -104,9 +105,10 @@ def draw_surface(ax: Axes, xs: np.ndarray, ys: np.ndarray, z: np.ndarray, kind: 
         else:
             mappable = ax.pcolormesh(xs, ys, zm, shading="nearest", norm=norm, cmap=cmap)
     else:
-        mappable = ax.plot_surface(X, Y, zm, norm=norm, cmap=cmap, linewidth=0, antialiased=True,
-                                   rcount=min(200, ys.size), ccount=min(200, xs.size))
-        ax.set_zlim(norm.vmin, norm.vmax)
+        ax3d: Any = ax  # an Axes3D (mpl_toolkits.mplot3d)
+        mappable = ax3d.plot_surface(X, Y, zm, norm=norm, cmap=cmap, linewidth=0, antialiased=True,
+                                     rcount=min(200, ys.size), ccount=min(200, xs.size))
+        ax3d.set_zlim(norm.vmin, norm.vmax)
     if mark_origin and kind != "surface3d" and xs[0] <= 0 <= xs[-1] and ys[0] <= 0 <= ys[-1]:
         ax.plot([0], [0], marker="+", color="white" if kind != "contour" else "black", ms=9, mew=1.5, zorder=5)
     if kind == "surface3d":
@@ -179,7 +181,8 @@ def plot_surfaces(surfaces: Mapping[str, Any], kind: str = "contourf", *, metric
     with style.context():
         norm, lv = scale([g[2] for g in grids.values()], levels, logz, vmin, vmax)
         fig = style.new_figure(panel_size * n + 0.9, panel_size + 0.5, dpi=dpi)
-        axes, mappable = [], None
+        axes: list[Any] = []
+        mappable: Any = None
         for i, (name, (xs, ys, z)) in enumerate(grids.items()):
             ax = _add_axes(fig, kind, 1, n, i + 1)
             m = draw_surface(ax, xs, ys, z, kind, norm, lv)

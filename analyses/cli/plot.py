@@ -100,7 +100,7 @@ def draw(result: str | Path, kind: str = "all", metric: str = "loss", out: str |
 
 def _draw_json_like(src: Path, kind: str, out: str | Path | None, fmt: str) -> list[Path]:
     if src.suffix == ".safetensors" or "convergence" in (doc := _load_json(src)) and "names" in doc:
-        from landscape.fisher.estimators import FisherDiagonal
+        from landscape.fisher import FisherDiagonal
 
         scores = FisherDiagonal.load(src)
         kinds = ["fisher", "convergence"] if kind == "all" else [kind]

@@ -183,17 +183,17 @@ def sample_split(labels: torch.Tensor, size: int, seed: int, val_fraction: float
         raise ValueError(f"training size {size} exceeds the task's pool of {len(labels)} examples.")
     g = torch.Generator().manual_seed(1_000_003 * seed + size)
     by_class = [torch.nonzero(labels == c).reshape(-1) for c in sorted(set(labels.tolist()))]
-    by_class = [ix[torch.randperm(len(ix), generator=g)].tolist() for ix in by_class]
-    counts = [0] * len(by_class)
+    order: list[list[int]] = [ix[torch.randperm(len(ix), generator=g)].tolist() for ix in by_class]
+    counts = [0] * len(order)
     left = size
     while left > 0:
-        for k, ix in enumerate(by_class):
+        for k, ix in enumerate(order):
             if counts[k] < len(ix) and left > 0:
                 counts[k] += 1
                 left -= 1
     train: list[int] = []
     val: list[int] = []
-    for ix, c in zip(by_class, counts):
+    for ix, c in zip(order, counts):
         n_val = 0 if c < 2 else min(c - 1, max(1, round(val_fraction * c)))
         val += ix[:n_val]
         train += ix[n_val:c]

@@ -92,7 +92,8 @@ def topic_task(n_classes: int = 8, n_test: int = 1000, docs: list[tuple[str, str
     if per_class <= per_test:
         raise ValueError(f"package {min(classes, key=lambda c: len(by_pkg[c]))!r} has only {per_class} docstrings; "
                          f"lower n_test ({n_test}) or n_classes ({n_classes}).")
-    pool, test = [], []
+    pool: list[tuple[str, str | None, int]] = []
+    test: list[tuple[str, str | None, int]] = []
     for y, c in enumerate(classes):
         texts = sorted(by_pkg[c], key=lambda t: _h(t, "topic"))[:per_class]  # balanced, in a fixed order
         test += [(t, None, y) for t in texts[:per_test]]
@@ -116,7 +117,7 @@ def same_module_task(n_test: int = 1000, n_pool: int = 4096, test_fraction: floa
         raise ValueError("too few modules with two or more docstrings for the same-module task.")
 
     def pairs(ms: list[str], n: int, rng: random.Random) -> list[tuple[str, str | None, int]]:
-        out = []
+        out: list[tuple[str, str | None, int]] = []
         weights = [len(by_mod[m]) for m in ms]
         for i in range(n):
             if i % 2 == 0:

@@ -141,7 +141,7 @@ def train_run(model: nn.Module, init_state: Mapping[str, Tensor], arm: Arm, trai
                 labels = b.pop("labels")
                 logits = model(**b).logits
                 loss = nn.functional.cross_entropy(logits.float(), labels)
-                if anchor is not None:
+                if anchor is not None and fisher_weight is not None:
                     loss = loss + 0.5 * arm.l2 * _pull(model, anchor, fisher_weight)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()

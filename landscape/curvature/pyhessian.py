@@ -102,7 +102,7 @@ class PyHessianRun(contextlib.AbstractContextManager):
             self.n_matvecs += 1
             return original(*a, **k)
 
-        ph_module.hessian_vector_product = counted
+        ph_module.hessian_vector_product = counted  # type: ignore[attr-defined]
         stack.callback(setattr, ph_module, "hessian_vector_product", original)
         single, loader = _batches(self.data)
         cuda = model_device(model).type == "cuda"

@@ -171,16 +171,16 @@ def measure_rates(model: nn.Module, batches: Iterable[Any], sites: SiteMap | Non
         torch.nn.functional.dropout = original
         for h in handles:
             h.remove()
-        for m, t in was_training.items():
-            m.training = t
+        for m, flag in was_training.items():
+            m.training = flag
     out: dict[str, SiteMeasurement] = {}
     for s in sites:
         keys = [s.module]
         if s.kind == "module" and s.role == "attention_probs":
             keys.append(s.module.rsplit(".", 1)[0] if "." in s.module else "")
-        d = sum(counter.dropped.get(k, 0) for k in keys)
-        t = sum(counter.total.get(k, 0) for k in keys)
-        c = sum(counter.calls.get(k, 0) for k in keys)
+        d = int(sum(counter.dropped.get(k, 0) for k in keys))
+        t = int(sum(counter.total.get(k, 0) for k in keys))
+        c = int(sum(counter.calls.get(k, 0) for k in keys))
         assigned = float(getattr(model.get_submodule(s.module) if s.module else model, s.attr))
         ud = counter.unit_dropped.get(s.module) if s.role != "attention_probs" else None
         ut = counter.unit_total.get(s.module) if s.role != "attention_probs" else None

@@ -168,8 +168,9 @@ def load_checkpoint(
         state = read_state_dict(path)
         result = model.load_state_dict(state, strict=False)
         _check_head(model, result.missing_keys, task, path)
-        if hasattr(model, "tie_weights"):
-            model.tie_weights()
+        tie = getattr(model, "tie_weights", None)
+        if callable(tie):
+            tie()
         tok_dir = Path(config) if isinstance(config, (str, Path)) else path.parent
         tokenizer = _load_tokenizer(tok_dir.parent if tok_dir.is_file() else tok_dir)
     model = model.to(device=device, dtype=dtype) if dtype is not None else model.to(device=device)

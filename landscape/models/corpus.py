@@ -57,7 +57,6 @@ SKIP_DIRS: frozenset[str] = frozenset(
 #: Bumped whenever extraction rules change (invalidates memoised corpus hashes).
 EXTRACTOR_VERSION = 2
 
-_DocNode = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
 # Statement lists that can hold (nested) definitions: if/for/while/with/try/match bodies.
 _BODY_FIELDS = ("body", "orelse", "finalbody", "handlers", "cases")
 
@@ -85,9 +84,9 @@ def iter_stdlib_files(root: Path | None = None) -> Iterator[Path]:
         yield root / rel
 
 
-def _doc_nodes(node: ast.AST) -> Iterator[ast.AST]:
+def _doc_nodes(node: ast.AST) -> Iterator[ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef]:
     """Module/class/function nodes in source order, visiting statements only (fast)."""
-    if isinstance(node, _DocNode):
+    if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
         yield node
     for name in _BODY_FIELDS:
         for child in getattr(node, name, None) or ():

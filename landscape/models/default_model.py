@@ -275,8 +275,9 @@ def _build(cfg: DefaultModelConfig, texts: list[str], chash: str, final: Path, p
                       num_attention_heads=cfg.num_heads, intermediate_size=cfg.intermediate_size,
                       max_position_embeddings=cfg.max_seq_len, type_vocab_size=1,
                       hidden_dropout_prob=cfg.dropout, attention_probs_dropout_prob=cfg.dropout,
-                      pad_token_id=tok.pad_token_id, cls_token_id=tok.cls_token_id,
-                      sep_token_id=tok.sep_token_id, mask_token_id=tok.mask_token_id)
+                      pad_token_id=tok.pad_token_id,
+                      **{"cls_token_id": tok.cls_token_id, "sep_token_id": tok.sep_token_id,
+                         "mask_token_id": tok.mask_token_id})  # extra config keys, kept in config.json
     model = BertForMaskedLM._from_config(bcfg, attn_implementation=cfg.attn_implementation)
 
     t0 = time.perf_counter()
@@ -434,7 +435,7 @@ def load_default(config: DefaultModelConfig | None = None, cache_dir: str | os.P
             final = root / "default-model" / cfg.cache_key(chash)
         if rebuild or not (final / "metadata.json").exists():
             build = _build_in_subprocess if BUILD_IN_SUBPROCESS else _build
-            build(cfg, texts, chash, final, progress, replace=rebuild)
+            build(cfg, list(texts or ()), chash, final, progress, replace=rebuild)
     dm = _load(final)
     dm.from_cache = cached
     dm.load_seconds = time.perf_counter() - t0

@@ -134,7 +134,7 @@ def read_li_h5(path: str | os.PathLike, uncomputed: float | None = -1.0) -> dict
 
 
 def write_li_h5(
-    path: str | os.PathLike,
+    path: str | Path,
     xs: np.ndarray,
     ys: np.ndarray | None,
     values: Mapping[str, np.ndarray] | np.ndarray,

@@ -105,7 +105,7 @@ class _GridResult:
             header = json.loads(str(z["meta_json"]))
             arrays = {k: z[k] for k in z.files}
         kind = header.get("kind")
-        target = {"curve": Curve, "surface": Surface}.get(kind)
+        target: type[Curve] | type[Surface] | None = {"curve": Curve, "surface": Surface}.get(str(kind))
         if target is None:
             raise ValueError(f"{path}: unknown scan kind {kind!r}.")
         if cls not in (_GridResult, target):

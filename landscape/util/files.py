@@ -95,7 +95,7 @@ def finite_or_none(x: float | None) -> float | None:
 def write_npz(path: str | Path, arrays: dict[str, np.ndarray]) -> Path:
     """``np.savez`` atomically, fsynced, under the exact name given. Returns the path."""
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, **arrays)
+        np.savez(fh, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as bool
         fh.flush()
         os.fsync(fh.fileno())
     return Path(path)

@@ -60,8 +60,7 @@ class JsonResult:
         kwargs: dict[str, Any] = {}
         for name, f in fields.items():
             if name in cls._transient:
-                kwargs[name] = [] if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING else (
-                    f.default if f.default is not dataclasses.MISSING else f.default_factory())  # type: ignore[misc]
+                kwargs[name] = _default(f)
             elif name == "meta" and cls._flat_meta:
                 kwargs[name] = {k: v for k, v in d.items() if k not in fields and k != "format"}
             elif name in d:
@@ -80,6 +79,15 @@ class JsonResult:
         if d.get("format") != want:
             raise ValueError(f"{path} is not a {cls.__name__} file (format {d.get('format')!r}, expected {want!r}).")
         return cls.from_dict(d)
+
+
+def _default(f: dataclasses.Field) -> Any:
+    """A field's default (or its factory's product); an empty list when it has none."""
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return []
 
 
 def _restore(value: Any, annotation: str) -> Any:

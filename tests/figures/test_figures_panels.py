@@ -252,7 +252,7 @@ def test_landscape_never_imports_matplotlib() -> None:
 
 
 def test_convergence_from_the_fisher_convergence_result() -> None:
-    from landscape.fisher.estimators import convergence as fc
+    from landscape.fisher import convergence as fc
     conv = fc.Convergence(n=[8, 16, 32, 64], n_counted=[8, 16, 32, 64], rel_change=[0.5, None, 0.1, 0.0],
                           spearman=[0.5, 0.96, 0.97, 1.0])
     fig = convergence.plot_convergence(conv, dpi=DPI)
