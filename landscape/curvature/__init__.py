@@ -11,7 +11,8 @@ from landscape.curvature.algorithms import (
     CurvatureOperator, DensityResult, EigenResult, MatrixOperator, TraceResult, lanczos,
     spectral_density, top_eigenvalues, trace,
 )
-from landscape.curvature.operators import MODES, EmpiricalFisherOperator, HessianOperator
+from landscape.curvature.fisher_operator import EmpiricalFisherOperator
+from landscape.curvature.hessian_operator import MODES, HessianOperator
 
 __all__ = [
     "HessianOperator", "EmpiricalFisherOperator", "CurvatureOperator", "MatrixOperator", "EigenResult",
