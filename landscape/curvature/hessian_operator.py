@@ -78,15 +78,17 @@ class HessianOperator(_DataOperator):
         self.kept_graph_bytes = 0
         self._graphs: dict[int, tuple[Tensor, ...]] = {}
         self._graph_versions: tuple[int, ...] | None = None
-        if check_determinism:
-            self.check_determinism(full=check_determinism == "full")
+        if check_determinism is True:  # cheap: one extra forward
+            self.check_determinism()
         if reuse_graph == "auto" and mode != "forward_over_reverse":
             reuse_graph = self._graphs_fit()
         if reuse_graph is True:
             mode = "double_backward"
-            self.reuse_graph = True
         self.mode = self._pick_mode() if mode == "auto" else mode
         self.mode_choice["picked"] = self.mode
+        if check_determinism == "full":  # two products, each with its own forward
+            self.check_determinism(full=True)
+        self.reuse_graph = reuse_graph is True
 
     def release_graph(self) -> None:
         """Free the first-backward graphs kept by ``reuse_graph``."""
