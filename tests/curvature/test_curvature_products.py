@@ -3,6 +3,7 @@ the cheap determinism check; graph reuse within a budget; weights untouched thro
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -128,3 +129,31 @@ def test_auto_mode_pick_is_cached():
     a = hessian.HessianOperator(model, CE, data, reuse_graph=False)
     b = hessian.HessianOperator(model, CE, data, reuse_graph=False)
     assert a.mode_choice["cached_pick"] is False and b.mode_choice["cached_pick"] is True and a.mode == b.mode
+
+
+def test_lobpcg_block_top_k_matches_dense_eigenvalues(mlp_case):
+    model, data, H, _ = mlp_case
+    ev = torch.linalg.eigvalsh(H).numpy()
+    op = hessian.HessianOperator(model, CE, data)
+    r = hessian.top_eigenvalues(op, k=3, tol=1e-7, method="lobpcg", seed=1, block_size=3, max_iter=300)
+    np.testing.assert_allclose(r.values, ev[::-1][:3], rtol=1e-6, atol=1e-9 * abs(ev).max())
+    assert r.converged and op.n_matmats > 0 and op.last_block == 3
+    r = hessian.top_eigenvalues(hessian.MatrixOperator(H), k=2, tol=1e-7, method="lobpcg", which="smallest",
+                                max_iter=500)
+    np.testing.assert_allclose(r.values, ev[:2][::-1], rtol=1e-6, atol=1e-9 * abs(ev).max())
+
+
+def test_block_trace_and_lockstep_density_equal_one_at_a_time(mlp_case):
+    model, data, H, _ = mlp_case
+    op = hessian.HessianOperator(model, CE, data)
+    for method in ("hutchinson", "hutch++"):
+        one = hessian.trace(op, num_matvecs=12, method=method, seed=2, block_size=1)
+        blk = hessian.trace(op, num_matvecs=12, method=method, seed=2, block_size=5)
+        assert abs(one.estimate - blk.estimate) < 1e-10 * abs(one.estimate) and blk.n_matvecs == 12
+    before = op.n_matmats
+    a = hessian.spectral_density(op, num_runs=4, lanczos_steps=8, seed=0, block_size=1)
+    b = hessian.spectral_density(op, num_runs=4, lanczos_steps=8, seed=0, block_size=4)
+    assert op.n_matmats - before == 8  # block 4: one matmat per Lanczos step
+    for x, y in zip(a.nodes + a.weights, b.nodes + b.weights):
+        np.testing.assert_allclose(x, y, rtol=1e-9, atol=1e-12)
+    assert a.n_matvecs == b.n_matvecs == 32
