@@ -98,7 +98,7 @@ class HessianOperator(_DataOperator):
     def _graphs_fit(self) -> bool:
         """Build the largest local batch's graph, measure it, and say whether all batches' graphs fit."""
         sizes = [int(self.objective.term_counts(p).numel()) for p in self.prepared]
-        self.graph_bytes = self._measure_graph_bytes()
+        self.graph_bytes = self._measure_graph_bytes(keep=True)
         estimate = torch.tensor([float(self.graph_bytes) * len(sizes)], dtype=torch.float64)
         if self.ctx.active:  # every rank takes the same decision (by the largest estimate)
             import torch.distributed as dist
@@ -106,6 +106,11 @@ class HessianOperator(_DataOperator):
             dist.all_reduce(estimate, op=dist.ReduceOp.MAX)
         self.mode_choice["graph_bytes_estimate"] = int(estimate)
         fits = float(estimate) <= self.memory_budget
+        measured = self.__dict__.pop("_measured_graph", None)
+        if fits and measured is not None:  # the measured graph is the first one kept: not wasted
+            self._graphs[measured[0]] = measured[1]
+            self._graph_versions = tuple(p._version for p in self.params.values())
+            self.kept_graph_bytes = self.graph_bytes
         log.info("landscape: first-backward graphs ~%.1f MiB for %d batch(es), budget %.1f MiB: %s", float(estimate) / 2**20,
                  len(sizes), self.memory_budget / 2**20, "kept across products" if fits else "rebuilt per product")
         return fits

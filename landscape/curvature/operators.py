@@ -214,14 +214,18 @@ class _DataOperator:
         return products.block_size(max(self.memory_budget - held, 0), self.graph_bytes, self.param_bytes, max_k)
 
     def _measure_graph_bytes(self, keep: bool = False) -> int:
-        """Bytes autograd saves for the forward and create-graph backward of the largest local batch."""
+        """Bytes autograd saves for the forward and create-graph backward of the largest local batch;
+        ``keep``: hold that graph in ``self._measured_graph`` (batch id, gradients) for reuse."""
         if not self.prepared:
             return 0
         sizes = [int(self.objective.term_counts(p).numel()) for p in self.prepared]
         p = self.prepared[int(np.argmax(sizes))]
         with deterministic_eval(self.model), torch.enable_grad(), products.SavedBytes() as saved:
             s, _ = self.objective.loss_sum(self.model, p)
-            torch.autograd.grad(s, list(self.params.values()), create_graph=True, allow_unused=True)
+            grads = torch.autograd.grad(s, list(self.params.values()), create_graph=True, allow_unused=True,
+                                        materialize_grads=True)
+        if keep:
+            self._measured_graph = (id(p), grads)
         return saved.bytes
 
     def _check_finite(self, vs: Sequence[Vector]) -> None:
