@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from landscape import heads
 from landscape.util import batches_of, deterministic_eval, model_device, model_dtype
 
 IGNORE_INDEX = -100
@@ -166,6 +167,19 @@ class _HFTokenObjective(Objective):
     weighting = "token"
     shift_labels = False
     model_keys: tuple[str, ...] = ("input_ids", "attention_mask", "token_type_ids", "position_ids")
+    #: Vocabulary projection only at labelled positions (:mod:`landscape.heads`): "auto", True or False.
+    #: Set it on an instance (``obj.labelled_head = False``) to force the full head.
+    labelled_head: bool | str = "auto"
+
+    def forward(self, model: nn.Module, prepared: Prepared, params: Mapping[str, Tensor] | None = None) -> Any:
+        index = prepared.get(heads.HEAD_INDEX)
+        if index is None:
+            return super().forward(model, prepared, params)
+        with heads.gathered(model, index):
+            return super().forward(model, prepared, params)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "labelled_head": self.labelled_head}
 
     def model_inputs(self, prepared: Prepared) -> tuple[tuple, dict]:
         return (), {k: prepared[k] for k in self.model_keys if k in prepared}
@@ -180,6 +194,9 @@ class _HFTokenObjective(Objective):
 
     def logits_and_targets(self, output: Any, prepared: Prepared) -> tuple[Tensor, Tensor]:
         logits = _output_logits(output)
+        head_labels = prepared.get(heads.HEAD_LABELS)
+        if head_labels is not None and logits.shape[:-1] == head_labels.shape:  # labelled-position head
+            return logits, head_labels
         labels = prepared["labels"]
         if self.shifts(prepared):
             return logits[:, :-1], labels[:, 1:]
@@ -199,7 +216,7 @@ class _HFTokenObjective(Objective):
 
     def _move(self, batch: Mapping[str, Any], model: nn.Module) -> Prepared:
         device, dtype = model_device(model), model_dtype(model)
-        return {k: _to_model(v, device, dtype) for k, v in batch.items()}
+        return heads.attach(self, {k: _to_model(v, device, dtype) for k, v in batch.items()}, model)
 
 
 class HFLoss(_HFTokenObjective):

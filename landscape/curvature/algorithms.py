@@ -3,18 +3,21 @@
 The algorithms only need an operator with
 
 * ``dim`` (number of coordinates), ``dtype`` and ``device``;
-* ``matvec(v)`` on dict vectors and an ``n_matvecs`` counter;
+* ``matvec(v)`` on dict vectors and an ``n_matvecs`` counter; optionally ``matmat(vs)`` (k vectors
+  at once, sharing work) and ``block_size()`` (how many fit memory): trace, SLQ and LOBPCG then
+  apply the operator to blocks of vectors;
 * ``zeros()``, ``randn(seed)``, ``rademacher(seed)`` to draw vectors;
 * ``to_flat(v)`` / ``from_flat(x)`` between dict vectors and 1-D tensors of length ``dim``.
 
 :class:`~landscape.curvature.operators.HessianOperator`, :class:`~landscape.curvature.operators.EmpiricalFisherOperator`
 and the dense :class:`MatrixOperator` (for tests and small problems) all qualify, so one Lanczos
 serves the Hessian and the Fisher alike. Every result carries its matvec count and seed.
+The stochastic estimators (trace, density) are in :mod:`landscape.curvature.stochastic`. This module
+is a little over 400 lines because the four eigen-solvers share its helpers and checks.
 """
 
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -27,9 +30,8 @@ from tqdm.auto import tqdm
 from landscape.util.results import JsonResult
 from landscape.vectors import Vector
 
-__all__ = [
-    "CurvatureOperator", "MatrixOperator", "EigenResult", "TraceResult", "DensityResult",
-    "top_eigenvalues", "trace", "spectral_density", "lanczos",
+__all__ = [  # trace, spectral_density and their results: landscape.curvature.stochastic (see __getattr__)
+    "CurvatureOperator", "MatrixOperator", "EigenResult", "top_eigenvalues", "lanczos", "lanczos_runs",
 ]
 
 
@@ -82,9 +84,38 @@ class MatrixOperator:
     def from_flat(self, x: Tensor) -> Vector:
         return {"x": x.to(self.dtype)}
 
+    def matmat(self, vs: list[Vector]) -> list[Vector]:
+        self.n_matvecs += len(vs)
+        out = self.matrix @ torch.stack([v["x"].to(self.dtype) for v in vs], 1)
+        return [{"x": out[:, j]} for j in range(len(vs))]
+
+    def block_size(self, max_k: int = 16) -> int:
+        return max_k
+
 
 def _flat_matvec(op: CurvatureOperator, x: Tensor) -> Tensor:
     return op.to_flat(op.matvec(op.from_flat(x)))
+
+
+def _block(op: CurvatureOperator, block_size: int | None) -> int:
+    """Vectors per product call: ``block_size`` if given, else what the operator says fits, else 1."""
+    if block_size is not None:
+        return max(1, int(block_size))
+    pick = getattr(op, "block_size", None)
+    return max(1, int(pick())) if callable(pick) else 1
+
+
+def _flat_matmat(op: CurvatureOperator, x: Tensor, block: int = 1) -> Tensor:
+    """The operator applied to the columns of ``x`` ``[dim, k]``, ``block`` columns per ``matmat``."""
+    mm = getattr(op, "matmat", None)
+    cols = []
+    for j0 in range(0, x.shape[1], block):
+        part = x[:, j0 : j0 + block]
+        if mm is None or part.shape[1] == 1:
+            cols.extend(_flat_matvec(op, part[:, j]) for j in range(part.shape[1]))
+        else:
+            cols.extend(op.to_flat(y) for y in mm([op.from_flat(part[:, j]) for j in range(part.shape[1])]))
+    return torch.stack([c.to(x.dtype) for c in cols], 1)
 
 
 def _flat_draw(op: CurvatureOperator, seed: int, kind: str = "randn") -> Tensor:
@@ -137,6 +168,45 @@ def lanczos(
     return np.array(alphas), np.array(betas), basis[:m]
 
 
+def lanczos_runs(
+    op: CurvatureOperator, starts: Tensor, steps: int, *, block: int = 1,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Independent Lanczos runs (full reorthogonalization) from the columns of ``starts`` ``[dim, r]``,
+    advanced in lockstep so each step applies the operator to up to ``block`` runs' vectors in one
+    ``matmat``. Each run is the same as :func:`lanczos` from its start (up to rounding); a run that
+    breaks down (β ≈ 0) drops out. Returns ``(alpha, beta)`` per run.
+    """
+    steps = int(min(steps, op.dim))
+    q = starts / torch.linalg.vector_norm(starts, dim=0, keepdim=True)
+    r = q.shape[1]
+    bases = torch.empty((r, steps, q.shape[0]), dtype=q.dtype, device=q.device)
+    alphas: list[list[float]] = [[] for _ in range(r)]
+    betas: list[list[float]] = [[] for _ in range(r)]
+    scale = [0.0] * r
+    active = list(range(r))
+    for j in range(steps):
+        for i in active:
+            bases[i, j] = q[:, i]
+        w_all = _flat_matmat(op, q[:, active], block)
+        still = []
+        for c, i in enumerate(active):
+            w = w_all[:, c].to(q.dtype)
+            alpha = float(torch.dot(w, q[:, i]))
+            for _ in range(2):  # full reorthogonalization, twice
+                w = w - bases[i, : j + 1].T @ (bases[i, : j + 1] @ w)
+            beta = float(torch.linalg.vector_norm(w))
+            alphas[i].append(alpha)
+            betas[i].append(beta)
+            scale[i] = max(scale[i], abs(alpha), beta)
+            if beta > 1e-12 * max(scale[i], 1e-300) and j < steps - 1:
+                q[:, i] = w / beta
+                still.append(i)
+        active = still
+        if not active:
+            break
+    return [(np.array(a), np.array(b)) for a, b in zip(alphas, betas)]
+
+
 def _ritz(alpha: np.ndarray, beta: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Eigenvalues (ascending) and eigenvectors of the tridiagonal T(alpha, beta[:-1])."""
     from scipy.linalg import eigh_tridiagonal
@@ -181,8 +251,10 @@ def _select(values: np.ndarray, k: int, which: str) -> np.ndarray:
 def _check_eig_args(op: CurvatureOperator, k: int, which: str, method: str) -> None:
     if which not in ("largest", "smallest", "magnitude"):
         raise ValueError(f"which must be 'largest', 'smallest' or 'magnitude', got {which!r}.")
-    if method not in ("lanczos", "power", "arpack"):
-        raise ValueError(f"method must be 'lanczos', 'power' or 'arpack', got {method!r}.")
+    if method not in ("lanczos", "power", "arpack", "lobpcg"):
+        raise ValueError(f"method must be 'lanczos', 'power', 'arpack' or 'lobpcg', got {method!r}.")
+    if method == "lobpcg" and which == "magnitude":
+        raise ValueError("method='lobpcg' finds the largest or smallest eigenvalues, not which='magnitude'.")
     if not 1 <= k < op.dim:
         raise ValueError(
             f"k={k} eigenvalues requested of an operator of dimension {op.dim}: need 1 ≤ k < dim; "
@@ -193,6 +265,7 @@ def _check_eig_args(op: CurvatureOperator, k: int, which: str, method: str) -> N
 def top_eigenvalues(
     op: CurvatureOperator, *, k: int = 1, tol: float = 1e-3, method: str = "lanczos", which: str = "largest",
     seed: int = 0, max_iter: int | None = None, progress: bool | None = None, v0: Vector | None = None,
+    block_size: int | None = None,
 ) -> EigenResult:
     """The k extreme eigenvalues of a symmetric operator, sorted descending.
 
@@ -202,6 +275,10 @@ def top_eigenvalues(
           residual ‖Hy − θy‖ and gap the distance to the next Ritz value. ``max_iter`` caps the
           Krylov dimension (default min(dim, max(100, 4k))).
         * ``"arpack"``: scipy's implicitly restarted ``eigsh`` on a float64 ``LinearOperator``.
+        * ``"lobpcg"``: scipy's block LOBPCG over ``matmat`` (k products per call, sharing the
+          forward and first backward), from k Gaussian starts. Stops when every residual
+          ‖Hy − θy‖ ≤ tol·s, with s the largest ‖Hx‖ of the orthonormal start block (k extra
+          products), so the eigenvalue error is about tol²·s/gap. ``max_iter`` default 100.
         * ``"power"``: deflated power iteration with PyHessian's stopping rule (relative change of
           the Rayleigh quotient < tol; at most ``max_iter`` = 100 per eigenvalue). Power iteration
           finds the largest *magnitude*; for ``which`` = largest/smallest the operator is shifted
@@ -211,6 +288,8 @@ def top_eigenvalues(
         which: ``"largest"`` (algebraic), ``"smallest"`` (algebraic) or ``"magnitude"``.
         seed: seed of the Gaussian start vector(s).
         v0: optional start vector (dict); overrides ``seed`` for the (first) start vector.
+        block_size: vectors per ``matmat`` call for ``"lobpcg"`` (default: the operator's
+            ``block_size()``, from its memory budget).
     """
     _check_eig_args(op, k, which, method)
     start = op.n_matvecs
@@ -219,6 +298,8 @@ def top_eigenvalues(
         values, vecs, converged = _power(op, k, tol, which, seed, max_iter or 100, progress, x0)
     elif method == "arpack":
         values, vecs, converged = _arpack(op, k, tol, which, seed, max_iter, x0)
+    elif method == "lobpcg":
+        values, vecs, converged = _lobpcg(op, k, tol, which, seed, max_iter or 100, x0, _block(op, block_size))
     else:
         values, vecs, converged = _lanczos_eigs(op, k, tol, which, seed, max_iter, progress, x0)
     order = np.argsort(values)[::-1]
@@ -268,6 +349,29 @@ def _arpack(op, k, tol, which, seed, max_iter, x0=None):
     return vals, [op.from_flat(torch.as_tensor(vecs[:, i], device=like.device)) for i in range(k)], True
 
 
+def _lobpcg(op, k, tol, which, seed, max_iter, x0, block):
+    from scipy.sparse.linalg import LinearOperator, lobpcg
+
+    like = _flat_draw(op, seed)
+    starts = [like if x0 is None else x0] + [_flat_draw(op, seed + 7919 * j) for j in range(1, k)]
+    x = torch.linalg.qr(torch.stack([s.double().cpu() for s in starts], 1))[0]
+    scale = float(torch.linalg.vector_norm(_flat_matmat(op, x.to(like.dtype).to(like.device), block), dim=0).max())
+
+    def mm(v: np.ndarray) -> np.ndarray:
+        v = np.asarray(v).reshape(op.dim, -1)
+        out = _flat_matmat(op, torch.as_tensor(v, dtype=like.dtype, device=like.device), block)
+        return out.detach().to(torch.float64).cpu().numpy()
+
+    lin = LinearOperator((op.dim, op.dim), matvec=lambda v: mm(v)[:, 0], matmat=mm, dtype=np.float64)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        vals, vecs = lobpcg(lin, x.numpy(), tol=tol * max(scale, 1e-300), maxiter=max_iter, largest=which == "largest")
+    converged = not any("not reaching the requested tolerance" in str(w.message) for w in caught)
+    if not converged:
+        warnings.warn(f"LOBPCG did not reach tol={tol} in {max_iter} iterations; raise max_iter.", stacklevel=3)
+    return vals, [op.from_flat(torch.as_tensor(vecs[:, i], device=like.device)) for i in range(k)], converged
+
+
 def _power_run(op, k, tol, seed, max_iter, shift, progress, x0=None):
     """Deflated power iteration on (H + shift·I); returns eigenvalues of H."""
     vecs: list[Tensor] = []
@@ -309,130 +413,10 @@ def _power(op, k, tol, which, seed, max_iter, progress, x0=None):
     return values, [op.from_flat(v) for v in vecs], conv
 
 
-# ----------------------------------------------------------------------------- trace
+def __getattr__(name: str) -> Any:
+    """trace / spectral_density and their results live in :mod:`landscape.curvature.stochastic`."""
+    if name in ("trace", "spectral_density", "TraceResult", "DensityResult"):
+        from landscape.curvature import stochastic
 
-
-@dataclass
-class TraceResult(JsonResult):
-    """tr(H) estimate with its standard error (from the stochastic part only) and matvec count."""
-
-    _flat_meta = True
-
-    estimate: float
-    stderr: float
-    n_matvecs: int
-    method: str
-    seed: int
-    samples: list[float] = field(default_factory=list)
-    meta: dict[str, Any] = field(default_factory=dict)
-
-
-def trace(
-    op: CurvatureOperator, *, num_matvecs: int = 99, method: str = "hutch++", seed: int = 0, progress: bool | None = None,
-) -> TraceResult:
-    """Unbiased stochastic estimate of tr(H) from ``num_matvecs`` matvecs with Rademacher probes.
-
-    * ``"hutchinson"``: tr ≈ (1/m) Σⱼ zⱼᵀHzⱼ; stderr = sample std / √m.
-    * ``"hutch++"`` (Meyer et al., 2021): with m = 3s, sketch Q = orth(H·S) from s probes, take
-      tr(QᵀHQ) exactly (s matvecs), and Hutchinson on (I−QQᵀ)H(I−QQᵀ) with the other s probes.
-      The exact part has no variance, so stderr comes from the residual probes. Its error decays
-      like 1/m instead of 1/√m when the spectrum decays. ``num_matvecs`` is rounded down to 3s.
-    """
-    if method not in ("hutch++", "hutchinson"):
-        raise ValueError(f"method must be 'hutch++' or 'hutchinson', got {method!r}.")
-    minimum = 3 if method == "hutch++" else 2
-    if num_matvecs < minimum:
-        raise ValueError(f"{method} needs num_matvecs ≥ {minimum} (for a standard error), got {num_matvecs}.")
-    start = op.n_matvecs
-    disable = True if progress is False else None
-    if method == "hutchinson":
-        samples = []
-        for j in tqdm(range(num_matvecs), desc="hutchinson", disable=disable, leave=False):
-            z = op.rademacher(seed + j)
-            samples.append(float(torch.dot(op.to_flat(op.matvec(z)).double(), op.to_flat(z).double())))
-        est, exact = float(np.mean(samples)), 0.0
-    else:
-        s = num_matvecs // 3
-        bar = tqdm(total=3 * s, desc="hutch++", disable=disable, leave=False)
-        hs = []
-        for j in range(s):
-            hs.append(_flat_matvec(op, _flat_draw(op, seed + j, "rademacher")).double())
-            bar.update(1)
-        q, _ = torch.linalg.qr(torch.stack(hs, dim=1))  # [dim, s]
-        exact = 0.0
-        for j in range(s):
-            exact += float(torch.dot(q[:, j], _flat_matvec(op, q[:, j].to(hs[0].device)).double()))
-            bar.update(1)
-        samples = []
-        for j in range(s):
-            g = _flat_draw(op, seed + s + j, "rademacher").double()
-            g = g - q @ (q.T @ g)
-            hg = _flat_matvec(op, g).double()
-            hg = hg - q @ (q.T @ hg)
-            samples.append(float(torch.dot(g, hg)))
-            bar.update(1)
-        bar.close()
-        est = exact + float(np.mean(samples))
-    stderr = float(np.std(samples, ddof=1) / math.sqrt(len(samples)))
-    return TraceResult(est, stderr, op.n_matvecs - start, method, int(seed), samples, {"exact_part": exact})
-
-
-# ----------------------------------------------------------------------------- density
-
-
-@dataclass
-class DensityResult(JsonResult):
-    """Stochastic Lanczos quadrature: per run, Ritz ``nodes`` θ and ``weights`` τ (summing to 1),
-    and the Gaussian-smoothed density φ(t) = (1/R) Σᵣ Σⱼ τᵣⱼ N(t; θᵣⱼ, σ²) on ``grid``."""
-
-    _flat_meta = True
-
-    nodes: list[np.ndarray]
-    weights: list[np.ndarray]
-    grid: np.ndarray
-    density: np.ndarray
-    sigma: float
-    n_matvecs: int
-    seed: int
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    def moment(self, p: int = 1) -> float:
-        """Σ τ θᵖ averaged over runs: an estimate of tr(Hᵖ)/dim."""
-        return float(np.mean([np.sum(w * n**p) for n, w in zip(self.nodes, self.weights)]))
-
-
-def spectral_density(
-    op: CurvatureOperator, *, num_runs: int = 8, lanczos_steps: int = 64, sigma: float | None = None,
-    num_grid: int = 1000, seed: int = 0, progress: bool | None = None,
-) -> DensityResult:
-    """Eigenvalue density of a symmetric operator by stochastic Lanczos quadrature.
-
-    Each run starts Lanczos (full reorthogonalization) from a normalized Rademacher vector v and
-    takes the eigen-decomposition T = Y diag(θ) Yᵀ; nodes θⱼ with weights τⱼ = Y₀ⱼ² give the
-    Gauss quadrature vᵀf(H)v ≈ Σⱼ τⱼ f(θⱼ), so E[Σⱼ τⱼ θⱼ] = tr(H)/dim. ``sigma`` (default 1% of the
-    node range) is the Gaussian smoothing width; the grid spans the nodes ± 5σ, so the density
-    integrates to 1 up to truncation of the Gaussian tails (< 1e-6).
-    """
-    if num_runs < 1 or lanczos_steps < 1:
-        raise ValueError(f"num_runs and lanczos_steps must be ≥ 1, got {num_runs}, {lanczos_steps}.")
-    start = op.n_matvecs
-    nodes, weights = [], []
-    for r in tqdm(range(num_runs), desc="density (SLQ runs)", disable=True if progress is False else None):
-        alpha, beta, _ = lanczos(op, _flat_draw(op, seed + r, "rademacher"), lanczos_steps, progress=progress,
-                                 desc=f"lanczos run {r}")
-        theta, s = _ritz(alpha, beta)
-        nodes.append(theta)
-        weights.append(s[0, :] ** 2)
-    lo = min(float(n.min()) for n in nodes)
-    hi = max(float(n.max()) for n in nodes)
-    if sigma is None:
-        sigma = 0.01 * max(hi - lo, 1e-12 * max(abs(hi), abs(lo), 1.0))
-    if sigma <= 0:
-        raise ValueError(f"sigma must be positive, got {sigma}.")
-    grid = np.linspace(lo - 5 * sigma, hi + 5 * sigma, int(num_grid))
-    density = np.zeros_like(grid)
-    for theta, tau in zip(nodes, weights):
-        density += np.exp(-0.5 * ((grid[:, None] - theta[None, :]) / sigma) ** 2) @ tau
-    density /= num_runs * sigma * math.sqrt(2 * math.pi)
-    return DensityResult(nodes, weights, grid, density, float(sigma), op.n_matvecs - start, int(seed),
-                         {"num_runs": num_runs, "lanczos_steps": int(min(lanczos_steps, op.dim))})
+        return getattr(stochastic, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -16,30 +16,37 @@ Restriction. ``params`` may be a :class:`~landscape.params.ParamSpace` (a block 
 ignored on input and zero on output); ``dim`` counts selected coordinates.
 
 Every matvec runs in eval mode on the math attention backend (fused SDPA kernels have no double
-backward), keeps no graph between calls and never writes to the weights or their ``.grad``.
+backward) and never writes to the weights or their ``.grad``. ``matmat`` applies the operator to k
+vectors at once, sharing the forward and first backward (:mod:`landscape.curvature.products`).
 
+Distributed. Under ``torchrun`` (``distributed=None`` or ``True``) each rank keeps the examples
+g ≡ rank (mod world) of every batch, and each product is all-reduced, so every rank holds the same
+operator as a single process and the algorithms run unchanged on every rank (same seeds, same
+collectives). The counts N and the loss are all-reduced at construction.
+
+The operators themselves live one per module (:mod:`~landscape.curvature.hessian_operator`,
+:mod:`~landscape.curvature.fisher_operator`); this module holds their shared base class.
 The algorithms (:func:`top_eigenvalues`, :func:`trace`, :func:`spectral_density`) live in
 :mod:`landscape.curvature.algorithms` and are re-exported here.
 """
 
 from __future__ import annotations
 
-import logging
-import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from landscape import vectors
+from landscape import util, vectors
+from landscape.curvature import products
 from landscape.objectives import Objective, Prepared
 from landscape.params import ParamSpace, Selection, select
-from landscape.util import batch_moments, batches_of, deterministic_eval, log, log_once, versions
+from landscape.util import batch_moments, batches_of, deterministic_eval, versions
 from landscape.vectors import Vector
 
-__all__ = ["HessianOperator", "EmpiricalFisherOperator", "MODES"]
+__all__ = ["MODES"]  # HessianOperator, EmpiricalFisherOperator: see __getattr__ at the end
 
 MODES = ("double_backward", "forward_over_reverse")
 
@@ -50,7 +57,7 @@ class _DataOperator:
     kind = "operator"
 
     def __init__(self, model: nn.Module, objective: Objective, data: Iterable[Any], *,
-                 params: Selection = None) -> None:
+                 params: Selection = None, distributed: bool | None = None, memory_budget: int | None = None) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}.")
         if not isinstance(objective, Objective):
@@ -63,19 +70,44 @@ class _DataOperator:
         self.params = {n: self.space.params[n] for n in self.names}
         first = next(iter(self.params.values()))
         self.dtype, self.device = first.dtype, first.device
+        self.ctx = util.dist_context() if distributed in (None, True) else util.DistContext()
         raw = list(batches_of(data))  # refuses one-shot iterators and empty data
         self._raw_fingerprint = sum((batch_moments(b) for b in raw), np.zeros(3))
-        self.prepared: list[Prepared] = [objective.prepare(b, model) for b in raw]
+        self.prepared: list[Prepared] = []
+        offset = 0
+        for b in raw:  # under torchrun: this rank's examples g ≡ rank (mod world) of every batch
+            p = objective.prepare(b, model)
+            size = int(objective.term_counts(p).numel())
+            if self.ctx.active:
+                rows = [i for i in range(size) if (offset + i) % self.ctx.world_size == self.ctx.rank]
+                p = products.shard_rows(p, size, rows) if rows else None
+            offset += size
+            if p is not None:
+                self.prepared.append(p)
         del raw
-        self.n_terms = int(sum(int(objective.term_counts(p).sum()) for p in self.prepared))
-        self.n_examples = int(sum(int(objective.term_counts(p).numel()) for p in self.prepared))
+        self._batch_sums = self._forward_sums(self.prepared)  # one forward per batch, float64 sums
+        totals = torch.tensor([sum(self._batch_sums), sum(int(objective.term_counts(p).sum()) for p in self.prepared),
+                               sum(int(objective.term_counts(p).numel()) for p in self.prepared)], dtype=torch.float64)
+        if self.ctx.active:
+            products.all_reduce_([totals])
+        self.n_terms, self.n_examples = int(round(float(totals[1]))), int(round(float(totals[2])))
         if self.n_terms == 0:
             raise ValueError("data holds no loss term (every label is -100); the curvature of an empty loss is 0.")
-        self.loss = objective.evaluate(model, self.prepared, prepared=True)
+        self.loss = float(totals[0] / totals[1])
+        self.memory_budget = int(memory_budget) if memory_budget is not None else \
+            int(0.25 * products.available_memory(self.device))
+        self.param_bytes = sum(p.numel() * p.element_size() for p in self.params.values())
+        self.graph_bytes: int | None = None  # bytes autograd saves for the largest local batch
+        self.n_matmats, self.last_block = 0, 0
         if not torch.isfinite(torch.tensor(self.loss)):
             raise ValueError(f"the loss is {self.loss} at the current weights; curvature is undefined. Check the "
                              "weights and inputs for NaN/inf (or a too-large learning rate in the checkpoint).")
         self.n_matvecs = 0
+
+    @torch.no_grad()
+    def _forward_sums(self, batches: Sequence[Prepared]) -> list[float]:
+        with deterministic_eval(self.model):
+            return [float(self.objective.loss_sum(self.model, p)[0].double()) for p in batches]
 
     # ---- vectors
     def zeros(self) -> Vector:
@@ -133,12 +165,73 @@ class _DataOperator:
             for p in self.prepared:
                 hv = self._batch_product(p, v)
                 torch._foreach_add_([out[k] for k in keys], [hv[k] for k in keys])
+        if self.ctx.active:
+            products.all_reduce_([out[k] for k in keys])
         out = self.project(vectors.scale(out, 1.0 / self.n_terms))
         self.n_matvecs += 1
-        if not all(bool(torch.isfinite(t).all()) for t in out.values()):
+        self._check_finite([out])
+        return out
+
+    def matmat(self, vs: Sequence[Vector]) -> list[Vector]:
+        """The operator applied to k vectors at once (a list of dict vectors in, a list out).
+
+        Shares the forward and first backward across the k products (see
+        :mod:`landscape.curvature.products`); counts k matvecs. :meth:`block_size` says how many
+        vectors fit the memory budget; the caller splits larger sets.
+        """
+        vs = list(vs)
+        if not vs:
+            raise ValueError("matmat needs at least one vector.")
+        for v in vs:
+            self.check_vector(v)
+        k = len(vs)
+        V = products.stack([self.project({n: v[n].to(dtype=self.dtype, device=self.device) for n in self.names})
+                            for v in vs], self.names)
+        out = {n: torch.zeros((k, *p.shape), dtype=self.dtype, device=self.device) for n, p in self.params.items()}
+        keys = list(out)
+        with deterministic_eval(self.model), torch.enable_grad():
+            for p in self.prepared:
+                hv = self._batch_matmat(p, V)
+                torch._foreach_add_([out[n] for n in keys], [hv[n] for n in keys])
+        if self.ctx.active:
+            products.all_reduce_([out[n] for n in keys])
+        res = [self.project(vectors.scale(v, 1.0 / self.n_terms)) for v in products.unstack(out, k)]
+        self.n_matvecs += k
+        self.n_matmats += 1
+        self.last_block = k
+        self._check_finite(res)
+        return res
+
+    def _batch_matmat(self, prepared: Prepared, V: dict[str, Tensor]) -> dict[str, Tensor]:
+        k = next(iter(V.values())).shape[0]
+        return products.stack([self._batch_product(prepared, v) for v in products.unstack(V, k)], self.names)
+
+    def block_size(self, max_k: int = 16) -> int:
+        """How many vectors one :meth:`matmat` may take within ``memory_budget`` (at most ``max_k``)."""
+        if self.graph_bytes is None:
+            self.graph_bytes = self._measure_graph_bytes()
+        held = getattr(self, "kept_graph_bytes", 0)
+        return products.block_size(max(self.memory_budget - held, 0), self.graph_bytes, self.param_bytes, max_k)
+
+    def _measure_graph_bytes(self, keep: bool = False) -> int:
+        """Bytes autograd saves for the forward and create-graph backward of the largest local batch;
+        ``keep``: hold that graph in ``self._measured_graph`` (batch id, gradients) for reuse."""
+        if not self.prepared:
+            return 0
+        sizes = [int(self.objective.term_counts(p).numel()) for p in self.prepared]
+        p = self.prepared[int(np.argmax(sizes))]
+        with deterministic_eval(self.model), torch.enable_grad(), products.SavedBytes() as saved:
+            s, _ = self.objective.loss_sum(self.model, p)
+            grads = torch.autograd.grad(s, list(self.params.values()), create_graph=True, allow_unused=True,
+                                        materialize_grads=True)
+        if keep:
+            self._measured_graph = (id(p), grads)
+        return saved.bytes
+
+    def _check_finite(self, vs: Sequence[Vector]) -> None:
+        if not all(bool(torch.isfinite(t).all()) for v in vs for t in v.values()):
             raise ValueError(f"{self.kind}-vector product is not finite (NaN/inf); the loss is finite, so check "
                              "for overflow (use float32/float64 instead of float16) or inf in the input vector.")
-        return out
 
     def _primals(self) -> dict[str, Tensor]:
         return {n: p.detach() for n, p in self.params.items()}
@@ -149,19 +242,33 @@ class _DataOperator:
             return s
         return fn
 
-    def check_determinism(self, seed: int = 12345, rtol: float = 1e-5) -> float:
-        """Apply the operator twice to one vector on the first batch and compare; check the data too.
+    def check_determinism(self, seed: int = 12345, rtol: float = 1e-5, *, full: bool = False) -> float:
+        """Check that the loss is a deterministic function of the weights; returns the relative difference.
 
-        Catches a forward pass that is random even in eval mode (functional dropout with
-        ``training=True``, noise layers) and data whose *content* changes between passes (random
-        subsets, augmentation). Reordering alone (``shuffle=True``) is harmless, because the data is
-        prepared once and L is a sum over examples. Returns the relative difference.
+        Cheap (default): the first batch's loss is evaluated again (one forward) and compared with
+        the one from construction. ``full=True``: the operator is applied twice to one vector on
+        the first batch (two products), which also catches randomness that only the backward sees.
+        Both also re-read the data: its *content* must not change between passes (random subsets,
+        augmentation); reordering alone (``shuffle=True``) is harmless, because the data is prepared
+        once and L is a sum over examples.
         """
         again = sum((batch_moments(b) for b in batches_of(self.data)), np.zeros(3))
         if not np.allclose(again, self._raw_fingerprint, rtol=1e-9, atol=1e-9):
             raise ValueError("the data yields different batches on a second pass (a random sampler or random "
                              "augmentation); the loss must be a function of the weights only. Pass a fixed list of "
                              "batches or a DataLoader with a deterministic sampler and no augmentation.")
+        if not self.prepared:  # a rank without data under torchrun
+            return 0.0
+        if not full:
+            again = self._forward_sums(self.prepared[:1])[0]
+            diff = abs(again - self._batch_sums[0]) / max(abs(self._batch_sums[0]), 1e-30)
+            if not diff <= rtol:
+                raise ValueError(
+                    f"two evaluations of the loss at the same weights differ (relative difference {diff:.2e}): the "
+                    "loss is not a deterministic function of the weights even in eval mode. Look for dropout called "
+                    "with training=True, random noise in forward(), or a stochastic objective; fix it or pass "
+                    "check_determinism=False at your own risk.")
+            return diff
         v = self.randn(seed)
         first = self.prepared[:1]
         with deterministic_eval(self.model), torch.enable_grad():
@@ -181,125 +288,23 @@ class _DataOperator:
         return {"operator": self.kind, "dim": self.dim, "n_tensors": len(self.names), "n_examples": self.n_examples,
                 "n_terms": self.n_terms, "loss": self.loss, "objective": self.objective.describe(),
                 "restricted": "mask" if self.mask is not None else ("space" if self.dim < self._full_dim() else None),
-                "n_matvecs": self.n_matvecs, "versions": versions()}
+                "n_matvecs": self.n_matvecs, "n_matmats": self.n_matmats, "last_block": self.last_block,
+                "world_size": self.ctx.world_size, "memory_budget": self.memory_budget, "param_bytes": self.param_bytes,
+                "graph_bytes": self.graph_bytes, "versions": versions()}
 
     def _full_dim(self) -> int:
         return sum(p.numel() for p in ParamSpace(self.model).params.values())
 
 
-class HessianOperator(_DataOperator):
-    """H·v for the data loss L = Σsᵢ/Σnᵢ, restricted to ``params``.
+def __getattr__(name: str) -> Any:
+    """The operators live in their own modules; keep ``operators.HessianOperator`` importable."""
+    if name == "HessianOperator":
+        from landscape.curvature.hessian_operator import HessianOperator
 
-    Args:
-        model: any ``nn.Module`` (a Hugging Face model works through its objective).
-        objective: how a batch becomes per-example loss sums (``MaskedLM``, ``HFLoss``, ``Criterion``).
-        data: a re-iterable of raw batches; prepared once.
-        params: ``ParamSpace`` / ``ParamMask`` / None (all trainable parameters, tied ones once).
-        mode: ``"double_backward"`` (∇(∇L·v) with ``create_graph``), ``"forward_over_reverse"``
-            (``torch.func.jvp`` of ``torch.func.grad`` with ``functional_call``) or ``"auto"``: time
-            both on the first batch (two products each) and keep the faster; a mode that fails is
-            skipped. ``mode_timings`` records the measurement.
-        check_determinism: run :meth:`check_determinism` once at construction (one batch, 2 products).
-        reuse_graph: opt-in speed for few batches: keep each batch's first-backward graph (as PyHessian
-            does) so a matvec is one backward through it, about 2-4x cheaper, at the price of memory
-            that holds every batch's graph until :meth:`release_graph`. Forces double backward.
-            Default False: no graph survives a matvec and memory stays flat.
-    """
+        return HessianOperator
+    if name == "EmpiricalFisherOperator":
+        from landscape.curvature.fisher_operator import EmpiricalFisherOperator
 
-    kind = "Hessian"
+        return EmpiricalFisherOperator
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-    def __init__(self, model: nn.Module, objective: Objective, data: Iterable[Any], *,
-                 params: Selection = None, mode: str = "auto", check_determinism: bool = True,
-                 reuse_graph: bool = False) -> None:
-        if mode not in ("auto", *MODES):
-            raise ValueError(f"mode must be 'auto', 'double_backward' or 'forward_over_reverse', got {mode!r}.")
-        if reuse_graph and mode == "forward_over_reverse":
-            raise ValueError("reuse_graph=True needs mode='double_backward' (or 'auto').")
-        super().__init__(model, objective, data, params=params)
-        self.mode_timings: dict[str, float] = {}
-        self.reuse_graph = False
-        self._graphs: dict[int, tuple[Tensor, ...]] = {}
-        if reuse_graph:
-            mode = "double_backward"
-        self.mode = self._pick_mode() if mode == "auto" else mode
-        if check_determinism:
-            self.check_determinism()
-        self.reuse_graph = bool(reuse_graph)
-
-    def release_graph(self) -> None:
-        """Free the first-backward graphs kept by ``reuse_graph=True``."""
-        self._graphs.clear()
-
-    def _pick_mode(self) -> str:
-        v = self.randn(0)
-        with deterministic_eval(self.model), torch.enable_grad():
-            for mode in MODES:
-                try:
-                    times = []
-                    for _ in range(2):
-                        t0 = time.perf_counter()
-                        self._product(mode, self.prepared[0], v)
-                        times.append(time.perf_counter() - t0)
-                    self.mode_timings[mode] = min(times)
-                except (RuntimeError, NotImplementedError) as exc:
-                    log.info("landscape: HVP mode %s unavailable here (%s)", mode, str(exc).splitlines()[0])
-        if not self.mode_timings:
-            raise RuntimeError("neither double backward nor forward-over-reverse works for this model.")
-        best = min(self.mode_timings, key=self.mode_timings.get)
-        log_once(f"landscape: Hessian-vector products use {best} (measured {self.mode_timings}).", logging.INFO)
-        return best
-
-    def _batch_product(self, prepared: Prepared, v: Vector) -> Vector:
-        return self._product(self.mode, prepared, v)
-
-    def _product(self, mode: str, prepared: Prepared, v: Vector) -> Vector:
-        """∇²(Σ_{i∈b} sᵢ)·v for one prepared batch (unscaled)."""
-        if mode == "forward_over_reverse":
-            loss = self._loss_sums(prepared)
-            with torch.no_grad():  # no ordinary graph on the live weights; func transforms ignore it
-                _, hv = torch.func.jvp(torch.func.grad(lambda p: loss(p).sum()), (self._primals(),), (v,))
-            return hv
-        params = list(self.params.values())
-        grads = self._graphs.get(id(prepared)) if self.reuse_graph else None
-        if grads is None:
-            s, _ = self.objective.loss_sum(self.model, prepared)
-            grads = torch.autograd.grad(s, params, create_graph=True, allow_unused=True, materialize_grads=True)
-            if self.reuse_graph:
-                self._graphs[id(prepared)] = grads
-        gv = sum((g * v[n]).sum() for g, n in zip(grads, self.names))
-        if not gv.requires_grad:  # the loss is linear in the selected parameters
-            return self.zeros()
-        hv = torch.autograd.grad(gv, params, allow_unused=True, materialize_grads=True, retain_graph=self.reuse_graph)
-        return {n: h.detach() for n, h in zip(self.names, hv)}
-
-    def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "mode": self.mode, "mode_timings": self.mode_timings,
-                "reuse_graph": self.reuse_graph}
-
-
-class EmpiricalFisherOperator(_DataOperator):
-    """F·v = (1/N) Σᵢ gᵢ (gᵢᵀv) with gᵢ = ∇sᵢ and N = Σᵢ nᵢ (see the module docstring).
-
-    Per batch, J·v (``[B]``, one entry gᵢᵀv per example) comes from one ``torch.func.jvp`` of the
-    per-example losses, and Jᵀ(Jv) from one ``vjp``: no per-example gradient is stored. F is
-    positive semi-definite with rank ≤ number of examples. Same arguments as
-    :class:`HessianOperator`; same algorithms apply.
-    """
-
-    kind = "Fisher"
-
-    def __init__(self, model: nn.Module, objective: Objective, data: Iterable[Any], *,
-                 params: Selection = None, check_determinism: bool = True) -> None:
-        super().__init__(model, objective, data, params=params)
-        self.mode = "jvp+vjp"
-        if check_determinism:
-            self.check_determinism()
-
-    def _batch_product(self, prepared: Prepared, v: Vector) -> Vector:
-        fn = self._loss_sums(prepared)
-        primals = self._primals()
-        with torch.no_grad():
-            _, jv = torch.func.jvp(fn, (primals,), (v,))
-            _, vjp_fn = torch.func.vjp(fn, primals)
-            (fv,) = vjp_fn(jv)
-        return fv

@@ -39,6 +39,9 @@ from landscape.scans.results import Curve, Surface, _GridResult
 __all__ = ["scan_1d", "scan_2d", "coefficients", "Curve", "Surface", "PointEvaluator"]
 
 METRICS = ("loss", "accuracy")
+#: ``batch_points="auto"``: calibrate only on scans with at least this many points (this rank's share),
+#: batch at most this many points per call, and only if batching is this much faster per point.
+AUTO_MIN_POINTS, AUTO_MAX_BATCH, AUTO_GAIN = 64, 16, 0.8
 
 
 # ----------------------------------------------------------------------------- evaluation core
@@ -201,10 +204,10 @@ def _part_files(path: Path) -> list[Path]:
 
 
 def _run(model: nn.Module, objective: Objective, data: Iterable[Any], dirs_in: Sequence[Any], result: _GridResult,
-         path: str | Path | None, resume: bool, progress: bool, batch_points: int, save_every: float,
+         path: str | Path | None, resume: bool, progress: bool, batch_points: int | str, save_every: float,
          distributed: bool | None) -> _GridResult:
-    if batch_points < 1:
-        raise ValueError(f"batch_points must be at least 1, got {batch_points}.")
+    if batch_points != "auto" and (isinstance(batch_points, str) or int(batch_points) < 1):
+        raise ValueError(f"batch_points must be 'auto' or at least 1, got {batch_points!r}.")
     space = ParamSpace(model)
     dirs = [check_direction(d, space, f"direction {i + 1}") for i, d in enumerate(dirs_in)]
     prepared = objective.prepare_data(model, data)
@@ -223,7 +226,7 @@ def _run(model: nn.Module, objective: Objective, data: Iterable[Any], dirs_in: S
         directions=[dict(getattr(d, "meta", {}) or {}) for d in dirs_in],
         n_examples=sum(int(objective.count(p)[0]) for p in prepared),
         n_terms=sum(int(objective.count(p)[1]) for p in prepared),
-        model_class=type(model).__name__, versions=util.versions(), batch_points=batch_points,
+        model_class=type(model).__name__, versions=util.versions(), batch_points_requested=batch_points,
         world_size=ctx.world_size, setting="theta0 + sum_i c_i d_i from a saved theta0 (foreach copy + add)",
     )
     # resume: merge the file and any per-rank partial files
@@ -252,10 +255,17 @@ def _run(model: nn.Module, objective: Objective, data: Iterable[Any], dirs_in: S
                disable=not progress or not ctx.is_main, leave=False)
     try:
         with util.deterministic_eval(model):
-            for start in range(0, len(mine), batch_points):
-                chunk = mine[start : start + batch_points]
+            per_call, start = batch_points, 0
+            if batch_points == "auto":
+                per_call, start, calib = _calibrate(evaluator, points, mine, result, ctx)
+                computed += start
+                result.meta["batch_calibration"] = calib
+                bar.update(start)
+            result.meta["batch_points"] = int(per_call)
+            for start in range(start, len(mine), per_call):
+                chunk = mine[start : start + per_call]
                 t0 = time.perf_counter()
-                if batch_points == 1:
+                if per_call == 1:
                     evaluator.set(points[chunk[0]])
                     outs = [evaluator.evaluate()]
                 else:
@@ -290,6 +300,53 @@ def _run(model: nn.Module, objective: Objective, data: Iterable[Any], dirs_in: S
     return result
 
 
+def _calibrate(evaluator: PointEvaluator, points: np.ndarray, mine: np.ndarray, result: _GridResult,
+               ctx: util.DistContext) -> tuple[int, int, dict[str, Any]]:
+    """Pick the points per call for ``batch_points="auto"`` by timing real grid points (kept as results).
+
+    One point at a time on 3 points (the first a warm-up) against ``vmap`` over k points on two
+    calls (the first a warm-up); k = ``AUTO_MAX_BATCH`` capped so that k stacked copies of the moved
+    weights (x3, for the sums) take at most a quarter of the free memory. Batching is chosen when it
+    costs at most ``AUTO_GAIN`` of the one-at-a-time time per point. Scans with fewer than
+    ``AUTO_MIN_POINTS`` points on a rank skip the calibration (one at a time). Under ``torchrun`` the
+    ranks agree (slowest rank's times). Returns (k, points already computed, metadata record).
+    """
+    from landscape.curvature.products import available_memory
+
+    moved = sum(t.numel() * t.element_size() for t in evaluator.theta0)
+    k = int(min(AUTO_MAX_BATCH, available_memory(util.model_device(evaluator.model)) // max(4 * 3 * moved, 1)))
+    n_min = torch.tensor([float(len(mine))])
+    if ctx.active:
+        import torch.distributed as dist
+
+        dist.all_reduce(n_min, op=dist.ReduceOp.MIN)
+    if float(n_min) < AUTO_MIN_POINTS or k < 2:
+        return 1, 0, {"calibrated": False, "reason": "memory" if k < 2 else f"fewer than {AUTO_MIN_POINTS} points"}
+    done, single, batched = 0, [], []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        evaluator.set(points[mine[done]])
+        result._set_flat(int(mine[done]), evaluator.evaluate())
+        single.append(time.perf_counter() - t0)
+        done += 1
+    evaluator.restore()
+    for _ in range(2):
+        chunk = mine[done : done + k]
+        t0 = time.perf_counter()
+        for idx, o in zip(chunk, evaluator.evaluate_batched(points[chunk])):
+            result._set_flat(int(idx), o)
+        batched.append((time.perf_counter() - t0) / len(chunk))
+        done += len(chunk)
+    times = torch.tensor([float(np.mean(single[1:])), batched[1]], dtype=torch.float64)
+    if ctx.active:
+        import torch.distributed as dist
+
+        dist.all_reduce(times, op=dist.ReduceOp.MAX)
+    pick = k if float(times[1]) <= AUTO_GAIN * float(times[0]) else 1
+    return pick, done, {"calibrated": True, "seconds_per_point_single": float(times[0]),
+                        "seconds_per_point_batched": float(times[1]), "k_tried": k, "picked": pick}
+
+
 def _gather(result: _GridResult, ctx: util.DistContext) -> _GridResult:
     """All ranks receive every rank's finished points (one collective at the end of the scan)."""
     import torch.distributed as dist
@@ -310,7 +367,7 @@ def _gather(result: _GridResult, ctx: util.DistContext) -> _GridResult:
 
 def scan_1d(model: nn.Module, objective: Objective, data: Iterable[Any], d: Mapping[str, Tensor], alphas: Sequence[float],
             *, path: str | Path | None = None, resume: bool = False, metrics: Sequence[str] = ("loss",),
-            progress: bool = True, batch_points: int = 1, save_every: float = 5.0, distributed: bool | None = None) -> Curve:
+            progress: bool = True, batch_points: int | str = "auto", save_every: float = 5.0, distributed: bool | None = None) -> Curve:
     """L(θ₀ + α·d) for each α in ``alphas`` → :class:`Curve` (``values[m] [n]``).
 
     Args:
@@ -320,7 +377,10 @@ def scan_1d(model: nn.Module, objective: Objective, data: Iterable[Any], d: Mapp
         metrics: ``("loss",)`` or ``("loss", "accuracy")`` (accuracy over the labelled terms).
         path: ``.npz`` file saved atomically every ``save_every`` s and at the end.
         resume: compute only the points missing from ``path`` (checked to match).
-        batch_points: evaluate this many points per call through ``vmap`` (small models).
+        batch_points: evaluate this many points per call through ``vmap`` (pays on small models), or
+            ``"auto"``: time both on the scan's own first points and keep the faster (see
+            :func:`_calibrate`; recorded in ``meta["batch_points"]`` and ``meta["batch_calibration"]``).
+            Batched and single points agree to rounding (~1e-7 relative in float32), not bit for bit.
         distributed: ``None`` shards across ``torchrun`` ranks when present; ``False`` never.
     """
     alphas = _check_grid(alphas, "alphas")
@@ -330,7 +390,7 @@ def scan_1d(model: nn.Module, objective: Objective, data: Iterable[Any], d: Mapp
 
 def scan_2d(model: nn.Module, objective: Objective, data: Iterable[Any], d1: Mapping[str, Tensor], d2: Mapping[str, Tensor],
             xs: Sequence[float], ys: Sequence[float], *, path: str | Path | None = None, resume: bool = False,
-            metrics: Sequence[str] = ("loss",), progress: bool = True, batch_points: int = 1, save_every: float = 5.0,
+            metrics: Sequence[str] = ("loss",), progress: bool = True, batch_points: int | str = "auto", save_every: float = 5.0,
             distributed: bool | None = None) -> Surface:
     """L(θ₀ + x·d1 + y·d2) over the grid → :class:`Surface` with ``values[m][iy, ix]`` at
     ``(xs[ix], ys[iy])`` (``np.meshgrid(xs, ys)`` layout). Arguments as :func:`scan_1d`."""

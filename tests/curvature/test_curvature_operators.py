@@ -185,8 +185,9 @@ def test_bert_sdpa_both_modes_agree_and_model_is_untouched():
     assert ops["double_backward"].dim == ParamSpace(model).dim
     fisher = hessian.EmpiricalFisherOperator(model, obj, data)
     assert float(vectors.dot(fisher.matvec(v), v)) >= 0
-    auto = hessian.HessianOperator(model, obj, data)
+    auto = hessian.HessianOperator(model, obj, data, reuse_graph=False)
     assert auto.mode in hessian.MODES and set(auto.mode_timings) == set(hessian.MODES)
+    assert auto.mode_choice["picked"] == auto.mode and all(len(t) == 3 for t in auto.mode_choice["runs_s"].values())
     assert util.weights_fingerprint(model) == before
     assert [m.training for m in model.modules()] == flags
     assert all(p.grad is None for p in model.parameters())
@@ -196,7 +197,7 @@ def test_bert_sdpa_both_modes_agree_and_model_is_untouched():
 def test_no_graph_kept_across_100_matvecs():
     model, data = make_mlp(), make_classification_data(n_batches=1)
     for mode in hessian.MODES:
-        op = hessian.HessianOperator(model, CE, data, mode=mode)
+        op = hessian.HessianOperator(model, CE, data, mode=mode, reuse_graph=False)
         v = op.randn(0)
 
         def live_tensors() -> int:

@@ -228,3 +228,22 @@ def test_bad_inputs():
     with pytest.raises(ValueError, match="metrics"):
         scan.scan_1d(model, obj, data, d1, [0.0], metrics=("accuracy",))
     assert torch.equal(model.w.detach(), _quad_setup()[3])
+
+
+def test_auto_batch_points_calibrates_on_real_points_and_matches_one_at_a_time():
+    mlp, data = make_mlp(), make_classification_data()
+    obj = objectives.Criterion(nn.CrossEntropyLoss())
+    e1, e2 = directions.random(mlp, seed=0), directions.random(mlp, seed=1)
+    before = util.weights_fingerprint(mlp)
+    xs = np.linspace(-1, 1, 9)
+    one = scan.scan_2d(mlp, obj, data, e1, e2, xs, xs, progress=False, batch_points=1)
+    auto = scan.scan_2d(mlp, obj, data, e1, e2, xs, xs, progress=False)  # 81 points: calibrates
+    calib = auto.meta["batch_calibration"]
+    assert calib["calibrated"] and auto.meta["batch_points"] == calib["picked"] in (1, calib["k_tried"])
+    assert auto.meta["timing"]["points_computed"] == 81 and auto.done.all()
+    np.testing.assert_allclose(auto.values["loss"], one.values["loss"], rtol=1e-12)
+    small = scan.scan_1d(mlp, obj, data, e1, np.linspace(-1, 1, 5), progress=False)
+    assert small.meta["batch_points"] == 1 and not small.meta["batch_calibration"]["calibrated"]
+    assert util.weights_fingerprint(mlp) == before
+    with pytest.raises(ValueError, match="batch_points must be"):
+        scan.scan_1d(mlp, obj, data, e1, [0.0, 1.0], progress=False, batch_points="fast")
