@@ -21,7 +21,8 @@ import pickle
 import logging
 import re
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -237,7 +238,25 @@ def load_checkpoint(
     """
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}.")
-    path = Path(path).expanduser()
+    with _quiet_transformers():
+        return _load(Path(path).expanduser(), task, config, device, dtype)
+
+
+@contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """No "Loading weights" progress bars from ``transformers`` (they end up between our output lines)."""
+    from transformers.utils import logging as hf_logging
+
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
+
+
+def _load(path: Path, task: str, config: Any, device: str | torch.device, dtype: torch.dtype | None) -> Checkpoint:
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {path} does not exist (give a local directory or file; hubs are not used).")
     if path.is_dir():
