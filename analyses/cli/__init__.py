@@ -87,19 +87,23 @@ def parse_range(values: Sequence[float], flag: str = "--range", symmetric: bool 
 
 
 def check_out(out: str | os.PathLike | None, flag: str = "--out") -> None:
-    """Refuse an output folder that is an existing file or cannot be written, before any computing:
-    creates the folder (as the commands would) and writes and removes a probe file in it."""
+    """Refuse an output folder that is an existing file or cannot be written, before any computing.
+
+    Creates nothing: it writes and removes a probe file in the folder, or in its nearest existing
+    ancestor when the folder does not exist yet (the command creates it later)."""
     if out is None:
         return
-    path = Path(out).expanduser()
+    path = Path(out).expanduser().absolute()
     if path.exists() and not path.is_dir():
         raise NotADirectoryError(f"{flag} {path} is an existing file, not a folder; give a folder path.")
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise NotADirectoryError(f"{flag} {path}: {probe} is a file, not a folder.")
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".landscape-write-test-"):
+        with tempfile.NamedTemporaryFile(dir=probe, prefix=".landscape-write-test-"):
             pass
-    except NotADirectoryError:
-        raise NotADirectoryError(f"{flag} {path}: a part of the path is a file, not a folder.") from None
     except OSError as exc:
         raise PermissionError(f"{flag} {path} is not writable ({exc.strerror or exc}); choose a folder you can "
                               "write to.") from None

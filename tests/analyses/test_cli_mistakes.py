@@ -60,6 +60,7 @@ def test_out_that_is_a_file_is_refused_before_computing(bert, tmp_path, capsys, 
     for cmd in ("fisher", "scan", "hessian", "audit"):
         assert "existing file" in _error(capsys, [cmd, str(bert[0]), "--out", str(tmp_path / "file")])
     assert "is a file" in _error(capsys, ["fisher", str(bert[0]), "--out", str(tmp_path / "file" / "sub")])
+    assert not (tmp_path / "o").exists()
 
 
 def test_unwritable_out_is_refused(bert, tmp_path, capsys, monkeypatch):
