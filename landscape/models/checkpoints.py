@@ -21,7 +21,7 @@ import pickle
 import logging
 import re
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -191,6 +191,18 @@ def tied_groups(model: nn.Module) -> dict[str, list[str]]:
     return {n: names for names in by_id.values() for n in names}
 
 
+_HEAD_WORDS = ("cls.", "lm_head", "vocab_", "predictions.", "classifier", "score", "head.", "decoder.")
+
+
+def _is_head(model: nn.Module, name: str, names: Iterable[str]) -> bool:
+    """Whether parameter ``name`` belongs to the task head: outside the base model
+    (``base_model_prefix``), or, for a model without one, named like a head."""
+    prefix = (getattr(model, "base_model_prefix", "") or "") + "."
+    if prefix != "." and any(n.startswith(prefix) for n in names):
+        return not name.startswith(prefix)
+    return any(w in name for w in _HEAD_WORDS)
+
+
 def _check_head(model: nn.Module, missing: Sequence[str], task: str, path: Path) -> None:
     """Refuse a checkpoint without the task's head, or with body weights missing. A missing name
     tied to a loaded tensor (the model's own tying) is present; the head is whatever lies outside
@@ -200,11 +212,7 @@ def _check_head(model: nn.Module, missing: Sequence[str], task: str, path: Path)
     groups = tied_groups(model)
     missing_set = set(missing)
     missing = [k for k in missing if not any(o not in missing_set for o in groups.get(k, [k]))]
-    prefix = getattr(model, "base_model_prefix", "") or ""
-    in_base = (lambda k: k.startswith(prefix + ".")) if prefix and any(n.startswith(prefix + ".") for n in groups) else (
-        lambda k: not any(w in k for w in ("cls.", "lm_head", "vocab_", "predictions.", "classifier", "score", "head.",
-                                           "decoder.")))
-    missing_head = [k for k in missing if not in_base(k)]
+    missing_head = [k for k in missing if _is_head(model, k, groups)]
     if missing_head:
         what = {"mlm": "MLM head", "causal": "LM head", "cls": "classification head"}[task]
         raise ValueError(

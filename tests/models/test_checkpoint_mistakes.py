@@ -87,9 +87,12 @@ def test_unknown_or_custom_model_type_is_one_line_of_ours(bert_dir, tmp_path, ca
     assert ("custom model code" in err) if kind == "custom" else ("unknown to transformers" in err)
 
 
-def test_causal_tokenizer_without_pad_token_pads_with_eos(tmp_path, caplog):
+def test_causal_tokenizer_without_pad_token_pads_with_eos(tmp_path, caplog, monkeypatch):
     """Defect (item 10): GPT-2's tokenizer has no pad token, and batching crashed."""
     from analyses.common import load_target
+    from landscape.util import meta
+
+    monkeypatch.setattr(meta, "_said_once", set())  # said once per process: forget earlier tests' notes
 
     _, path = A.save_arch("gpt2", tmp_path / "gpt2")
     with caplog.at_level("WARNING"):
