@@ -3,6 +3,9 @@ held-out data, from the embedded default or a local checkpoint."""
 
 from __future__ import annotations
 
+import csv
+import json
+import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar, overload
@@ -11,7 +14,9 @@ import torch
 from torch import nn
 
 from landscape import objectives
-from landscape.models.checkpoints import load_checkpoint, texts_to_batches
+from landscape.models.checkpoints import load_checkpoint, max_positions, texts_to_batches
+
+log = logging.getLogger("landscape")
 
 R = TypeVar("R", bound="FolderResult")
 
@@ -58,21 +63,104 @@ def heldout_texts(n: int | None = None) -> list[str]:
     return texts if n is None else texts[:n]
 
 
+class Texts(list):
+    """A list of texts, with ``labels`` (one per text, int or label name) when the file had them."""
+
+    labels: list[int | str] | None = None
+
+
 @overload
 def read_texts(path: None) -> None: ...
 @overload
-def read_texts(path: str | Path) -> list[str]: ...
-def read_texts(path: str | Path | None) -> list[str] | None:
-    """Non-empty lines of a UTF-8 text file, one example each (the ``--texts`` flag); None for None."""
+def read_texts(path: str | Path) -> Texts: ...
+def read_texts(path: str | Path | None) -> Texts | None:
+    """The ``--texts`` file: one example per non-empty line of a UTF-8 text file, or labelled
+    examples from a ``.csv`` (columns ``text`` and ``label`` under a header row) or ``.jsonl``
+    (``{"text": ..., "label": ...}`` per line); None for None. Labels feed sequence classifiers."""
     if path is None:
         return None
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(f"--texts {p} is not a file; give a UTF-8 text file with one text per line.")
-    lines = [line.strip() for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
-    if not lines:
-        raise ValueError(f"--texts {p} holds no non-empty line.")
-    return lines
+        raise FileNotFoundError(f"--texts {p} is not a file; give a UTF-8 text file with one text per line "
+                                "(or .csv / .jsonl with text and label).")
+    try:
+        raw = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ValueError(f"--texts {p} is not UTF-8 text.") from None
+    if p.suffix.lower() in (".csv", ".jsonl"):
+        rows = _read_csv(p, raw) if p.suffix.lower() == ".csv" else _read_jsonl(p, raw)
+        out = Texts(t for t, _ in rows)
+        labels = [y for _, y in rows]
+        out.labels = None if all(y is None for y in labels) else labels
+        if out.labels is not None and any(y is None for y in labels):
+            raise ValueError(f"--texts {p}: some rows have a label and some do not; label every row or none.")
+    else:
+        out = Texts(line.strip() for line in raw.splitlines() if line.strip())
+    if not out:
+        raise ValueError(f"--texts {p} holds no non-empty text.")
+    return out
+
+
+def _label(value: Any) -> int | str | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ValueError(f"label {value!r} is neither a class index nor a label name.")
+    return int(value) if isinstance(value, int) or value.strip().lstrip("-").isdigit() else value.strip()
+
+
+def _read_csv(p: Path, raw: str) -> list[tuple[str, int | str | None]]:
+    reader = csv.DictReader(raw.splitlines())
+    if reader.fieldnames is None or "text" not in reader.fieldnames:
+        raise ValueError(f"--texts {p}: a CSV needs a header row with a 'text' column (and 'label' for classifiers).")
+    rows = []
+    for i, row in enumerate(reader, 2):
+        text = (row.get("text") or "").strip()
+        try:
+            label = _label(row.get("label"))
+        except ValueError as exc:
+            raise ValueError(f"--texts {p} line {i}: {exc}") from None
+        if text:
+            rows.append((text, label))
+    return rows
+
+
+def _read_jsonl(p: Path, raw: str) -> list[tuple[str, int | str | None]]:
+    rows = []
+    for i, line in enumerate(raw.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"--texts {p} line {i} is not JSON ({exc.msg}).") from None
+        if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
+            raise ValueError(f"--texts {p} line {i}: expected an object with a 'text' string (and 'label').")
+        try:
+            label = _label(obj.get("label"))
+        except ValueError as exc:
+            raise ValueError(f"--texts {p} line {i}: {exc}") from None
+        if obj["text"].strip():
+            rows.append((obj["text"].strip(), label))
+    return rows
+
+
+def _label_ids(labels: list[int | str], model: nn.Module) -> list[int]:
+    """Class indices from ints or label names (``config.label2id``), checked against ``num_labels``."""
+    config = getattr(model, "config", None)
+    n = int(getattr(config, "num_labels", 0) or 0)
+    label2id = {str(k): int(v) for k, v in (getattr(config, "label2id", None) or {}).items()}
+    out = []
+    for y in labels:
+        if isinstance(y, str):
+            if y not in label2id:
+                raise ValueError(f"label {y!r} is not one of the model's labels {sorted(label2id)}; use those names or "
+                                 "class indices.")
+            y = label2id[y]
+        if n and not 0 <= y < n:
+            raise ValueError(f"label {y} is outside the model's {n} classes (0..{n - 1}).")
+        out.append(int(y))
+    return out
 
 
 def _limit(batches: list[dict[str, torch.Tensor]], examples: int | None) -> list[dict[str, torch.Tensor]]:
@@ -104,8 +192,15 @@ def load_target(
 
     Data: the default model's held-out sequences; for another checkpoint, ``texts`` (or the
     held-out docstrings of the embedded corpus) tokenized with the checkpoint's tokenizer.
-    MLMs get ``MaskedLM(mask_prob, seed)``; causal LMs get ``CausalLM()``.
+    MLMs get ``MaskedLM(mask_prob, seed)``; causal LMs get ``CausalLM()``; sequence classifiers
+    get ``HFLoss()`` and need labelled ``texts`` (:class:`Texts` with ``labels``).
+
+    Requests the data cannot meet are lowered and said: more ``examples`` than there are (logged,
+    and ``meta["examples_requested"]``/``meta["examples_used"]``/``meta["notes"]``), a ``max_length``
+    above the model's position embeddings (capped, ``meta["max_length"]``).
     """
+    if batch_size < 1 or max_length < 2:
+        raise ValueError(f"--batch-size must be ≥ 1 and --max-length ≥ 2, got {batch_size} and {max_length}.")
     if checkpoint in (None, "", "default"):
         from landscape.models.default_model import load_default
 
@@ -117,6 +212,11 @@ def load_target(
         ck = load_checkpoint(checkpoint)
         model, tokenizer, task, name = ck.model, ck.tokenizer, ck.task, Path(checkpoint).name
         data, meta = None, {"checkpoint": str(Path(checkpoint).resolve())}
+    notes: list[str] = []
+    labels = getattr(texts, "labels", None)
+    if task == "cls" and (texts is None or labels is None):
+        raise ValueError(f"{name} is a sequence classifier: give labelled texts, --texts FILE.csv (columns text,label) "
+                         "or FILE.jsonl ({\"text\": ..., \"label\": ...} per line).")
     if data is None:
         if tokenizer is None:
             raise ValueError(f"{checkpoint} has no tokenizer files; save the tokenizer beside the model.")
@@ -125,14 +225,40 @@ def load_target(
         limit = getattr(tokenizer, "model_max_length", None)
         if isinstance(limit, int) and 0 < limit < max_length:
             max_length = limit  # e.g. the default model's 64-token rows
-        data = texts_to_batches(tokenizer, texts, max_length=max_length, batch_size=batch_size)
+        positions = max_positions(model)
+        if positions is not None and positions < max_length:
+            notes.append(f"--max-length {max_length} lowered to {positions}, the model's position embeddings.")
+            max_length = positions
+        meta["max_length"] = max_length
+        data = texts_to_batches(tokenizer, texts, max_length=max_length, batch_size=batch_size,
+                                labels=_label_ids(list(labels), model) if task == "cls" and labels is not None else None)
+    available = sum(int(b["input_ids"].shape[0]) for b in data)
     data = _limit(data, examples)
+    if examples is not None and examples > available:
+        notes.append(f"--examples {examples} lowered to {available}: the data holds only {available} examples.")
+    meta.update(examples_requested=examples, examples_used=sum(int(b["input_ids"].shape[0]) for b in data))
+    for note in notes:
+        log.warning("landscape: %s", note)
+    if notes:
+        meta["notes"] = notes
     model = model.to(device)
     if task == "mlm":
         objective: objectives.Objective = objectives.MaskedLM(mask_prob=mask_prob, seed=seed, tokenizer=tokenizer)
+    elif task == "cls":
+        objective = objectives.HFLoss()
     else:
         objective = objectives.CausalLM()
     return Target(model, tokenizer, objective, data, name, task, meta)
+
+
+def _cat_padded(rows: list[torch.Tensor], key: str) -> torch.Tensor:
+    """Concatenate single-example rows along dim 0, right-padding per-token rows that came from
+    batches of different padded lengths (attention 0, label -100, id 0: positions with no effect)."""
+    if rows[0].ndim < 2 or len({r.shape[1] for r in rows}) == 1:
+        return torch.cat(rows)
+    width = max(r.shape[1] for r in rows)
+    fill = -100 if key == "labels" else 0
+    return torch.cat([torch.nn.functional.pad(r, (0, width - r.shape[1]), value=fill) for r in rows])
 
 
 def split_examples(data: list[dict[str, torch.Tensor]], n_first: int, n_second: int,
@@ -145,7 +271,7 @@ def split_examples(data: list[dict[str, torch.Tensor]], n_first: int, n_second: 
                          f"{len(rows)}; lower --examples / --eval-examples or give more text.")
 
     def rebatch(rs: list[dict[str, torch.Tensor]]) -> list[dict[str, torch.Tensor]]:
-        return [{k: torch.cat([r[k] for r in rs[i : i + batch_size]]) for k in rs[0]} for i in range(0, len(rs), batch_size)]
+        return [{k: _cat_padded([r[k] for r in rs[i : i + batch_size]], k) for k in rs[0]} for i in range(0, len(rs), batch_size)]
 
     return rebatch(rows[:n_first]), rebatch(rows[n_first : n_first + n_second])
 

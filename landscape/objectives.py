@@ -200,6 +200,8 @@ class _HFTokenObjective(Objective):
         labels = prepared["labels"]
         if self.shifts(prepared):
             return logits[:, :-1], labels[:, 1:]
+        if labels.ndim == 1:  # sequence classification: logits [B, C], one term per example
+            return logits.unsqueeze(1), labels.reshape(-1, 1)
         if logits.shape[:-1] == labels.shape:
             return logits, labels
         return logits.unsqueeze(1), labels.reshape(-1, 1)  # sequence classification: one term each
@@ -236,6 +238,9 @@ class HFLoss(_HFTokenObjective):
         b = _hf_batch(batch)
         if "labels" not in b:
             raise ValueError("HFLoss needs 'labels' in every batch; use MaskedLM or CausalLM to make them.")
+        if isinstance(b["labels"], Tensor) and b["labels"].is_floating_point():
+            raise ValueError("HFLoss scores integer class labels with cross-entropy; float labels (a regression "
+                             "head) need objectives.Criterion(nn.MSELoss()) on (inputs, targets) batches.")
         shift = self.shift_labels
         if shift is None:  # decided for this model and recorded in the batch, never on the objective
             config = getattr(model, "config", None)
@@ -352,15 +357,22 @@ class MaskedLM(_HFTokenObjective):
         eligible = (attn != 0) & ~torch.isin(ids, torch.tensor(special, dtype=torch.long))
         out_ids, labels = ids.clone(), torch.full_like(ids, IGNORE_INDEX)
         for i in range(ids.shape[0]):
-            g = torch.Generator().manual_seed(_example_seed(self.seed, ids[i][attn[i] != 0]))
-            t = ids.shape[1]
-            chosen = (torch.rand(t, generator=g) < self.mask_prob) & eligible[i]
+            # Every draw is made over the example's own (unpadded) tokens only, so its mask does not
+            # depend on the padded batch length, i.e. on its batch-mates or the batch size.
+            pos = (attn[i] != 0).nonzero().squeeze(1)
+            own = ids[i, pos]
+            g = torch.Generator().manual_seed(_example_seed(self.seed, own))
+            t = int(pos.numel())
+            chosen = (torch.rand(t, generator=g) < self.mask_prob) & eligible[i, pos]
             action = torch.rand(t, generator=g)
             random_tokens = torch.randint(0, vocab, (t,), generator=g)
-            labels[i][chosen] = ids[i][chosen]
-            out_ids[i][chosen & (action < 0.8)] = mask_id
+            lab = torch.full_like(own, IGNORE_INDEX)
+            lab[chosen] = own[chosen]
+            new = own.clone()
+            new[chosen & (action < 0.8)] = mask_id
             swap = chosen & (action >= 0.8) & (action < 0.9)
-            out_ids[i][swap] = random_tokens[swap]
+            new[swap] = random_tokens[swap]
+            out_ids[i, pos], labels[i, pos] = new, lab
         return out_ids, labels
 
     def prepare(self, batch: Any, model: nn.Module) -> Prepared:

@@ -22,19 +22,26 @@ from landscape.perturb import Perturbation, perturbed
 from landscape.util import model_fingerprint
 from landscape.vectors import Vector
 
-__all__ = ["ParamSpace", "ParamMask", "Selection", "select", "perturbed", "layer_group", "layer_order", "vectors"]
+__all__ = ["ParamSpace", "ParamMask", "Selection", "select", "perturbed", "layer_group", "layer_order", "group_note", "vectors"]
 
 
 _BLOCK = re.compile(r"(?:^|\.)(?:layer|layers|h|block|blocks)\.(\d+)\.")
+_SHARED = re.compile(r"(?:^|\.)albert_layer_groups\.(\d+)\.")
+SHARED_GROUP = "layer.shared"
 
 
 def layer_group(name: str) -> str:
-    """The block a parameter belongs to: ``"embeddings"``, ``"layer.<i>"`` or ``"head"``.
+    """The block a parameter belongs to: ``"embeddings"``, ``"layer.<i>"``, ``"layer.shared"`` or ``"head"``.
 
     ``layer.<i>`` covers BERT-style ``layer.i``, GPT-2's ``h.i`` and ``layers.i`` / ``block(s).i``;
-    anything else that is not an embedding (final norms, pooler, MLM or classifier head) is "head".
+    ALBERT's cross-layer-shared group (``albert_layer_groups.g``) is ``layer.shared`` (``layer.shared.g``
+    for g > 0): one set of weights that serves every depth (see :func:`group_note`). Anything else
+    that is not an embedding (final norms, pooler, MLM or classifier head) is "head".
     The one grouping used by the core, the analyses and the figures.
     """
+    m = _SHARED.search(name)
+    if m:
+        return SHARED_GROUP if int(m.group(1)) == 0 else f"{SHARED_GROUP}.{int(m.group(1))}"
     m = _BLOCK.search(name)
     if m:
         return f"layer.{int(m.group(1))}"
@@ -49,7 +56,17 @@ def layer_order(group: str) -> tuple[int, int]:
         return (0, 0)
     if group.startswith("layer.") and group[6:].isdigit():
         return (1, int(group[6:]))
+    if group.startswith(SHARED_GROUP):
+        rest = group[len(SHARED_GROUP) + 1 :]
+        return (1, -1000 + (int(rest) if rest.isdigit() else 0))
     return (2, 0)
+
+
+def group_note(group: str) -> str | None:
+    """A sentence to show beside a group whose numbers need one (ALBERT's shared layer), else None."""
+    if group.startswith(SHARED_GROUP):
+        return "one set of layer weights shared across depths (ALBERT): it serves every depth, so its numbers cover all of them"
+    return None
 
 
 def _exact_pattern(name: str) -> str:

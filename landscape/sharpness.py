@@ -36,6 +36,7 @@ from landscape.params import Selection, select
 from landscape.perturb import Perturbation
 from landscape.scans.results import Curve, Surface
 from landscape.util.results import JsonResult
+from landscape.util.checks import check_finite_loss, check_finite_weights
 
 __all__ = ["CurvatureFit", "BasinWidth", "SharpnessResult", "curvature_at_origin", "basin_width",
            "average_sharpness", "worst_case_sharpness", "keskar_sharpness", "origin_index", "loss_rise_at_edge"]
@@ -234,6 +235,7 @@ class _Perturber:
 
     def __init__(self, model: nn.Module, objective: Objective, data: Iterable[Any], params: Selection) -> None:
         self.space, mask = select(model, params)
+        check_finite_weights(model)
         self.names = mask.names if mask is not None else self.space.names
         self.model, self.objective = model, objective
         self.prepared = objective.prepare_data(model, data)
@@ -293,6 +295,7 @@ def average_sharpness(model: nn.Module, objective: Objective, data: Iterable[Any
     def body() -> SharpnessResult:
         pert.set(None)
         l0, _ = pert.loss()
+        check_finite_loss(l0)
         scale = [t.abs() * rho for t in pert.theta0] if adaptive else None
         losses = []
         for s in tqdm(range(num_samples), desc="average sharpness", disable=not progress, leave=False):
@@ -316,6 +319,7 @@ def _ascent(pert: _Perturber, scale: list[Tensor] | None, project, init: list[Te
 
     pert.set(None)
     l0, _ = pert.loss()
+    check_finite_loss(l0)
     u = project(init)
     losses = []
     for _ in tqdm(range(steps + 1), desc=f"{kind} sharpness", disable=not progress, leave=False):

@@ -118,6 +118,7 @@ def setup_lines(res: dict[str, Any]) -> list[str]:
         f"({'and' if res['overall'].get('eig_converged') else 'but not'} for the full model); otherwise it is a lower bound.",
         f"Run time {t.get('total_s', 0):.0f} s (Fisher {t.get('fisher_s', 0):.0f} s, overall {t.get('overall_s', 0):.0f} s, "
         f"blocks {t.get('blocks_s', 0):.0f} s). Weights and train/eval flags restored: {meta.get('restored')}.",
+        *[f"Block {g}: {note}." for g, note in (meta.get("block_notes") or {}).items()],
     ]
 
 

@@ -39,9 +39,9 @@ from tqdm.auto import tqdm
 from analyses.common import FolderResult, Target, heldout_texts, load_target, split_examples
 from landscape import directions, fisher, hessian, scan, sharpness
 from landscape.perturb import preserved
-from landscape.util.files import write_json
-from landscape.params import ParamSpace, layer_group, layer_order
-from landscape.util import versions
+from landscape.util.files import read_json, write_json
+from landscape.params import ParamSpace, group_note, layer_group, layer_order
+from landscape.util import data_fingerprint, settings_fingerprint, versions, weights_fingerprint
 
 RESULT_FIELDS = ("config", "blocks", "fisher", "overall", "meta", "out")
 BLOCK_FIELDS = ("tensors", "n_params", "top_eigenvalue", "trace", "trace_stderr", "trace_per_param",
@@ -133,6 +133,7 @@ def summary_table(res: dict[str, Any]) -> str:
     rows.append(f"{'all':<12}" + "".join(f"{_num(v):>13}" for v in (
         o["n_params"], res["fisher"]["mean"], o["top_eigenvalue"], o["trace"], o["trace_per_param"], o["curvature"],
         o["loss_at_edge"])))
+    rows += [f"{g}: {note}" for g, note in (res.get("meta", {}).get("block_notes") or {}).items()]
     rows += ["", f"loss {o['loss0']:.4g}; average sharpness {o['avg_sharpness']:.4g} ± {_num(o['avg_sharpness_stderr'])}, "
                  f"worst-case sharpness ≥ {o['worst_sharpness']:.4g} (radius {o['radius']:.4g})"]
     return "\n".join(rows)
@@ -222,6 +223,7 @@ def run(config: AuditConfig | None = None, target: Target | None = None) -> Audi
     out = Path(cfg.out)
     for sub in ("arrays", "parts"):
         (out / sub).mkdir(parents=True, exist_ok=True)
+    check_resume_settings(out / "parts", audit_settings(cfg, target, fisher_data + eval_data), cfg.resume)
     with preserved(target.model) as state:
         result = _audit(cfg, target, fisher_data, eval_data, out, t_start)
     result.meta["restored"] = state.is_restored()
@@ -232,6 +234,43 @@ def run(config: AuditConfig | None = None, target: Target | None = None) -> Audi
     result.meta["timings"]["total_s"] = time.perf_counter() - t_start
     write_json(out / "result.json", result.to_dict())
     return result
+
+
+#: AuditConfig fields that do not change any number (where to write, whether to resume, the device).
+_NOT_SETTINGS = ("out", "resume", "progress", "device", "texts", "checkpoint")
+
+
+def audit_settings(cfg: AuditConfig, target: Target, data: list) -> dict[str, Any]:
+    """Everything the audit's numbers depend on: the config, the weights and the data themselves."""
+    texts = None if cfg.texts is None else [list(cfg.texts), getattr(cfg.texts, "labels", None)]
+    return {**{k: v for k, v in asdict(cfg).items() if k not in _NOT_SETTINGS},
+            "texts": None if texts is None else settings_fingerprint({"texts": texts}),
+            "weights": weights_fingerprint(target.model), "data": data_fingerprint(data),
+            "objective": target.objective.describe()}
+
+
+def check_resume_settings(parts: Path, settings: dict[str, Any], resume: bool) -> None:
+    """Keep ``parts/`` consistent with one settings record (``parts/settings.json``).
+
+    A fresh run deletes old parts and records its settings; ``resume`` refuses parts recorded with
+    other settings (naming what changed) or with none, instead of reusing them under new labels."""
+    record = parts / "settings.json"
+    old_parts = sorted(p for p in parts.glob("*.json") if p.name != "settings.json")
+    if resume and (old_parts or record.is_file() or (parts.parent / "fisher.safetensors").exists()):
+        if not record.is_file():
+            raise ValueError(f"cannot resume from {parts.parent}: its parts carry no settings record; run without "
+                             "--resume (or use another --out).")
+        old = read_json(record, what="audit settings").get("settings", {})
+        changed = sorted(k for k in set(old) | set(settings) if json.dumps(old.get(k), sort_keys=True, default=str)
+                         != json.dumps(settings.get(k), sort_keys=True, default=str))
+        if changed:
+            raise ValueError(f"cannot resume from {parts.parent}: it was made with other settings ({', '.join(changed)} "
+                             "differ); run without --resume to start over, or use another --out.")
+        return
+    if not resume:
+        for p in old_parts:
+            p.unlink()
+    write_json(record, {"fingerprint": settings_fingerprint(settings), "settings": settings})
 
 
 def _audit(cfg: AuditConfig, target: Target, fisher_data: list, eval_data: list, out: Path, t_start: float) -> AuditResult:
@@ -299,6 +338,7 @@ def _audit(cfg: AuditConfig, target: Target, fisher_data: list, eval_data: list,
               "estimators": {"fisher": "empirical diagonal, per-sequence gradients",
                              "top_eigenvalue": f"lanczos, tol {cfg.eig_tol}, at most {cfg.eig_max_iter} matvecs",
                              "trace": "hutch++", "worst_sharpness": "projected normalized gradient ascent (lower bound)"},
+              "block_notes": {g: note for g in results if (note := group_note(g))},
               "timings": timings, "resumed": cfg.resume, "versions": versions(), "checkpoint": target.meta},
         out=str(out),
     )

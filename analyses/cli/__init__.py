@@ -9,9 +9,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
+import tempfile
 import traceback
 from collections.abc import Sequence
+from pathlib import Path
 
 # Subcommand modules, in the order --help lists them.
 COMMANDS = [
@@ -40,7 +43,8 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, checkpoint: bool = 
     parser.add_argument("--out", default=None, help="output folder for results (created if missing)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda:0")
     parser.add_argument("--seed", type=int, default=0, help="random seed")
-    parser.add_argument("--examples", type=int, default=None, help="number of held-out examples to use (≥ 1)")
+    parser.add_argument("--examples", type=int, default=None,
+                        help="number of held-out examples to use (≥ 1; lowered, with a note, to what the data holds)")
     if progress:
         parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
@@ -48,9 +52,12 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, checkpoint: bool = 
 def add_data_arguments(parser: argparse.ArgumentParser, *, batch_size: int = 8) -> None:
     """--texts, --batch-size and --max-length: the evaluation text and how it is batched."""
     parser.add_argument("--texts", default=None, metavar="FILE",
-                        help="UTF-8 file of texts, one per line (default: the held-out stdlib docstrings)")
-    parser.add_argument("--batch-size", type=int, default=batch_size, help=f"sequences per batch (default {batch_size})")
-    parser.add_argument("--max-length", type=int, default=128, help="tokens per sequence at most (default 128)")
+                        help="UTF-8 file of texts, one per line, or .csv (header: text,label) / .jsonl "
+                             "({\"text\", \"label\"}) with labels for sequence classifiers "
+                             "(default: the held-out stdlib docstrings)")
+    parser.add_argument("--batch-size", type=int, default=batch_size, help=f"sequences per batch (≥ 1, default {batch_size})")
+    parser.add_argument("--max-length", type=int, default=128,
+                        help="tokens per sequence at most (≥ 2, default 128; capped at the model's positions)")
 
 
 def add_range_argument(parser: argparse.ArgumentParser, default: float = 1.0, what: str = "scan coefficients") -> None:
@@ -80,6 +87,56 @@ def parse_range(values: Sequence[float], flag: str = "--range", symmetric: bool 
     return lo, hi
 
 
+def check_out(out: str | os.PathLike | None, flag: str = "--out") -> None:
+    """Refuse an output folder that is an existing file or cannot be written, before any computing.
+
+    Creates nothing: it writes and removes a probe file in the folder, or in its nearest existing
+    ancestor when the folder does not exist yet (the command creates it later)."""
+    if out is None:
+        return
+    path = Path(out).expanduser().absolute()
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"{flag} {path} is an existing file, not a folder; give a folder path.")
+    probe = path
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise NotADirectoryError(f"{flag} {path}: {probe} is a file, not a folder.")
+    try:
+        with tempfile.NamedTemporaryFile(dir=probe, prefix=".landscape-write-test-"):
+            pass
+    except OSError as exc:
+        raise PermissionError(f"{flag} {path} is not writable ({exc.strerror or exc}); choose a folder you can "
+                              "write to.") from None
+
+
+def check_device(device: str | None) -> None:
+    """Refuse a ``--device`` torch cannot parse or this machine does not have, before loading anything."""
+    if device is None:
+        return
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"--device {device!r} is not a torch device; use e.g. cpu, cuda or cuda:0.") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"--device {device}: CUDA is not available here (torch {torch.__version__} "
+                             f"{'has no CUDA support' if torch.version.cuda is None else 'finds no GPU'}); use --device cpu.")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s).")
+    elif dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError(f"--device {device}: MPS is not available here; use --device cpu.")
+
+
+def _precheck(args: argparse.Namespace) -> None:
+    """Checks every computing command shares, done before any work (``plot``'s --out is a file)."""
+    if getattr(args, "command", None) != "plot":
+        check_out(getattr(args, "out", None))
+    check_device(getattr(args, "device", None))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="landscape",
@@ -104,6 +161,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        _precheck(args)
         return int(args._run(args) or 0)
     except USER_ERRORS as exc:
         if args.verbose:

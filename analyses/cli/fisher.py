@@ -25,8 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--estimator", default="empirical", choices=["empirical", "mc", "exact", "batch"],
                         help="empirical: true labels (the paper's); mc: sampled labels; exact: closed form "
                              "(few classes); batch: squared mini-batch gradient (biased)")
-    parser.add_argument("--mc-samples", type=int, default=1, help="label draws per example for --estimator mc")
-    parser.add_argument("--chunk-size", type=int, default=16, help="examples per vectorised gradient call (memory)")
+    parser.add_argument("--mc-samples", type=int, default=1, help="label draws per example for --estimator mc (≥ 1)")
+    parser.add_argument("--chunk-size", type=int, default=16, help="examples per vectorised gradient call (≥ 1; bounds memory)")
     add_data_arguments(parser)
     add_include_argument(parser)
     parser.add_argument("--threshold", type=float, default=0.95, help="rank correlation reported as 'enough examples'")
@@ -78,6 +78,8 @@ def run(args: argparse.Namespace) -> int:
                                                  f"examples_to_reach_{args.threshold:g}": reach,
                                                  "estimator": args.estimator})
     top = sorted(F.per_tensor().items(), key=lambda kv: -kv[1])[:5]
+    for note in target.meta.get("notes", []):
+        print(f"note: {note}")
     print(f"Fisher ({args.estimator}) of {target.name}: {F.meta['n_examples']} examples "
           f"({F.meta['n_examples_empty']} without a labelled token), {F.meta['seconds']:.1f} s, "
           f"per-example gradients: {F.meta['per_example']}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -18,16 +19,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_common_arguments(parser)
     parser.set_defaults(examples=32)
     add_data_arguments(parser)
-    parser.add_argument("--top-k", type=int, default=1, help="number of top eigenvalues (0 to skip)")
+    parser.add_argument("--top-k", type=int, default=1, help="number of top eigenvalues (≥ 0; 0 to skip)")
     parser.add_argument("--which", default="largest", choices=["largest", "smallest", "magnitude"])
     parser.add_argument("--method", default="lanczos", choices=["lanczos", "arpack", "power"])
     parser.add_argument("--tol", type=float, default=1e-3, help="relative eigenvalue tolerance")
     parser.add_argument("--trace", action="store_true", help="estimate the trace")
     parser.add_argument("--trace-method", default="hutch++", choices=["hutch++", "hutchinson"])
-    parser.add_argument("--trace-matvecs", type=int, default=30, help="matvecs for the trace")
+    parser.add_argument("--trace-matvecs", type=int, default=30,
+                        help="matvecs for the trace (hutch++: ≥ 3, and ≥ 6 for an error estimate; hutchinson: ≥ 2)")
     parser.add_argument("--density", action="store_true", help="estimate the eigenvalue density (SLQ)")
-    parser.add_argument("--density-runs", type=int, default=4, help="SLQ runs (probe vectors)")
-    parser.add_argument("--lanczos-steps", type=int, default=32, help="Lanczos steps per SLQ run")
+    parser.add_argument("--density-runs", type=int, default=4, help="SLQ runs (probe vectors, ≥ 1)")
+    parser.add_argument("--lanczos-steps", type=int, default=32, help="Lanczos steps per SLQ run (≥ 1)")
     parser.add_argument("--mode", default="auto", choices=["auto", "double_backward", "forward_over_reverse"])
     add_include_argument(parser)
     parser.add_argument("--fisher", action="store_true", help="also the empirical-Fisher spectrum, for comparison")
@@ -50,6 +52,14 @@ def _analyse(op: Any, args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def _with_error(trace: dict[str, Any]) -> str:
+    """``estimate ± stderr``, or the estimate with "no error estimate" when there is none."""
+    stderr = trace.get("stderr")
+    if stderr is None or not math.isfinite(stderr):
+        return f"{trace['estimate']:.5g} (no error estimate)"
+    return f"{trace['estimate']:.5g} ± {stderr:.2g}"
+
+
 def table(results: dict[str, dict[str, Any]]) -> str:
     """A plain-text table: one column per operator (Hessian, Fisher)."""
     rows: list[tuple[str, list[str]]] = []
@@ -61,7 +71,7 @@ def table(results: dict[str, dict[str, Any]]) -> str:
         for i in range(len(first["eigenvalues"]["values"])):
             rows.append((f"eigenvalue {i + 1}", [f"{results[o]['eigenvalues']['values'][i]:.6g}" for o in ops]))
     if "trace" in first:
-        rows.append(("trace", [f"{results[o]['trace']['estimate']:.5g} ± {results[o]['trace']['stderr']:.2g}" for o in ops]))
+        rows.append(("trace", [_with_error(results[o]["trace"]) for o in ops]))
     if "density" in first:
         rows.append(("density nodes range", [
             f"[{min(min(n) for n in results[o]['density']['nodes']):.3g}, "

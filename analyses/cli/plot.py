@@ -38,10 +38,15 @@ def _scan_kind(path: Path) -> str:
         from landscape.scans.li_hdf5 import read_li_h5
 
         return "surface" if read_li_h5(path)["ycoordinates"] is not None else "curve"
+    import zipfile
+
     import numpy as np
 
-    with np.load(path, allow_pickle=False) as z:
-        return "surface" if "ys" in z.files or "ycoordinates" in z.files else "curve"
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return "surface" if "ys" in z.files or "ycoordinates" in z.files else "curve"
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
+        raise ValueError(f"{path} is damaged or truncated ({type(exc).__name__}); re-run the scan that wrote it.") from None
 
 
 def _default_out(src: Path, kind: str, fmt: str) -> Path:

@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_common_arguments(parser)
     parser.add_argument("--dims", type=int, choices=(1, 2), default=2, help="1: a curve, 2: a surface (default)")
     parser.add_argument("--grid", type=int, nargs="+", default=[21], metavar="N",
-                        help="points per axis: one number, or NX NY for a non-square grid (default 21)")
+                        help="points per axis (≥ 2): one number, or NX NY for a non-square grid (default 21)")
     add_range_argument(parser, what="coefficient range of the x axis")
     parser.add_argument("--yrange", type=float, nargs="+", default=None, metavar="R | LO HI",
                         help="coefficient range of the y axis (default: --range)")
@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="biases/LayerNorm: zero (default), one filter, or radial (d = θ, Li et al.)")
     parser.add_argument("--metrics", nargs="+", choices=("loss", "accuracy"), default=["loss", "accuracy"])
     add_data_arguments(parser)
-    parser.add_argument("--batch-points", type=int, default=1, help="grid points per vmapped call (small models)")
+    parser.add_argument("--batch-points", type=int, default=1, help="grid points per vmapped call (≥ 1; small models)")
     parser.add_argument("--resume", action="store_true", help="compute only the points missing from the output file")
 
 
@@ -46,8 +46,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.out is None:
         raise ValueError("--out is required: the folder for scan_*.npz, surface.h5 and summary.json.")
-    if any(n < 1 for n in args.grid) or len(args.grid) > 2:
-        raise ValueError(f"--grid takes one or two positive integers, got {args.grid}.")
+    if len(args.grid) > 2:
+        raise ValueError(f"--grid takes one or two integers (NX [NY]), got {len(args.grid)}.")
+    if any(n < 2 for n in args.grid):
+        raise ValueError(f"--grid needs at least 2 points per axis, got {args.grid}: a 1-point grid is the corner "
+                         "of the range, not the origin (for the loss at θ₀ alone, use landscape hessian or fisher).")
     ctx = util.dist_context()
     nx = args.grid[0]
     ny = args.grid[1] if len(args.grid) > 1 else nx
@@ -71,7 +74,10 @@ def run(args: argparse.Namespace) -> int:
         d2 = directions.random(model, seed=args.seed + 1, **kw)
         ys = np.linspace(yr[0], yr[1], ny)
         res = scan.scan_2d(model, target.objective, target.data, d1, d2, xs, ys, path=out / "scan_2d.npz", **common)
-    res.meta["target"] = {"name": target.name, "task": target.task, **{k: v for k, v in target.meta.items() if isinstance(v, (str, int, float))}}
+    res.meta["target"] = {"name": target.name, "task": target.task, **{k: v for k, v in target.meta.items() if isinstance(v, (str, int, float))},
+                          "notes": target.meta.get("notes", [])}
+    for note in target.meta.get("notes", []):
+        print(f"note: {note}")
     if ctx.is_main:
         name = "scan_1d.npz" if args.dims == 1 else "scan_2d.npz"
         res.save(out / name)

@@ -45,6 +45,7 @@ from landscape.objectives import Objective, Prepared
 from landscape.params import ParamSpace, Selection, select
 from landscape.util import batch_moments, batches_of, deterministic_eval, versions
 from landscape.vectors import Vector
+from landscape.util.checks import check_finite_weights
 
 __all__ = ["MODES"]  # HessianOperator, EmpiricalFisherOperator: see __getattr__ at the end
 
@@ -65,6 +66,7 @@ class _DataOperator:
                             f"got {type(objective).__name__}.")
         self.model, self.objective, self.data = model, objective, data
         self.space, self.mask = select(model, params)  # raises on a model without trainable parameters
+        check_finite_weights(model)
         self.names = self.mask.names if self.mask is not None else self.space.names
         self.dim = self.mask.count() if self.mask is not None else self.space.dim
         self.params = {n: self.space.params[n] for n in self.names}

@@ -58,7 +58,8 @@ def trace(
         raise ValueError(f"method must be 'hutch++' or 'hutchinson', got {method!r}.")
     minimum = 3 if method == "hutch++" else 2
     if num_matvecs < minimum:
-        raise ValueError(f"{method} needs num_matvecs ≥ {minimum} (for a standard error), got {num_matvecs}.")
+        raise ValueError(f"{method} needs num_matvecs ≥ {minimum}, got {num_matvecs} (a standard error needs "
+                         f"{6 if method == 'hutch++' else 2}).")
     start = op.n_matvecs
     disable = True if progress is False else None
     block = _block(op, block_size)
@@ -92,7 +93,8 @@ def trace(
         samples = (g * hg).sum(0).tolist()
         bar.close()
         est = exact + float(np.mean(samples))
-    stderr = float(np.std(samples, ddof=1) / math.sqrt(len(samples)))
+    # one residual probe (hutch++ with 3-5 matvecs) gives no spread: no error estimate (nan), no numpy warning
+    stderr = float(np.std(samples, ddof=1) / math.sqrt(len(samples))) if len(samples) > 1 else float("nan")
     return TraceResult(est, stderr, op.n_matvecs - start, method, int(seed), samples, {"exact_part": exact})
 
 

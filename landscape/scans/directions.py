@@ -37,6 +37,7 @@ from landscape.params import ParamSpace, Selection, select
 from landscape.util import model_fingerprint, tensors_fingerprint
 from landscape.util.files import dumps, write_bytes
 from landscape.util.results import JsonResult, plain
+from landscape.util.checks import check_finite_weights
 
 DIRECTION_FORMAT = "landscape.direction/1"
 NORMALIZATIONS = ("filter", "tensor", "model", "none")
@@ -222,6 +223,7 @@ def random(
     _check_choice(one_dim, ONE_DIM_POLICIES, "one_dim")
     _check_choice(mask_scaling, MASK_SCALINGS, "mask_scaling")
     space, mask = select(model, params)
+    check_finite_weights(model)  # a NaN weight would give a NaN filter norm
     theta = {n: p.detach() for n, p in space.params.items()}
     raw = vectors.randn_like(theta, seed)
     meta: dict[str, Any] = {

@@ -13,6 +13,7 @@ Layout of a :class:`Surface`: ``values[m][iy, ix]`` is the value at ``(xs[ix], y
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,10 @@ FORMAT = "landscape-scan/1"
 
 class NotAScanFile(ValueError):
     """An ``.npz`` that was not written by :meth:`Curve.save` / :meth:`Surface.save`."""
+
+
+class DamagedFile(ValueError):
+    """A scan file that cannot be read: truncated (an interrupted copy) or not an ``.npz`` at all."""
 
 
 class _GridResult:
@@ -99,11 +104,17 @@ class _GridResult:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"scan file {path} does not exist.")
-        with np.load(path, allow_pickle=False) as z:
-            if "meta_json" not in z.files:
-                raise NotAScanFile(f"{path} is not a landscape scan file (no meta_json entry).")
-            header = json.loads(str(z["meta_json"]))
-            arrays = {k: z[k] for k in z.files}
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                if "meta_json" not in z.files:
+                    raise NotAScanFile(f"{path} is not a landscape scan file (no meta_json entry).")
+                header = json.loads(str(z["meta_json"]))
+                arrays = {k: z[k] for k in z.files}
+        except NotAScanFile:
+            raise
+        except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
+            raise DamagedFile(f"{path} is damaged or truncated ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+                              "delete it to start over (or re-run the command without --resume).") from None
         kind = header.get("kind")
         target: type[Curve] | type[Surface] | None = {"curve": Curve, "surface": Surface}.get(str(kind))
         if target is None:

@@ -35,6 +35,7 @@ from landscape.objectives import Objective
 from landscape.params import ParamSpace
 from landscape.perturb import Perturbation
 from landscape.scans.results import Curve, Surface, _GridResult
+from landscape.util.checks import check_finite_weights
 
 __all__ = ["scan_1d", "scan_2d", "coefficients", "Curve", "Surface", "PointEvaluator"]
 
@@ -209,6 +210,7 @@ def _run(model: nn.Module, objective: Objective, data: Iterable[Any], dirs_in: S
     if batch_points != "auto" and (isinstance(batch_points, str) or int(batch_points) < 1):
         raise ValueError(f"batch_points must be 'auto' or at least 1, got {batch_points!r}.")
     space = ParamSpace(model)
+    check_finite_weights(model)  # else NaN weights are blamed on "direction 1"
     dirs = [check_direction(d, space, f"direction {i + 1}") for i, d in enumerate(dirs_in)]
     prepared = objective.prepare_data(model, data)
     if sum(int(objective.term_counts(p).sum()) for p in prepared) == 0:
