@@ -18,6 +18,7 @@ def main() -> None:
     ap.add_argument("checkpoint", nargs="?", default="default")
     ap.add_argument("--examples", type=int, default=256, help="training examples")
     ap.add_argument("--epochs", type=float, default=3.0)
+    ap.add_argument("--test-examples", type=int, default=None, help="evaluate on the first N test examples (default: all)")
     ap.add_argument("--out", default="runs/guided-dropout-trainer")
     args = ap.parse_args()
     try:
@@ -52,9 +53,9 @@ def main() -> None:
 
     g = torch.Generator().manual_seed(0)
     train = dataset([task.pool[i] for i in torch.randperm(len(task.pool), generator=g)[: args.examples].tolist()])
-    test = dataset(task.test)
+    test = dataset(task.test[: args.test_examples])
     targs = TrainingArguments(output_dir=args.out, num_train_epochs=args.epochs, per_device_train_batch_size=16,
-                              learning_rate=1e-3, lr_scheduler_type="linear", warmup_ratio=0.1, report_to=[],
+                              learning_rate=1e-3, lr_scheduler_type="linear", warmup_steps=0.1, report_to=[],
                               save_strategy="no", use_cpu=True, seed=0)
     trainer = Trainer(model=model, args=targs, train_dataset=train, eval_dataset=test,
                       compute_metrics=lambda p: {"accuracy": float((p.predictions.argmax(-1) == p.label_ids).mean())})

@@ -106,3 +106,19 @@ def test_compare_checkpoints_script(checkpoints, tmp_path):
         assert summary[key] == pytest.approx(t.objective.evaluate(t.model, t.data), rel=1e-5)
     assert summary["loss_finetuned"] < summary["loss_pretrained"]  # descent on this very loss
     assert summary["distance"] > 0
+
+
+@pytest.mark.slow
+def test_guided_dropout_trainer_script(tmp_path):
+    """The documented workflow: Fisher → guided rates → apply → transformers.Trainer.train()."""
+    from saved_models import save_word_checkpoint
+
+    from landscape import dropout
+
+    ckpt = save_word_checkpoint(tmp_path / "ckpt")
+    out = tmp_path / "trainer"
+    proc = _run_script("guided_dropout_trainer.py", str(ckpt), "--examples", "32", "--epochs", "1",
+                       "--test-examples", "64", "--out", str(out), cwd=tmp_path)
+    assert "eval_accuracy" in proc.stdout and "p = 0.1000" in proc.stdout  # the lowest-Fisher site gets p_max
+    rates = dropout.DropoutRates.load(out / "rates.json")
+    assert max(rates.rates.values()) == pytest.approx(0.1) and min(rates.rates.values()) == pytest.approx(0.0)
