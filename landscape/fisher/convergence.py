@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 from dataclasses import asdict, dataclass, field
 
 import torch
@@ -61,6 +62,17 @@ def _finite(x: float) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
 
 
+def _denoised(means: Tensor, rel: float = 1e-12) -> Any:
+    """Per-tensor means with values under ``rel`` × max set to 0, as a numpy array.
+
+    Some tensors have a Fisher score that is zero in exact arithmetic (an attention key bias: the
+    softmax is invariant to it) and ~1e-40 in floating point; their ranks would be summation-order
+    noise, so they are made exact ties before ranking.
+    """
+    floor = rel * float(means.abs().max())
+    return torch.where(means.abs() < floor, torch.zeros_like(means), means).numpy()
+
+
 def convergence_from_rows(names: Sequence[str], numels: Sequence[int], ends: Sequence[int],
                           weights: Sequence[int], rows: Tensor, checkpoints: Sequence[int]) -> Convergence:
     """Curves from unit rows.
@@ -92,7 +104,7 @@ def convergence_from_rows(names: Sequence[str], numels: Sequence[int], ends: Seq
         s = cum[k] / numel / w if w > 0 else torch.zeros_like(final)
         rel = float(torch.linalg.vector_norm(s - final) / torch.linalg.vector_norm(final)) if float(final.abs().sum()) > 0 else float("nan")
         if len(names) > 1 and float(s.std()) > 0 and float(final.std()) > 0:
-            rho = float(spearmanr(s.numpy(), final.numpy()).statistic)
+            rho = float(spearmanr(_denoised(s), _denoised(final)).statistic)
         else:
             rho = float("nan")
         out.n.append(int(n))
