@@ -37,7 +37,7 @@ from landscape.curvature.pyhessian import PyHessianRun, pyhessian_top_eigenvalue
 from landscape.util import deterministic_eval, math_attention
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _report  # noqa: E402
+import _report
 
 VOCAB, SEQ, BATCH = 1000, 64, 8
 
@@ -114,11 +114,11 @@ def bench_hvp(repeats: int, ks: list[int]) -> dict:
     for label, kw in CONFIGS:
         op = hessian.HessianOperator(model, obj, [batch], check_determinism=False, **kw)
         v = op.randn(0)
-        t = timeit(lambda: op.matvec(v), repeats)
+        t = timeit(lambda op=op, v=v: op.matvec(v), repeats)
         out["matvec"][label] = {"seconds": t, "ratio": t / out["grad_s"]}
         for k in ks:
             vs = [op.randn(j) for j in range(k)]
-            t = timeit(lambda: op.matmat(vs), repeats) / k
+            t = timeit(lambda op=op, vs=vs: op.matmat(vs), repeats) / k
             out["matmat_per_product"][f"{label} k={k}"] = {"seconds": t, "ratio": t / out["grad_s"], "k": k}
         op.release_graph()
         print(f"  {label:22s} matvec {out['matvec'][label]['ratio']:.2f} gradients; matmat per product: "
