@@ -43,3 +43,16 @@ def print_table(rows: list[str]) -> None:
     for r in rows:
         print(r)
     print(flush=True)
+
+
+def append_rows(path: str, rows: list[str]) -> None:
+    """Append rows to a Markdown file (the header first if the file is new), for bench/run_all_cpu.sh."""
+    from pathlib import Path
+
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    new = not p.exists() or p.stat().st_size == 0
+    with p.open("a") as f:
+        if new:
+            f.write(HEADER + "\n")
+        f.write("".join(r + "\n" for r in rows))

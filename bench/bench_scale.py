@@ -140,6 +140,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=None, help="timed runs after the cold one (default 2; quick 3)")
     ap.add_argument("--only", nargs="*", default=MEASUREMENTS, choices=MEASUREMENTS)
     ap.add_argument("--out", default=None, help="write the JSON results here")
+    ap.add_argument("--rows", default=None, help="append the Markdown rows to this file")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     seqs = a.sequences or (4 if a.quick else 8)
@@ -211,6 +212,8 @@ def main() -> None:
                                 "costs: 98 HVPs, 24 Fisher sequences, ~54 scan points, ~54 gradients)",
                                 f"~{est / 60:.0f} min", "stated", None, load=load))
     _report.print_table(rows)
+    if a.rows:
+        _report.append_rows(a.rows, rows)
     print(f"load average after: {load}")
     if a.out:
         Path(a.out).write_text(json.dumps({"results": res, "rows": rows, "load_before": load_before, "load_after": load,

@@ -1,12 +1,21 @@
 """Scan speed, measured side by side in one run (results in BENCHMARKS.md).
 
-    python bench/bench_scan.py [--quick]
+    python bench/bench_scan.py [--quick] [--only 1 2 3 4] [--grid 21] [--dist-batches auto|N] [--rows FILE]
 
-1. per-point scan time / bare forward time on the same prepared data (tiny BERT MLM);
+1. per-point scan time / bare forward time on the same prepared data (tiny BERT MLM, 21x21 grid,
+   the scan's defaults, so ``batch_points="auto"`` may batch);
 2. ours against loss-landscapes' random_plane (pip install loss-landscapes; the `bench` extra), same
-   model, number of points and data; and the weight drift each leaves behind;
-3. batched (vmap, batch_points=k) against one point at a time, small MLP;
-4. torchrun 2 ranks x 1 thread against 1 rank x 1 thread (tests/dist_scan_worker.py bench mode).
+   model, 21x21 points and data: their metric in no-grad eval mode (the row), and their stock
+   ``Loss``-like metric (grad on, the model's mode as left; reported); and the weight drift each leaves;
+3. batched (vmap, batch_points=k) against one point at a time, and what ``batch_points="auto"``
+   picks, on a small MLP (where batching pays) and on the tiny BERT;
+4. torchrun 2 ranks x 1 thread against 1 rank x 1 thread, tiny BERT on a 21x21 grid, with the data
+   sized so that the 1-rank scan takes at least 20 s (``--dist-batches auto``: estimated from part 1,
+   or a quick measurement, then rescaled from the 1-rank run itself; or give a number of batches).
+
+Ends with ready-to-paste Markdown rows (``--rows FILE`` appends them to FILE). ``--quick`` (6x6
+grids, a ~2 s torchrun workload) only checks the script; the table's rows come from the defaults
+(about 5 min on a quiet 2-core machine).
 """
 
 from __future__ import annotations
@@ -17,7 +26,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -27,14 +35,19 @@ from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
-from conftest import make_mlm_batches, make_tiny_bert, mlm_objective  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _report
+from conftest import make_mlm_batches, make_tiny_bert, mlm_objective
 
-from landscape import directions, objectives, util, scan  # noqa: E402
+from landscape import directions, objectives, scan, util
+
+BERT = {"hidden": 64, "layers": 2, "vocab": 1000}
+BERT_LABEL = "tiny BERT MLM (hidden 64, 2 layers, vocab 1000)"
 
 
-def bert_setup():
-    model = make_tiny_bert(hidden=64, layers=2, vocab=1000)
-    data = make_mlm_batches(n_batches=4, batch_size=8, seq_len=32, vocab=1000)
+def bert_setup(n_batches: int = 4):
+    model = make_tiny_bert(**BERT)
+    data = make_mlm_batches(n_batches=n_batches, batch_size=8, seq_len=32, vocab=1000)
     return model, data, mlm_objective()
 
 
@@ -45,41 +58,47 @@ def bare_forward_seconds(model, obj, prepared, reps):
             t0 = time.perf_counter()
             tot = 0.0
             for p in prepared:
-                s, n = obj.loss_sum(model, p)
+                s, _ = obj.loss_sum(model, p)
                 tot += float(s)
             times.append(time.perf_counter() - t0)
     return statistics.median(times)
 
 
-def overhead(quick):
+def overhead(n, runs, rows, cmd):
     model, data, obj = bert_setup()
     prepared = obj.prepare_data(model, data)
     d1, d2 = directions.random(model, seed=0), directions.random(model, seed=1)
-    n = 4 if quick else 6
-    ratios, bares, points = [], [], []
-    for _ in range(5):  # interleaved, so load changes hit both sides
+    ratios, bares, points, picks = [], [], [], []
+    for _ in range(runs):  # interleaved, so load changes hit both sides
         bare = bare_forward_seconds(model, obj, prepared, 3)
         t0 = time.perf_counter()
-        scan.scan_2d(model, obj, data, d1, d2, np.linspace(-1, 1, n), np.linspace(-1, 1, n), progress=False)
+        res = scan.scan_2d(model, obj, data, d1, d2, np.linspace(-1, 1, n), np.linspace(-1, 1, n), progress=False)
         per_point = (time.perf_counter() - t0) / (n * n)
         ratios.append(per_point / bare)
         bares.append(bare)
         points.append(per_point)
-    print(f"[1] per-point scan / bare forward (tiny BERT MLM, {n}x{n} grid, incl. data prep + checks + fingerprints): "
-          f"median of 5 interleaved runs {statistics.median(ratios):.3f} (runs {', '.join(f'{r:.3f}' for r in ratios)}); "
-          f"ratio of minima {min(points) / min(bares):.3f}; bare forward min {min(bares)*1e3:.1f} ms")
-    return statistics.median(ratios)
+        picks.append(res.meta.get("batch_points"))
+    med = statistics.median(ratios)
+    print(f"[1] per-point scan / bare forward ({BERT_LABEL}, 4 batches of 8x32, {n}x{n} grid, incl. data prep + checks "
+          f"+ fingerprints): median of {runs} interleaved runs {med:.3f} (runs {', '.join(f'{r:.3f}' for r in ratios)}); "
+          f"ratio of minima {min(points) / min(bares):.3f}; bare forward min {min(bares)*1e3:.1f} ms; "
+          f"batch_points picked {picks}", flush=True)
+    rows.append(_report.row(f"scan per point / bare forward, {BERT_LABEL}, {n}×{n} grid (median of {runs} interleaved)",
+                            f"{med:.3f} (bare forward {statistics.median(bares) * 1e3:.1f} ms; batch_points {picks[-1]})",
+                            "≤ 1.05", med <= 1.05, cmd))
+    return statistics.median(points)
 
 
-def versus_loss_landscapes(quick):
+def versus_loss_landscapes(steps, repeats, rows, cmd):
     try:
         import loss_landscapes
         import loss_landscapes.main as llm
         from loss_landscapes.metrics import Metric
     except ImportError:
         print("[2] loss-landscapes not installed: pip install loss-landscapes")
+        rows.append(_report.row("scan vs loss-landscapes random_plane", "loss-landscapes not installed", "≥ 1.3× faster",
+                                False, cmd))
         return None
-    steps = 4 if quick else 6
     model, data, obj = bert_setup()
     prepared = obj.prepare_data(model, data)
 
@@ -106,10 +125,11 @@ def versus_loss_landscapes(quick):
     results = {}
     d1, d2 = directions.random(model, seed=0), directions.random(model, seed=1)
     grid = np.linspace(-1, 1, steps)
-    for label, no_grad in (("their Loss metric (grad on, train mode as left)", False), ("no_grad + eval metric", True)):
+    for label, no_grad, reps in (("no_grad + eval metric", True, repeats),
+                                 ("their Loss metric (grad on, train mode as left)", False, 1)):
         theirs, ours = [], []
-        for _ in range(2):
-            m = make_tiny_bert(hidden=64, layers=2, vocab=1000)
+        for _ in range(reps):
+            m = make_tiny_bert(**BERT)
             if no_grad:
                 m.eval()
             theta0 = {k: v.detach().clone() for k, v in m.named_parameters()}
@@ -134,78 +154,164 @@ def versus_loss_landscapes(quick):
             for k, p, a, b in zip(names, m.parameters(), dir1.parameters, dir2.parameters):
                 exact = theta0[k].double() + (steps / 2) * (a.double() - b.double())
                 drift = max(drift, float((p.detach().double() - exact).abs().max() / exact.abs().max().clamp_min(1e-30)))
-            m2 = make_tiny_bert(hidden=64, layers=2, vocab=1000)
+            m2 = make_tiny_bert(**BERT)
             before = util.weights_fingerprint(m2)
             t0 = time.perf_counter()
             scan.scan_2d(m2, obj, data, d1, d2, grid, grid, progress=False)
             ours.append(time.perf_counter() - t0)
             exact_ours = util.weights_fingerprint(m2) == before
         results[label] = (min(theirs), min(ours), left, drift, exact_ours)
+        speed = min(theirs) / min(ours)
         print(f"[2] vs loss-landscapes random_plane, {steps}x{steps} points, {label}: theirs {min(theirs):.2f} s, "
-              f"ours {min(ours):.2f} s -> ours {min(theirs) / min(ours):.2f}x faster; their weights left moved by "
+              f"ours {min(ours):.2f} s -> ours {speed:.2f}x faster; their weights left moved by "
               f"max |Δθ| = {left:.3g}; their accumulated-step drift at the end point = {drift:.3g} (relative, vs float64 "
-              f"θ₀ + Σcᵢdᵢ); ours bit-exact after the scan: {exact_ours}; their normalization: {norm_used}")
+              f"θ₀ + Σcᵢdᵢ); ours bit-exact after the scan: {exact_ours}; their normalization: {norm_used}", flush=True)
+        detail = (f"{speed:.2f}× faster (theirs {min(theirs):.2f} s, ours {min(ours):.2f} s, best of {reps}; their weights "
+                  f"left moved by {left:.2g}, end-point drift {drift:.2g}; ours bit-exact: {exact_ours})")
+        if no_grad:
+            rows.append(_report.row(f"scan vs loss-landscapes random_plane, their metric in no-grad eval mode, {BERT_LABEL}, "
+                                    f"{steps}×{steps}", detail, "≥ 1.3× faster", speed >= 1.3, cmd))
+        else:
+            rows.append(_report.row(f"scan vs loss-landscapes random_plane, their stock Loss-like metric (grad on), "
+                                    f"{steps}×{steps}", detail, "reported", None, cmd))
     llm.rand_u_like, llm.orthogonal_to = orig_rand, orig_orth
     return results
 
 
-def batched(quick):
+def _mlp_setup():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(16, 32), nn.Tanh(), nn.Linear(32, 4))
     g = torch.Generator().manual_seed(0)
     data = [(torch.randn(256, 16, generator=g), torch.randint(0, 4, (256,), generator=g)) for _ in range(2)]
-    obj = objectives.Criterion(nn.CrossEntropyLoss())
-    d1, d2 = directions.random(model, seed=0), directions.random(model, seed=1)
-    n = 11 if quick else 21
-    xs = np.linspace(-1, 1, n)
-    out = {}
-    for k in (1, 16, 64):
-        times = []
-        for _ in range(3):
-            t0 = time.perf_counter()
-            res = scan.scan_2d(model, obj, data, d1, d2, xs, xs, progress=False, batch_points=k)
-            times.append(time.perf_counter() - t0)
-            out.setdefault("ref", res.values["loss"])
-        out[k] = min(times)
-        err = float(np.abs(res.values["loss"] - out["ref"]).max())
-        print(f"[3] MLP 16-32-4, 512 examples, {n}x{n} grid, batch_points={k}: {out[k]:.3f} s "
-              f"(speed-up {out[1] / out[k]:.2f}x, max |Δloss| vs one-at-a-time {err:.1e})")
+    return model, data, objectives.Criterion(nn.CrossEntropyLoss())
+
+
+def batched(n, repeats, rows, cmd):
+    for label, setup, ks in (("MLP 16-32-4, 512 examples", _mlp_setup, (1, 16, 64, "auto")),
+                             (f"{BERT_LABEL}, 4 batches of 8x32", bert_setup, (1, 16, "auto"))):
+        model, data, obj = setup()
+        d1, d2 = directions.random(model, seed=0), directions.random(model, seed=1)
+        xs = np.linspace(-1, 1, n)
+        out, ref, picked = {}, None, None
+        for k in ks:
+            times = []
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                res = scan.scan_2d(model, obj, data, d1, d2, xs, xs, progress=False, batch_points=k)
+                times.append(time.perf_counter() - t0)
+                ref = res.values["loss"] if ref is None else ref
+            out[k] = min(times)
+            if k == "auto":
+                picked = res.meta.get("batch_points")
+            err = float(np.abs(res.values["loss"] - ref).max())
+            print(f"[3] {label}, {n}x{n} grid, batch_points={k}{f' (picked {picked})' if k == 'auto' else ''}: "
+                  f"{out[k]:.3f} s (speed-up {out[1] / out[k]:.2f}x, max |Δloss| vs one-at-a-time {err:.1e})", flush=True)
+        fixed = {k: t for k, t in out.items() if k != "auto"}
+        best_k = min(fixed, key=fixed.get)
+        ok = picked == best_k or out["auto"] <= 1.1 * fixed[best_k]
+        rows.append(_report.row(f"vmap-batched grid points vs one at a time, {label}, {n}×{n}, best of {repeats}",
+                                f"best fixed k={best_k}: {out[1] / fixed[best_k]:.2f}× vs one at a time; auto picked "
+                                f"{picked}: {out[1] / out['auto']:.2f}× (" + ", ".join(f"k={k} {t:.2f} s" for k, t in out.items()) + ")",
+                                "chosen automatically where it pays (auto picks the best fixed k, or runs within 10 % of it)", ok, cmd))
     return out
 
 
-def distributed(quick):
-    grid = "4" if quick else "6"
-    worker = ROOT / "tests" / "dist_scan_worker.py"
+# ----------------------------------------------------------------------------- 4. torchrun
+
+
+def dist_worker(n_batches: int, grid: int) -> None:
+    """Run under torchrun: the scan alone, timed; rank 0 prints one JSON line."""
+    ctx = util.dist_context()
+    model, data, obj = bert_setup(n_batches)
+    d1, d2 = directions.random(model, seed=0), directions.random(model, seed=1)
+    xs = np.linspace(-1, 1, grid)
+    if ctx.active:
+        torch.distributed.barrier()
+    t0 = time.perf_counter()
+    res = scan.scan_2d(model, obj, data, d1, d2, xs, xs, progress=False)
+    elapsed = time.perf_counter() - t0
+    if ctx.is_main:
+        print(json.dumps({"seconds": elapsed, "world_size": ctx.world_size, "threads": torch.get_num_threads(),
+                          "batch_points": res.meta.get("batch_points")}), flush=True)
+
+
+def run_dist(nproc: int, n_batches: int, grid: int) -> dict:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    secs = {}
-    for nproc in (1, 2):
-        best = None
-        for _ in range(2):
-            with tempfile.TemporaryDirectory() as tmp:
-                cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}", "--master_port=29517",
-                       str(worker), tmp, "bench", grid]
-                r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
-                if r.returncode != 0:
-                    print(r.stderr[-2000:])
-                    return None
-                s = json.loads((Path(tmp) / "time.json").read_text())["seconds"]
-                best = s if best is None else min(best, s)
-        secs[nproc] = best
-    print(f"[4] torchrun, tiny BERT (hidden 64), {grid}x{int(grid) + 1} grid, 1 thread per rank: 1 rank {secs[1]:.2f} s, "
-          f"2 ranks {secs[2]:.2f} s -> speed-up {secs[1] / secs[2]:.2f}x (scan time inside the workers)")
-    return secs
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", __file__,
+           "--dist-worker", "--dist-batches", str(n_batches), "--grid", str(grid)]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800, check=False)
+    if r.returncode != 0:
+        raise RuntimeError(r.stderr[-2000:])
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def distributed(grid, dist_batches, target_s, per_point, rows, cmd):
+    if dist_batches == "auto":
+        if per_point is None:  # a quick measurement: one small scan at the default data size (4 batches)
+            model, data, obj = bert_setup()
+            d1, d2 = directions.random(model, seed=0), directions.random(model, seed=1)
+            xs = np.linspace(-1, 1, 6)
+            scan.scan_2d(model, obj, data, d1, d2, xs, xs, progress=False, batch_points=1)  # warm-up
+            t0 = time.perf_counter()
+            scan.scan_2d(model, obj, data, d1, d2, xs, xs, progress=False, batch_points=1)
+            per_point = (time.perf_counter() - t0) / 36
+        per_batch_point = per_point / 4 * torch.get_num_threads()  # measured with this process's threads
+        n = max(1, int(np.ceil(target_s / (grid * grid * per_batch_point))))
+        print(f"[4] torchrun workload: {n} batches of 8x32 on a {grid}x{grid} grid (~{n * grid * grid * per_batch_point:.0f} s "
+              "single-process, estimated)", flush=True)
+    else:
+        n = int(dist_batches)
+    one = run_dist(1, n, grid)
+    for _ in range(2):  # the estimate is rough: rescale from the 1-rank time itself
+        if dist_batches != "auto" or one["seconds"] >= 0.8 * target_s:
+            break
+        n = max(n + 1, int(np.ceil(n * target_s / one["seconds"])))
+        print(f"    1 rank took {one['seconds']:.1f} s: resized to {n} batches", flush=True)
+        one = run_dist(1, n, grid)
+    two = run_dist(2, n, grid)
+    speed = one["seconds"] / two["seconds"]
+    print(f"[4] torchrun, {BERT_LABEL}, {n} batches of 8x32, {grid}x{grid} grid, 1 thread per rank: 1 rank "
+          f"{one['seconds']:.2f} s, 2 ranks {two['seconds']:.2f} s -> speed-up {speed:.2f}x (scan time inside the workers; "
+          f"batch_points {one['batch_points']} / {two['batch_points']})", flush=True)
+    big = one["seconds"] >= 20
+    rows.append(_report.row(f"torchrun 2 ranks vs 1 (1 thread each), scan, {BERT_LABEL}, {n} batches of 8x32, {grid}×{grid}",
+                            f"{speed:.2f}× (1 rank {one['seconds']:.1f} s, 2 ranks {two['seconds']:.1f} s"
+                            + ("" if big else "; workload under 20 s") + ")", "≥ 1.7× on a workload ≥ 20 s",
+                            speed >= 1.7 and big, cmd))
+    return one, two
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="check the script: 6x6 grids, 1 repeat, a ~2 s torchrun workload")
     ap.add_argument("--only", type=int, nargs="*", default=None)
+    ap.add_argument("--grid", type=int, default=None, help="points per axis (default 21; quick 6)")
+    ap.add_argument("--dist-batches", default="auto", help="data batches (8x32) for part 4: 'auto' (≥ 20 s single-process) or N")
+    ap.add_argument("--dist-seconds", type=float, default=25.0, help="single-process seconds 'auto' aims at")
+    ap.add_argument("--rows", default=None, help="append the Markdown rows to this file")
+    ap.add_argument("--dist-worker", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}, cpus {os.cpu_count()}")
-    parts = {1: overhead, 2: versus_loss_landscapes, 3: batched, 4: distributed}
-    for i, f in parts.items():
-        if args.only is None or i in args.only:
-            f(args.quick)
+    grid = args.grid or (6 if args.quick else 21)
+    if args.dist_worker:
+        return dist_worker(int(args.dist_batches), grid)
+    if args.quick:
+        args.dist_seconds = 2.0
+    runs, repeats = (1, 1) if args.quick else (3, 2)
+    cmd = _report.command()
+    print(f"{_report.machine()}; load average before: {_report.load_average()}", flush=True)
+    rows: list[str] = []
+    per_point = None
+    if args.only is None or 1 in args.only:
+        per_point = overhead(grid, runs, rows, cmd)
+    if args.only is None or 2 in args.only:
+        versus_loss_landscapes(grid, repeats, rows, cmd)
+    if args.only is None or 3 in args.only:
+        batched(grid, repeats, rows, cmd)
+    if args.only is None or 4 in args.only:
+        distributed(grid, args.dist_batches, args.dist_seconds, per_point, rows, cmd)
+    _report.print_table(rows)
+    if args.rows:
+        _report.append_rows(args.rows, rows)
 
 
 if __name__ == "__main__":
