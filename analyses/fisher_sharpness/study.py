@@ -252,8 +252,10 @@ def run(config: FisherSharpnessConfig | None = None, target: Target | None = Non
             else:
                 make = lambda s, names=names: arms.arm_p_direction(model, space, names, s)  # noqa: E731
                 done |= measure.per_seed(ev, s0, make, seeds, **common)
+                t_s = time.perf_counter()
                 surf = scan.scan_2d(model, obj, surface_data, make(seeds[0]), make(seeds[0] + arms.SECOND_DIRECTION), grid, grid,
                                     path=out / "arrays" / f"{key}_2d.npz", resume=cfg.resume, progress=False, distributed=False)
+                timings["surfaces_s"] = timings.get("surfaces_s", 0.0) + time.perf_counter() - t_s
                 done["surface"] = f"arrays/{key}_2d.npz"
                 done["surface_loss0"] = float(surf.values["loss"][int(np.argmin(np.abs(grid))), int(np.argmin(np.abs(grid)))])
             parts.put(key, done)
@@ -278,9 +280,13 @@ def run(config: FisherSharpnessConfig | None = None, target: Target | None = Non
                 m0 = masks.mask(which, seeds[0])
                 done["count"] = m0.count()
                 done["n_tensors"] = len(m0.names)
+                t_s = time.perf_counter()
                 done["trace"] = measure.masked_trace(ev, s0, m0, cfg.trace_probes, cfg.fd_step, cfg.seed)
+                t_e = time.perf_counter()
                 done["top_eigenvalue"] = measure.masked_top_eigenvalue(model, obj, eig_data, m0, max_iter=cfg.eig_iter,
                                                                        tol=cfg.eig_tol, seed=cfg.seed)
+                timings["trace_s"] = timings.get("trace_s", 0.0) + t_e - t_s
+                timings["eigenvalue_s"] = timings.get("eigenvalue_s", 0.0) + time.perf_counter() - t_e
                 parts.put(key, done)
             raw_e[key] = done
     timings["arm_e_s"] = time.perf_counter() - t0
