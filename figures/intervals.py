@@ -42,7 +42,10 @@ def plot_intervals(rows: Sequence[Mapping[str, Any]], *, log: bool = True, refer
         ax.axvline(reference, color="0.3", lw=0.9, ls="--")
         ax.set_yticks(y, [r["label"] for r in rows])
         if log:
+            from matplotlib.ticker import FuncFormatter
+
             ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         ax.set_xlabel(xlabel)
         if any(r.get("extra") for r in rows):
             ax.legend(fontsize="small", loc="best")

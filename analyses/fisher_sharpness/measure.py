@@ -60,7 +60,7 @@ def per_seed(ev: ExampleLosses, s0: np.ndarray, make_direction: Callable[[int], 
         rise.append(0.5 * (sums[ip] + sums[im]) - s0)
         w = sharpness.basin_width_bracketed(lambda a, d=d: float(ev.pooled(ev.at([d], [[a]])[0])),
                                             threshold=float(loss[i0]) + basin_delta, alphas=alphas, values=loss,
-                                            max_alpha=basin_max_alpha)
+                                            max_alpha=basin_max_alpha, refine=2)
         widths.append({"width": w.width, "lower_bound": w.lower_bound, "censored": w.censored, "left": w.left,
                        "right": w.right, "extra_evaluations": w.n_evaluations})
     return {"seeds": list(seeds), "norms": norms, "curv": np.stack(curv).tolist(), "rise": np.stack(rise).tolist() if rise else [],

@@ -37,7 +37,8 @@ def render(out: str | Path, result: Any = None, fmt: str = "png") -> dict[str, P
         c = fish["convergence"]
         paths["convergence"] = figdir / f"convergence.{fmt}"
         plot_convergence(c["n"], c["rel_change"], c["spearman"], title="Fisher convergence", save=paths["convergence"])
-    halves = {h: v for h, v in res["arm_p"]["halves"].items() if "surface" in v}
+    halves = {h: res["arm_p"]["halves"][h] for h in ("all", "top", "bottom")
+              if "surface" in res["arm_p"]["halves"].get(h, {})}  # the paper's panel order
     if halves:
         rows = {"ours": {f"{h} ({v['n_params_moved']:,} moved)": out / v["surface"]["path"] for h, v in halves.items()}}
         ref = res.get("reference") or {}
@@ -63,9 +64,11 @@ def render(out: str | Path, result: Any = None, fmt: str = "png") -> dict[str, P
     rows, log = _endpoint_rows(res)
     if rows:
         paths["endpoints"] = figdir / f"endpoints.{fmt}"
-        what = "ratio of directional curvature dᵀHd, top / control" if log else "difference of dᵀHd, top − control"
-        plot_intervals(rows, log=log, reference=1.0 if log else 0.0, xlabel=f"{what} (95% bootstrap interval)",
-                       title="Primary endpoints", save=paths["endpoints"])
+        n_all = 2 * bool(res["arm_p"].get("endpoints")) + sum(len(v) for v in res["arm_e"]["endpoints"].values())
+        what = "dᵀHd ratio, top / control" if log else "dᵀHd difference, top − control"
+        note = f"; {n_all - len(rows)} endpoint(s) given as differences are in the report" if len(rows) < n_all else ""
+        plot_intervals(rows, log=log, reference=1.0 if log else 0.0, xlabel=what,
+                       title=f"Primary endpoints with 95% bootstrap intervals{note}", save=paths["endpoints"])
     return paths
 
 

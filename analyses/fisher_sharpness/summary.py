@@ -176,6 +176,6 @@ def _variance_summary(arm_p: dict[str, Any], arm_e: dict[str, Any]) -> dict[str,
                 f"from resampling direction seeds (median {np.median(se):.2g}×); one {size}-sequence block differs from the next "
                 f"{min(sd):.2g}–{max(sd):.2g}× as much as one seed's direction from the next (median {np.median(sd):.2g}×).")
         if ep:
-            text += (f" For the endpoints (log-ratios, paired), data resampling gives {min(ep):.2g}–{max(ep):.2g}× the SD of seed "
-                     "resampling: the pairing cancels much of the data variance that a mask's absolute curvature carries.")
+            text += (f" For the endpoints (log-ratios of two masks measured on the same sequences), resampling sequences gives "
+                     f"{min(ep):.2g}–{max(ep):.2g}× the SD of resampling seeds.")
     return {"masks": rows, "endpoints": endpoints, "summary": text}
