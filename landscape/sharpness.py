@@ -18,6 +18,15 @@ the weights bit for bit):
 * :func:`keskar_sharpness`: Keskar et al. (2017)'s ε-sharpness
   100·max_{δ ∈ C_ε}(L(θ+δ) − L(θ))/(1 + L(θ)), C_ε = {|δᵢ| ≤ ε(|θᵢ| + 1)}, by projected sign-gradient
   ascent in the box (Keskar et al. used L-BFGS-B; also a lower bound).
+
+From per-example loss sums (so every number can be bootstrapped over the evaluation examples):
+
+* :func:`directional_curvature`: dᵀHd by a central second difference, two forward passes;
+* :func:`basin_width_bracketed`: a basin width searched beyond the scanned range, censored
+  (a lower bound) rather than NaN when the loss never crosses.
+
+This module is over 400 lines on purpose: it is the one home of every sharpness definition, so
+their conventions (θ₀ + δ from a saved copy, exact restore, what is censored) stay in one place.
 """
 
 from __future__ import annotations
