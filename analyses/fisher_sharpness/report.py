@@ -215,9 +215,9 @@ def _variance_section(res: dict[str, Any]) -> list[str]:
              "|---|---|---|---|---|---|"]
     for name, r in v["masks"].items():
         lines.append(f"| {name} | {r['data_se']:.3g} | {r['seed_se']:.3g} | {r['block_sd']:.3g} | {r['seed_sd']:.3g} | {r['block_size']} |")
-    lines += ["", "| endpoint (log-ratio) | SD from sequences | SD from seeds |", "|---|---|---|"]
+    lines += ["", "| endpoint | kind | SD from sequences | SD from seeds |", "|---|---|---|---|"]
     for name, r in v["endpoints"].items():
-        lines.append(f"| {name} | {r['sd_data']:.3g} | {r['sd_seeds']:.3g} |")
+        lines.append(f"| {name} | {r.get('kind', 'log_ratio').replace('_', '-')} | {r['sd_data']:.3g} | {r['sd_seeds']:.3g} |")
     return lines + [""]
 
 

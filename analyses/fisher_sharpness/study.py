@@ -29,6 +29,7 @@ when its hash matches and refuses otherwise), ``arrays/`` (curves and 2D surface
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -44,7 +45,7 @@ from landscape import fisher, scan
 from landscape.params import ParamSpace
 from landscape.scans.points import ExampleLosses
 from landscape.util import versions
-from landscape.util.files import read_json, write_json, write_npz
+from landscape.util.files import dumps, read_json, write_json, write_npz
 from landscape.util.fingerprints import data_fingerprint, settings_fingerprint, weights_fingerprint
 
 #: config fields that never change a number (everything else goes into the settings hash)
@@ -158,13 +159,18 @@ class Parts:
         if not (self.resume and path.is_file()):
             return None
         doc = read_json(path, what="part file")
-        if doc.get("settings_hash") != self.hash:
-            old = doc.get("settings", {})
-            diff = sorted(k for k in set(old) | set(self.settings) if old.get(k) != self.settings.get(k))
-            shown = ", ".join(f"{k}={old.get(k)!r} (now {self.settings.get(k)!r})" for k in diff[:4]) or "unknown settings"
-            raise ValueError(f"cannot resume from {path}: it was computed with other settings ({shown}); "
-                             "use another --out, or drop --resume to recompute everything.")
+        self.check(path, doc.get("settings_hash"), doc.get("settings"))
         return doc["data"]
+
+    def check(self, path: Path, stored_hash: str | None, stored: dict[str, Any] | None) -> None:
+        """Raise, naming the settings that differ, unless ``stored_hash`` is this run's hash."""
+        if stored_hash == self.hash:
+            return
+        old = stored or {}
+        diff = sorted(k for k in set(old) | set(self.settings) if old.get(k) != self.settings.get(k))
+        shown = ", ".join(f"{k}={old.get(k)!r} (now {self.settings.get(k)!r})" for k in diff[:4]) or "unrecorded settings"
+        raise ValueError(f"cannot resume from {path}: it was computed with other settings ({shown}); "
+                         "use another --out, or drop --resume to recompute everything.")
 
     def put(self, key: str, data: dict[str, Any]) -> None:
         write_json(self.dir / f"{key}.json", {"settings_hash": self.hash, "settings": self.settings, "data": data})
@@ -204,6 +210,7 @@ def run(config: FisherSharpnessConfig | None = None, target: Target | None = Non
     model, obj = target.model, target.objective
     settings = cfg.result_settings() | {"model_weights": weights_fingerprint(model),
                                         "data": data_fingerprint(fisher_data + eval_data), "objective": obj.describe()}
+    settings = json.loads(dumps(settings, indent=None))  # the form it takes in a part file (tuples -> lists)
     parts = Parts(out, settings, cfg.resume)
     timings: dict[str, float] = {}
     bar = _progress(cfg)
@@ -214,13 +221,11 @@ def run(config: FisherSharpnessConfig | None = None, target: Target | None = Non
     F = None
     if cfg.resume and fisher_path.exists():
         F = fisher.FisherDiagonal.load(fisher_path, model=model)
-        if F.meta.get("settings_hash") != parts.hash:
-            raise ValueError(f"cannot resume from {fisher_path}: its Fisher scores were computed with other settings; "
-                             "use another --out, or drop --resume to recompute everything.")
+        parts.check(fisher_path, F.meta.get("settings_hash"), F.meta.get("study_settings"))
     if F is None:
         F = fisher.diagonal(model, obj, fisher_data, estimator="empirical", params=space, seed=cfg.seed,
                             progress=cfg.progress, convergence=True)
-        F.meta["settings_hash"] = parts.hash
+        F.meta["settings_hash"], F.meta["study_settings"] = parts.hash, settings
         F.save(fisher_path)
     timings["fisher_s"] = time.perf_counter() - t0
 

@@ -162,13 +162,13 @@ def _variance_summary(arm_p: dict[str, Any], arm_e: dict[str, Any]) -> dict[str,
                       "sd_ratio": v["block_sd"] / v["seed_sd"] if v["seed_sd"] else math.nan}
     endpoints = {}
     for name, e in arm_p.get("endpoints", {}).items():
-        endpoints[f"P {name}"] = {"sd_data": e["sd_data"], "sd_seeds": e["sd_seeds"]}
+        endpoints[f"P {name}"] = {"sd_data": e["sd_data"], "sd_seeds": e["sd_seeds"], "kind": e["kind"]}
     for group, eps in arm_e["endpoints"].items():
         for control, e in eps.items():
-            endpoints[f"E {group} top vs {control}"] = {"sd_data": e["sd_data"], "sd_seeds": e["sd_seeds"]}
+            endpoints[f"E {group} top vs {control}"] = {"sd_data": e["sd_data"], "sd_seeds": e["sd_seeds"], "kind": e["kind"]}
     se = [r["se_ratio"] for r in rows.values() if math.isfinite(r["se_ratio"])]
     sd = [r["sd_ratio"] for r in rows.values() if math.isfinite(r["sd_ratio"])]
-    ep = [e["sd_data"] / e["sd_seeds"] for e in endpoints.values() if e["sd_seeds"] > 0]
+    ep = [e["sd_data"] / e["sd_seeds"] for e in endpoints.values() if e["sd_seeds"] > 0 and e["kind"] == "log_ratio"]
     text = ""
     if se and sd:
         size = next(iter(rows.values()))["block_size"]

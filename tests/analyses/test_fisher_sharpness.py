@@ -103,9 +103,11 @@ def test_resume_reuses_matching_parts_and_refuses_other_settings(tmp_path, monke
     second = run(_config(tmp_path, resume=True), target)
     assert calls == []
     assert json.loads(json.dumps(second.arm_e["endpoints"])) == json.loads(json.dumps(first.arm_e["endpoints"]))
-    for changed in (dict(seeds=(0, 1, 3)), dict(fisher_examples=5), dict(trace_probes=3)):
-        with pytest.raises(ValueError, match="other settings"):
+    for changed, named in ((dict(seeds=(0, 1, 3)), "seeds=[0, 1, 2] (now [0, 1, 3])"), (dict(fisher_examples=5), "fisher_examples"),
+                           (dict(trace_probes=3), "trace_probes=2 (now 3)")):
+        with pytest.raises(ValueError, match="other settings") as err:
             run(_config(tmp_path, resume=True, **changed), target)
+        assert named in str(err.value)  # the message names what differs
     assert calls == []
 
 
