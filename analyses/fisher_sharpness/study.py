@@ -168,7 +168,8 @@ class Parts:
             return
         old = stored or {}
         diff = sorted(k for k in set(old) | set(self.settings) if old.get(k) != self.settings.get(k))
-        shown = ", ".join(f"{k}={old.get(k)!r} (now {self.settings.get(k)!r})" for k in diff[:4]) or "unrecorded settings"
+        shown = (", ".join(f"{k}={old.get(k)!r} (now {self.settings.get(k)!r})" for k in diff[:4]) if stored
+                 else "the file records no settings")
         raise ValueError(f"cannot resume from {path}: it was computed with other settings ({shown}); "
                          "use another --out, or drop --resume to recompute everything.")
 
