@@ -30,7 +30,6 @@ when its hash matches and refuses otherwise), ``arrays/`` (curves and 2D surface
 from __future__ import annotations
 
 import json
-import math
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -256,7 +255,7 @@ def run(config: FisherSharpnessConfig | None = None, target: Target | None = Non
             if info["n_moving_tensors"] == 0:
                 done["skipped"] = "this half holds only 1-D tensors, which get a zero direction: nothing moves"
             else:
-                make = lambda s, names=names: arms.arm_p_direction(model, space, names, s)  # noqa: E731
+                make = lambda s, names=names: arms.arm_p_direction(model, space, names, s)
                 done |= measure.per_seed(ev, s0, make, seeds, **common)
                 t_s = time.perf_counter()
                 surf = scan.scan_2d(model, obj, surface_data, make(seeds[0]), make(seeds[0] + arms.SECOND_DIRECTION), grid, grid,
@@ -281,7 +280,7 @@ def run(config: FisherSharpnessConfig | None = None, target: Target | None = Non
             key = f"E-{fraction:g}-{which}"
             done = parts.get(key)
             if done is None:
-                make = lambda s, which=which: arms.arm_e_direction(model, masks.mask(which, s), s)  # noqa: E731
+                make = lambda s, which=which: arms.arm_e_direction(model, masks.mask(which, s), s)
                 done = measure.per_seed(ev, s0, make, seeds, **common)
                 m0 = masks.mask(which, seeds[0])
                 done["count"] = m0.count()
@@ -337,7 +336,3 @@ def _progress(cfg: FisherSharpnessConfig):
             print(f"[{time.perf_counter() - start:6.1f} s] {stage}", file=sys.stderr, flush=True)
 
     return show
-
-
-def finite(x: float) -> bool:
-    return x is not None and math.isfinite(x)

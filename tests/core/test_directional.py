@@ -68,15 +68,15 @@ def test_example_losses_sum_to_the_pooled_loss_and_restore():
 
 
 def test_bracketed_width_finds_crossings_and_reports_censoring():
-    f = lambda a: a * a  # noqa: E731
+    f = lambda a: a * a
     w = sharpness.basin_width_bracketed(f, threshold=1.0, alphas=[-1.5, -0.5, 0, 0.5, 1.5], values=[2.25, .25, 0, .25, 2.25])
     assert w.width == pytest.approx(2.0, abs=1e-9) and not w.censored
     # crossing beyond the scanned range: found by extending the line
-    g = lambda a: 0.01 * a * a  # noqa: E731
+    g = lambda a: 0.01 * a * a
     w2 = sharpness.basin_width_bracketed(g, threshold=1.0, alphas=[-1.5, 0, 1.5], values=[g(-1.5), 0, g(1.5)])
     assert w2.width == pytest.approx(20.0, rel=2e-2) and w2.n_evaluations > 0
     # never crossing: censored, reported as a lower bound, not NaN
-    h = lambda a: 1e-4 * a * a  # noqa: E731
+    h = lambda a: 1e-4 * a * a
     w3 = sharpness.basin_width_bracketed(h, threshold=1.0, alphas=[-1.5, 0, 1.5], values=[h(-1.5), 0, h(1.5)], max_alpha=16)
     assert w3.censored and w3.width == float("inf") and w3.lower_bound >= 16
     with pytest.raises(ValueError, match="not below"):
