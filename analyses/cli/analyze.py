@@ -31,6 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_range_argument(p, default=1.5, what="1D and 2D scan range")
     p.add_argument("--trace-probes", type=int, default=4, help="Hutchinson probes per arm E mask (default 4)")
     p.add_argument("--eig-iter", type=int, default=8, help="Lanczos steps per arm E mask (default 8)")
+    p.add_argument("--eig-examples", type=int, default=32, help="pool sequences for the top-eigenvalue HVPs (default 32)")
     p.add_argument("--bootstrap", type=int, default=2000, help="bootstrap replicates (default 2000)")
     p.add_argument("--reference", default="auto", metavar="DIR|auto|none",
                    help="folder of the paper's guided-dropout surfaces to show beside arm P (default: auto, found beside the repository)")
@@ -49,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
         eval_examples=args.eval_examples, batch_size=args.batch_size, fractions=tuple(args.fractions),
         seeds=tuple(range(args.seed, args.seed + args.seeds)), curve_seeds=min(args.curve_seeds, args.seeds),
         points_1d=args.points, range_1d=r, grid_2d=args.grid, range_2d=r, surface_examples=args.surface_examples,
-        trace_probes=args.trace_probes, eig_iter=args.eig_iter, n_boot=args.bootstrap, seed=args.seed,
+        trace_probes=args.trace_probes, eig_iter=args.eig_iter, eig_examples=args.eig_examples, n_boot=args.bootstrap, seed=args.seed,
         reference=args.reference, device=args.device, resume=args.resume, progress=not args.no_progress,
     )
     result = run_study(cfg)

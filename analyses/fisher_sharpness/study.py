@@ -101,6 +101,8 @@ class FisherSharpnessConfig:
             raise ValueError("use at least 3 points in 1D and a 3×3 grid in 2D.")
         if not (self.fd_step > 0 and self.range_1d > 0 and self.range_2d > 0 and 0 < self.loss_rise_step <= self.range_1d):
             raise ValueError("fd_step, range_1d and range_2d must be > 0, and loss_rise_step within (0, range_1d].")
+        if self.surface_examples < 1 or self.eig_examples < 1 or self.n_blocks < 2:
+            raise ValueError("surface_examples and eig_examples must be ≥ 1 and n_blocks ≥ 2.")
         if self.trace_probes < 2 or self.eig_iter < 1 or self.n_boot < 100:
             raise ValueError("need trace_probes ≥ 2 (for a standard error), eig_iter ≥ 1 and n_boot ≥ 100.")
 
@@ -176,23 +178,33 @@ class Parts:
         write_json(self.dir / f"{key}.json", {"settings_hash": self.hash, "settings": self.settings, "data": data})
 
 
-def _find_reference(setting: str | None) -> Path | None:
+def _find_reference(setting: str | None) -> tuple[Path | None, str | None]:
+    """(folder of the paper's surfaces or None, why not). ``auto`` looks beside the repository and
+    in $LANDSCAPE_REFERENCE_DIR and skips quietly without the files or h5py; an explicit folder
+    must hold them and needs h5py."""
+    import importlib.util
+    import os
+
     if setting in (None, "", "none"):
-        return None
+        return None, "not requested (--reference none)"
+    has_h5py = importlib.util.find_spec("h5py") is not None
     if setting != "auto":
         path = Path(setting)
         if not (path / "surf_res256_bert.h5").is_file():
             raise FileNotFoundError(f"--reference {path} holds no surf_res256_bert.h5; give the folder of the "
                                     "guided-dropout surfaces, or --reference none.")
-        return path
-    import os
-
+        if not has_h5py:
+            raise ValueError("--reference needs h5py to read the paper's HDF5 surfaces: pip install h5py "
+                             "(or pip install -e '.[h5]'), or use --reference none.")
+        return path, None
     root = Path(__file__).resolve().parents[2]
     for cand in (os.environ.get("LANDSCAPE_REFERENCE_DIR", ""), root.parent / "shared" / "reference" / "guided-dropout-surfaces",
                  root / "shared" / "reference" / "guided-dropout-surfaces", Path("/work/shared/reference/guided-dropout-surfaces")):
         if cand and (Path(cand) / "surf_res256_bert.h5").is_file():
-            return Path(cand)
-    return None
+            if not has_h5py:
+                return None, f"found in {cand}, but reading HDF5 needs h5py (pip install h5py)"
+            return Path(cand), None
+    return None, "the paper's surfaces were not found (give --reference DIR)"
 
 
 def run(config: FisherSharpnessConfig | None = None, target: Target | None = None) -> FisherSharpnessResult:
@@ -201,7 +213,7 @@ def run(config: FisherSharpnessConfig | None = None, target: Target | None = Non
     t_start = time.perf_counter()
     out = Path(cfg.out)
     (out / "arrays").mkdir(parents=True, exist_ok=True)
-    reference_dir = _find_reference(cfg.reference)
+    reference_dir, reference_note = _find_reference(cfg.reference)
     if target is None:
         target = load_target(cfg.checkpoint, examples=cfg.fisher_examples + cfg.eval_examples, batch_size=cfg.batch_size,
                              device=cfg.device, seed=cfg.seed, texts=read_texts(cfg.texts), max_length=cfg.max_length,
@@ -302,7 +314,7 @@ def run(config: FisherSharpnessConfig | None = None, target: Target | None = Non
 
     t0 = time.perf_counter()
     summary = summarize(cfg, raw_p, raw_e, pool, alphas, tensor_check=arms.tensor_mask_check(mspace, cfg.fractions),
-                        reference_dir=reference_dir, out=out)
+                        reference_dir=reference_dir, reference_note=reference_note, out=out)
     timings["statistics_s"] = time.perf_counter() - t0
     conv = F.convergence
     result = FisherSharpnessResult(

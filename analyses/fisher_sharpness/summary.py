@@ -53,7 +53,8 @@ def _secondaries(s: dict[str, Any], entry: dict[str, Any]) -> dict[str, Value]:
 
 
 def summarize(cfg: Any, raw_p: dict[str, Any], raw_e: dict[str, Any], pool: dict[str, Any], alphas: np.ndarray, *,
-              tensor_check: dict[str, Any], reference_dir: Path | None, out: Path) -> dict[str, Any]:
+              tensor_check: dict[str, Any], reference_dir: Path | None, out: Path,
+              reference_note: str | None = None) -> dict[str, Any]:
     counts = np.asarray(pool["counts"], np.float64)
     sums0 = np.asarray(pool["sums0"], np.float64)
     kw = dict(n_boot=cfg.n_boot, seed=cfg.seed)
@@ -110,11 +111,10 @@ def summarize(cfg: Any, raw_p: dict[str, Any], raw_e: dict[str, Any], pool: dict
         verdict_e += _arm_e_lines(fraction, arm_e["endpoints"][group], arm_e["masks"][keys["top"]]["count"])
 
     variance = _variance_summary(arm_p, arm_e)
-    reference = None
     if reference_dir is not None:
         reference = reference_summaries(reference_dir)
     else:
-        reference = {"missing": "the paper's surfaces were not found (give --reference DIR)"}
+        reference = {"missing": reference_note or "not requested"}
     blocks = _slice_losses(sums0, counts, 8)
     return {"arm_p": arm_p, "arm_e": arm_e, "verdict": {"arm_p": verdict_p, "arm_e": verdict_e}, "variance": variance,
             "reference": reference, "pool": {"slices_of_8": blocks}}

@@ -126,3 +126,43 @@ def test_log_ratio_is_finite_when_curvatures_are_positive(tmp_path):
     res = run(_config(tmp_path, fractions=(0.5,)), _target())
     for e in res.arm_e["endpoints"]["0.5"].values():
         assert math.isfinite(e["estimate"])
+
+
+def test_reference_auto_skips_without_h5py_and_explicit_folder_needs_it(monkeypatch, tmp_path):
+    import importlib.util
+
+    from analyses.fisher_sharpness import study
+    from conftest import REFERENCE_DIR
+
+    if not (REFERENCE_DIR / "surf_res256_bert.h5").is_file():
+        pytest.skip("the paper's surfaces are not available here")
+    monkeypatch.setenv("LANDSCAPE_REFERENCE_DIR", str(REFERENCE_DIR))
+    assert study._find_reference("auto") == (REFERENCE_DIR, None)
+    assert study._find_reference("none")[0] is None
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "h5py" else real(name, *a))
+    folder, why = study._find_reference("auto")
+    assert folder is None and "h5py" in why
+    with pytest.raises(ValueError, match="h5py"):
+        study._find_reference(str(REFERENCE_DIR))
+
+
+def test_reference_surfaces_summarized_like_ours():
+    from analyses.fisher_sharpness.reference import reference_summaries, surface_summary
+    from conftest import REFERENCE_DIR
+
+    xs = np.linspace(-1.5, 1.5, 13)
+    gx, gy = np.meshgrid(xs, xs)
+    s = surface_summary(xs, xs, 2.0 + 0.5 * (3.0 * gx**2 + 1.0 * gy**2))
+    assert s["curvature"] == pytest.approx(3.0) and s["min"] == pytest.approx(2.0)
+    assert s["loss_rise"]["0.5"] == pytest.approx(0.5 * 0.25 * (3.0 + 1.0) / 2)  # mean over (±r, 0), (0, ±r)
+    if not (REFERENCE_DIR / "surf_res256_bert.h5").is_file():
+        pytest.skip("the paper's surfaces are not available here")
+    ref = reference_summaries(REFERENCE_DIR)["surfaces"]
+    assert set(ref) == {"all", "top", "bottom"}
+    # the paper's picture: the top-Fisher half is the flattest near the origin and overall
+    assert ref["top"]["curvature"] < ref["bottom"]["curvature"] < ref["all"]["curvature"]
+    assert ref["top"]["max"] < ref["bottom"]["max"]
+    for r in ref.values():
+        rises = [r["loss_rise"][k] for k in ("0.25", "0.5", "1")]
+        assert rises == sorted(rises) and 2.0 < r["min"] < 2.3
