@@ -53,7 +53,7 @@ NOT_RESULT_SETTINGS = ("out", "resume", "progress", "device", "reference")
 
 @dataclass
 class FisherSharpnessConfig:
-    """Settings; the defaults fit the embedded default model in about 3 minutes on 2 CPU cores."""
+    """Settings; the defaults run the embedded default model in about 2.5 minutes on one CPU core (BENCHMARKS.md)."""
 
     checkpoint: str = "default"
     out: str = "runs/fisher-sharpness"
