@@ -12,6 +12,8 @@ given ``save="out.png"`` (``.png``, ``.pdf`` or ``.svg``):
 * :func:`figures.spectrum.plot_spectral_density`; :func:`figures.convergence.plot_convergence`;
 * :func:`figures.audit.plot_audit`: multi-panel sensitivity audit;
 * :func:`figures.comparison.plot_mask_metrics`: sharpness metrics per Fisher mask;
+* :func:`figures.intervals.plot_intervals`: estimates with intervals (forest plot);
+  :func:`~figures.intervals.plot_surface_rows`: rows of surfaces, one colour scale per row;
 * :func:`figures.vtp.write_vtp`: ParaView export.
 
 Submodules import lazily, so ``import figures`` does not import matplotlib.
@@ -22,7 +24,7 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-_SUBMODULES = {"style", "sources", "curves", "surfaces", "fisher", "spectrum", "convergence", "audit", "vtp", "comparison"}
+_SUBMODULES = {"style", "sources", "curves", "surfaces", "fisher", "spectrum", "convergence", "audit", "vtp", "comparison", "intervals"}
 _FUNCTIONS = {
     "plot_curves": "curves",
     "plot_surface": "surfaces",
@@ -35,6 +37,8 @@ _FUNCTIONS = {
     "write_vtp": "vtp",
     "surface_file_to_vtp": "vtp",
     "plot_mask_metrics": "comparison",
+    "plot_intervals": "intervals",
+    "plot_surface_rows": "intervals",
 }
 
 

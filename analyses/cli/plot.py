@@ -15,7 +15,7 @@ from typing import Any
 NAME = "plot"
 HELP = "re-draw figures from result files (analysis folders, scans, Fisher scores, Hessian spectra)"
 SURFACE_KINDS = ("contour", "contourf", "heatmap", "surface3d", "vtp")
-KINDS = ("all", *SURFACE_KINDS, "curve", "fisher", "convergence", "density", "metrics", "audit")
+KINDS = ("all", *SURFACE_KINDS, "curve", "fisher", "convergence", "density", "metrics", "endpoints", "audit")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -65,14 +65,14 @@ def draw(result: str | Path, kind: str = "all", metric: str = "loss", out: str |
         if not (folder / "result.json").is_file():
             raise FileNotFoundError(f"{folder} has no result.json: give an analysis output folder or a result file.")
         doc = _load_json(folder / "result.json")
-        if "verdicts" in doc:
+        if "arm_p" in doc:
             from analyses.fisher_sharpness.report import render
 
             paths = render(folder, doc, fmt=fmt)
             if kind != "all":
                 paths = {k: v for k, v in paths.items() if k.startswith(kind) or (kind in SURFACE_KINDS and k.startswith("surfaces"))}
                 if not paths:
-                    raise ValueError(f"a fisher-sharpness result has no {kind!r} figure; use fisher, convergence, curves, surfaces or metrics.")
+                    raise ValueError(f"a fisher-sharpness result has no {kind!r} figure; use fisher, convergence, curves, surfaces or endpoints.")
             return list(paths.values())
         from analyses.audit.report import render as render_audit
 

@@ -1,129 +1,138 @@
-"""Plain-language verdicts from per-seed metric values.
+"""Plain-words verdicts from intervals, never from votes.
 
-The flagship question: is perturbing the top-Fisher parameters *sharper* than perturbing random
-or bottom-Fisher ones of matched size? For each sharpness metric we compare the mean over direction
-seeds of the top-Fisher mask against each baseline mask, and call a gap *significant* only when it
-is larger than the seed spread: |mean_top − mean_base| > std_top + std_base (sample std over
-seeds; 0 for a single value). Metrics where *smaller* means sharper (basin width) are flipped.
+Each arm of the study has one primary endpoint, a contrast of top-Fisher against a control with a
+95 % bootstrap interval (:func:`analyses.fisher_sharpness.statistics.contrast`). The verdict reads
+the interval, whatever it says:
+
+* the whole interval above 0 (log-ratio or difference): top-Fisher is *sharper*;
+* the whole interval below 0: top-Fisher is *flatter*;
+* 0 inside the interval: *no clear difference* at this precision.
+
+Secondary metrics are compared with :func:`compare_values`, shown beside the endpoints and never
+counted. A single value without an uncertainty (one Hessian eigenvalue per mask) is never called
+different; a value with a standard error needs its gap beyond 1.96 combined standard errors; a
+censored value (a basin wider than the searched range) is a lower bound and is compared as one.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from typing import Any
 
-# metric name -> True when larger values mean a sharper loss
+Z95 = 1.959963984540054
+
+#: metric -> True when larger values mean a sharper loss
 SHARPER_WHEN_LARGER: dict[str, bool] = {
-    "curvature": True,
-    "basin_width": False,
-    "avg_sharpness": True,
-    "worst_sharpness": True,
-    "loss_at_edge": True,
-    "top_eigenvalue": True,
-    "trace": True,
-    "trace_per_dim": True,
+    "curvature": True, "curvature_per_norm2": True, "loss_rise": True, "basin_width": False,
+    "top_eigenvalue": True, "trace": True,
 }
 
 
-@dataclass
-class Stat:
-    """Mean and sample standard deviation of a metric over direction seeds."""
-
-    values: list[float]
-    mean: float
-    std: float
-    n: int
-
-    @classmethod
-    def of(cls, values: Sequence[float]) -> Stat:
-        vals = [float(v) for v in values]
-        finite = [v for v in vals if math.isfinite(v)]
-        n = len(finite)
-        mean = sum(finite) / n if n else math.nan
-        std = math.sqrt(sum((v - mean) ** 2 for v in finite) / (n - 1)) if n > 1 else 0.0
-        return cls(vals, mean, std, n)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+def call_interval(lo: float, hi: float) -> str:
+    """"sharper" (interval above 0), "flatter" (below 0) or "unclear" (0 inside, or undefined)."""
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return "unclear"
+    if lo > 0:
+        return "sharper"
+    if hi < 0:
+        return "flatter"
+    return "unclear"
 
 
-@dataclass
-class Comparison:
-    """Top-Fisher against one baseline for one metric."""
-
-    metric: str
-    baseline: str
-    top_mean: float
-    base_mean: float
-    ratio: float  # top / baseline, oriented so that > 1 means top is sharper
-    sharper: bool  # top is sharper than the baseline (by the mean)
-    significant: bool  # the gap exceeds the summed seed spread
-
-    def sentence(self) -> str:
-        word = "sharper" if self.sharper else "flatter"
-        strength = "a gap larger than the seed spread" if self.significant else "within the seed spread"
-        return (
-            f"{self.metric}: top-Fisher is {word} than {self.baseline} "
-            f"({self.top_mean:.4g} vs {self.base_mean:.4g}, ×{self.ratio:.3g}; {strength})"
-        )
+def _effect(endpoint: Mapping[str, Any]) -> str:
+    lo, hi = endpoint["interval"]
+    if endpoint["kind"] == "log_ratio":
+        return f"×{math.exp(endpoint['estimate']):.3g} [95% CI ×{math.exp(lo):.3g} to ×{math.exp(hi):.3g}]"
+    return f"difference {endpoint['estimate']:+.3g} [95% CI {lo:+.3g} to {hi:+.3g}]"
 
 
-def compare(metric: str, top: Stat, base: Stat, baseline: str) -> Comparison:
-    """Compare the top-Fisher statistic with a baseline's for one metric."""
-    larger = SHARPER_WHEN_LARGER.get(metric, True)
-    gap = top.mean - base.mean
-    sharper = gap > 0 if larger else gap < 0
-    significant = math.isfinite(gap) and abs(gap) > (top.std + base.std) and (top.n > 1 or base.n > 1 or top.std == base.std == 0)
-    if larger:
-        ratio = top.mean / base.mean if base.mean not in (0.0,) else math.inf
-    else:
-        ratio = base.mean / top.mean if top.mean not in (0.0,) else math.inf
-    return Comparison(metric, baseline, top.mean, base.mean, ratio, bool(sharper), bool(significant))
+def endpoint_verdict(endpoint: Mapping[str, Any], *, quantity: str, top: str, control: str) -> dict[str, Any]:
+    """The verdict of one contrast, in words: ``{"outcome", "sentence"}``.
 
-
-def verdict(stats: Mapping[str, Mapping[str, Stat]], metrics: Sequence[str] | None = None) -> dict:
-    """Verdict for one (fraction, granularity) group.
-
-    Args:
-        stats: ``stats[which][metric]`` with ``which`` in {"top", "random", "bottom"}.
-        metrics: metrics to judge (default: those present for "top").
-
-    Returns:
-        dict with ``comparisons`` (list of dicts), ``sharper_than_random`` / ``sharper_than_bottom``
-        (the fraction of metrics where top is sharper with a significant gap) and ``summary``.
+    ``endpoint``: a :func:`~analyses.fisher_sharpness.statistics.contrast` dict (``kind``,
+    ``estimate``, ``interval``); ``quantity``: what was compared, e.g. "directional curvature dᵀHd".
     """
-    if "top" not in stats:
-        raise ValueError("verdict needs statistics for the 'top' mask.")
-    metrics = list(metrics or stats["top"].keys())
-    comps: list[Comparison] = []
-    for baseline in ("random", "bottom"):
-        if baseline not in stats:
-            continue
-        for m in metrics:
-            if m in stats["top"] and m in stats[baseline]:
-                comps.append(compare(m, stats["top"][m], stats[baseline][m], baseline))
-    out: dict = {"comparisons": [asdict(c) | {"sentence": c.sentence()} for c in comps]}
-    lines = []
-    for baseline in ("random", "bottom"):
-        mine = [c for c in comps if c.baseline == baseline]
-        if not mine:
-            continue
-        wins = sum(c.sharper and c.significant for c in mine)
-        losses = sum((not c.sharper) and c.significant for c in mine)
-        out[f"sharper_than_{baseline}"] = wins / len(mine)
-        if wins > len(mine) / 2:
-            answer = "yes"
-        elif losses > len(mine) / 2:
-            answer = "no, the opposite"
-        elif wins > losses:
-            answer = "partly"
+    lo, hi = endpoint["interval"]
+    outcome = call_interval(lo, hi)
+    effect = _effect(endpoint)
+    if outcome == "sharper":
+        text = f"{top} is sharper than {control}: {quantity} {effect}, the whole interval above parity."
+    elif outcome == "flatter":
+        text = f"{top} is flatter than {control}: {quantity} {effect}, the whole interval below parity."
+    else:
+        text = f"no clear difference between {top} and {control}: {quantity} {effect}, an interval that includes parity."
+    return {"outcome": outcome, "sentence": text[0].upper() + text[1:]}
+
+
+@dataclass
+class Value:
+    """One secondary metric of one mask: ``value`` with an optional ``stderr`` or ``interval``;
+    ``censored``: the value is only a lower bound (e.g. a basin wider than the searched range)."""
+
+    value: float
+    stderr: float | None = None
+    interval: tuple[float, float] | None = None
+    censored: bool = False
+
+    @property
+    def has_uncertainty(self) -> bool:
+        return self.interval is not None or (self.stderr is not None and math.isfinite(self.stderr))
+
+
+def compare_values(metric: str, top: Value, base: Value) -> dict[str, Any]:
+    """Compare a secondary metric of top-Fisher with a control's; ``outcome`` as :func:`call_interval`.
+
+    Rules: censored lower bounds are compared as bounds (top ≥ b > control's finite value means
+    top is larger; two censored values cannot be ordered); a single value without uncertainty on
+    either side is never called different; otherwise intervals that do not overlap, or a gap beyond
+    1.96 combined standard errors, decide.
+    """
+    larger = SHARPER_WHEN_LARGER.get(metric, True)
+    t, b = top.value, base.value
+    if not (math.isfinite(t) and math.isfinite(b)):
+        return {"metric": metric, "outcome": "unclear", "reason": "a value is missing"}
+    if top.censored and base.censored:
+        return {"metric": metric, "outcome": "unclear", "reason": "both values are beyond the searched range"}
+    if top.censored or base.censored:
+        # the censored side is at least its value; it is larger only if that bound already exceeds the other
+        top_larger = top.censored and t > b
+        base_larger = base.censored and b > t
+        if not (top_larger or base_larger):
+            return {"metric": metric, "outcome": "unclear", "reason": "a lower bound that does not reach the other value"}
+        outcome = "sharper" if top_larger == larger else "flatter"
+        return {"metric": metric, "outcome": outcome, "reason": "decided by a censored lower bound"}
+    if not (top.has_uncertainty and base.has_uncertainty):
+        return {"metric": metric, "outcome": "unclear", "reason": "single values without an uncertainty"}
+    if top.interval is not None and base.interval is not None:
+        if top.interval[0] > base.interval[1]:
+            diff_sign = 1
+        elif top.interval[1] < base.interval[0]:
+            diff_sign = -1
         else:
-            answer = "no clear difference"
-        out[f"answer_vs_{baseline}"] = answer
-        lines.append(
-            f"Sharper than {baseline}? {answer}: top-Fisher is significantly sharper on {wins} of "
-            f"{len(mine)} metrics and significantly flatter on {losses}."
-        )
-    out["summary"] = " ".join(lines)
-    return out
+            return {"metric": metric, "outcome": "unclear", "reason": "the intervals overlap"}
+    else:
+        se = math.hypot(_se(top), _se(base))
+        if not abs(t - b) > Z95 * se:
+            return {"metric": metric, "outcome": "unclear", "reason": "the gap is within 1.96 combined standard errors"}
+        diff_sign = 1 if t > b else -1
+    outcome = "sharper" if (diff_sign > 0) == larger else "flatter"
+    return {"metric": metric, "outcome": outcome, "reason": "the gap exceeds the uncertainty"}
+
+
+def _se(v: Value) -> float:
+    if v.stderr is not None and math.isfinite(v.stderr):
+        return float(v.stderr)
+    lo, hi = v.interval  # type: ignore[misc]
+    return (hi - lo) / (2 * Z95)
+
+
+def value_from_dict(d: Mapping[str, Any]) -> Value:
+    """A :class:`Value` from its ``asdict`` form (as stored in result.json)."""
+    iv = d.get("interval")
+    return Value(float(d["value"]), d.get("stderr"), None if iv is None else (float(iv[0]), float(iv[1])), bool(d.get("censored", False)))
+
+
+def value_to_dict(v: Value) -> dict[str, Any]:
+    return asdict(v)

@@ -1,53 +1,116 @@
-"""The verdict logic on constructed numbers, in both directions."""
+"""The verdict and its statistics on constructed numbers: single values, censored values, a gap
+inside the interval, and both directions of the result."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
-from analyses.fisher_sharpness.verdict import Stat, compare, verdict
+from analyses.fisher_sharpness import statistics as st
+from analyses.fisher_sharpness.verdict import Value, call_interval, compare_values, endpoint_verdict
 
 
-def _stats(top, rnd, bottom, metric="curvature"):
-    return {"top": {metric: Stat.of(top)}, "random": {metric: Stat.of(rnd)}, "bottom": {metric: Stat.of(bottom)}}
+def _nums(level: float, n_seq: int = 64, n_seeds: int = 6, noise: float = 0.3, seed: int = 0):
+    """Per-seed, per-sequence numerators whose pooled value is about ``level`` (10 terms per sequence)."""
+    rng = np.random.default_rng(seed)
+    seq = rng.normal(1.0, noise, n_seq)  # per-sequence difficulty, shared by every mask (paired data)
+    per_seed = rng.normal(1.0, 0.05, (n_seeds, 1))
+    return level * 10.0 * seq[None, :] * per_seed, np.full(n_seq, 10.0)
 
 
-def test_stat_mean_and_sample_std():
-    s = Stat.of([1.0, 2.0, 3.0])
-    assert s.mean == 2.0 and s.std == pytest.approx(1.0) and s.n == 3
-    assert Stat.of([5.0]).std == 0.0
-    assert Stat.of([1.0, math.nan, 3.0]).n == 2
+# ----------------------------------------------------------------------------- both directions
 
 
-def test_top_clearly_sharper():
-    v = verdict(_stats([10, 11, 12], [2, 2.5, 3], [1, 1.2, 1.1]))
-    assert v["answer_vs_random"] == "yes" and v["answer_vs_bottom"] == "yes"
-    assert v["sharper_than_random"] == 1.0
-    c = v["comparisons"][0]
-    assert c["sharper"] and c["significant"] and c["ratio"] == pytest.approx(11 / 2.5)
+def test_top_clearly_sharper_and_clearly_flatter():
+    top, counts = _nums(5.0)
+    ctrl, _ = _nums(1.0, seed=1)
+    up = st.contrast(top, ctrl, counts, n_boot=500)
+    assert up["kind"] == "log_ratio" and up["interval"][0] > 0 and up["ratio"] == pytest.approx(5.0, rel=0.15)
+    v = endpoint_verdict(up, quantity="dᵀHd", top="top", control="random")
+    assert v["outcome"] == "sharper" and v["sentence"].startswith("Top is sharper than random") and "×" in v["sentence"]
+    down = st.contrast(ctrl, top, counts, n_boot=500)
+    assert down["interval"][1] < 0
+    assert endpoint_verdict(down, quantity="dᵀHd", top="top", control="random")["outcome"] == "flatter"
 
 
-def test_top_clearly_flatter():
-    v = verdict(_stats([1, 1.1, 0.9], [5, 5.5, 6], [7, 8, 9]))
-    assert v["answer_vs_random"] == "no, the opposite" and v["sharper_than_random"] == 0.0
+def test_gap_inside_the_interval_is_no_clear_difference():
+    rng = np.random.default_rng(5)
+    counts = np.full(64, 10.0)
+    seq = rng.normal(1.0, 0.3, 64)[None, :]
+    ctrl = 10.0 * seq * np.array([[0.7], [1.0], [1.3]])  # direction seeds spread ±30 %
+    top = 10.0 * 1.05 * seq * np.array([[1.3], [0.7], [1.0]])  # 5 % higher on average
+    c = st.contrast(top, ctrl, counts, n_boot=500)
+    assert c["estimate"] != 0 and c["interval"][0] < 0 < c["interval"][1]
+    v = endpoint_verdict(c, quantity="dᵀHd", top="top", control="random")
+    assert v["outcome"] == "unclear" and "no clear difference" in v["sentence"].lower()
+    assert call_interval(-0.1, 0.2) == "unclear" and call_interval(0.1, 0.2) == "sharper" and call_interval(-0.3, -0.1) == "flatter"
+    assert call_interval(math.nan, 1.0) == "unclear"
 
 
-def test_gap_inside_seed_spread_is_not_significant():
-    v = verdict(_stats([2.0, 4.0, 6.0], [1.0, 3.0, 5.0], [1.0, 3.0, 5.0]))
-    c = v["comparisons"][0]
-    assert c["sharper"] and not c["significant"]
-    assert v["answer_vs_random"] == "no clear difference"
+def test_nonpositive_curvature_falls_back_to_a_difference():
+    top, counts = _nums(1.0)
+    ctrl = -_nums(0.5, seed=2)[0]
+    c = st.contrast(top, ctrl, counts, n_boot=300)
+    assert c["kind"] == "difference" and c["estimate"] == pytest.approx(c["top"] - c["control"])
+    assert "difference" in endpoint_verdict(c, quantity="q", top="top", control="c")["sentence"]
 
 
-def test_basin_width_is_flipped():
-    # a narrower basin is sharper
-    c = compare("basin_width", Stat.of([0.2, 0.21, 0.19]), Stat.of([1.0, 1.1, 0.9]), "random")
-    assert c.sharper and c.significant and c.ratio == pytest.approx(1.0 / 0.2)
-    c2 = compare("basin_width", Stat.of([1.0, 1.1, 0.9]), Stat.of([0.2, 0.21, 0.19]), "random")
-    assert not c2.sharper and c2.significant
+def test_data_and_seed_variance_are_measured_apart():
+    rng = np.random.default_rng(0)
+    counts = np.full(128, 10.0)
+    data_heavy = 10.0 * rng.lognormal(0, 1.0, 128)[None, :] * rng.normal(1, 0.01, (8, 1))
+    v = st.variance_split(data_heavy, counts, n_blocks=8, n_boot=400)
+    assert v["data_se"] > 5 * v["seed_se"] and v["block_sd"] > 5 * v["seed_sd"] and v["block_size"] == 16
+    seed_heavy = 10.0 * rng.normal(1, 0.001, 128)[None, :] * rng.lognormal(0, 0.5, (8, 1))
+    v2 = st.variance_split(seed_heavy, counts, n_blocks=8, n_boot=400)
+    assert v2["seed_se"] > 5 * v2["data_se"]
 
 
-def test_verdict_needs_top():
-    with pytest.raises(ValueError, match="top"):
-        verdict({"random": {}})
+# ----------------------------------------------------------------------------- single values
+
+
+def test_single_values_without_uncertainty_are_never_called_different():
+    c = compare_values("top_eigenvalue", Value(80.0), Value(0.6))
+    assert c["outcome"] == "unclear" and "without an uncertainty" in c["reason"]
+    # one side with a standard error is not enough either
+    assert compare_values("trace", Value(10.0, stderr=0.1), Value(1.0))["outcome"] == "unclear"
+    # with standard errors on both sides the gap decides, in both directions
+    assert compare_values("trace", Value(10.0, stderr=1.0), Value(1.0, stderr=1.0))["outcome"] == "sharper"
+    assert compare_values("trace", Value(1.0, stderr=1.0), Value(10.0, stderr=1.0))["outcome"] == "flatter"
+    assert compare_values("trace", Value(3.0, stderr=1.0), Value(1.0, stderr=1.0))["outcome"] == "unclear"  # gap 2 < 1.96·√2
+
+
+# ----------------------------------------------------------------------------- censored values
+
+
+def test_censored_widths_are_bounds_not_missing_values():
+    # a bottom basin wider than the searched range: top's finite width is narrower, i.e. top sharper
+    c = compare_values("basin_width", Value(0.5), Value(24.0, censored=True))
+    assert c["outcome"] == "sharper" and "censored" in c["reason"]
+    # the other way round: top censored, control finite -> top flatter (never the reverse)
+    assert compare_values("basin_width", Value(24.0, censored=True), Value(0.5))["outcome"] == "flatter"
+    # both censored: cannot be ordered
+    assert compare_values("basin_width", Value(24.0, censored=True), Value(12.0, censored=True))["outcome"] == "unclear"
+    # a bound below the other value says nothing
+    assert compare_values("basin_width", Value(3.0, censored=True), Value(5.0))["outcome"] == "unclear"
+
+
+def test_censored_median_is_exact_or_a_lower_bound():
+    m = st.censored_median([1.0, 2.0, 30.0], [False, False, True])
+    assert m["median"] == 2.0 and m["text"] == "2" and m["n_censored"] == 1
+    m2 = st.censored_median([1.0, 24.0, 24.0], [False, True, True])
+    assert m2["median"] is None and m2["lower_bound"] == 24.0 and m2["text"] == "> 24"
+    all_cens = st.censored_median([24.0, 24.0], [True, True])
+    assert all_cens["text"].startswith(">") and all_cens["n_censored"] == 2
+
+
+def test_bootstrap_is_paired_and_reproducible():
+    top, counts = _nums(2.0)
+    a = st.replicates({"t": top, "c": top}, counts, n_boot=200, seed=3)
+    np.testing.assert_array_equal(a["t"], a["c"])  # the same draws for every key
+    b = st.replicates({"t": top}, counts, n_boot=200, seed=3)
+    np.testing.assert_array_equal(a["t"], b["t"])
+    with pytest.raises(ValueError, match="shape"):
+        st.replicates({"t": top, "c": top[:, :10]}, counts, n_boot=10)

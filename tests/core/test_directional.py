@@ -1,0 +1,83 @@
+"""Two-forward-pass directional curvature against exact Hessian-vector products, per-example
+loss sums, and the censoring-aware basin width."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import make_classification_data, make_mlm_batches, make_mlp, make_tiny_bert, mlm_objective
+from landscape import directions, hessian, objectives, sharpness, vectors
+from landscape.scans.points import ExampleLosses
+
+
+def _exact_dHd(model, obj, data, d) -> float:
+    op = hessian.HessianOperator(model, obj, data, mode="double_backward", check_determinism=False)
+    hv = op.matvec({n: d[n].to(p.dtype) for n, p in op.space.params.items()})
+    return float(vectors.dot({n: d[n].double() for n in hv}, {n: t.double() for n, t in hv.items()}))
+
+
+def test_second_difference_matches_exact_hvp_float64_mlp():
+    model, data = make_mlp(), make_classification_data()
+    obj = objectives.Criterion(torch.nn.CrossEntropyLoss(reduction="none"))
+    d = directions.random(model, seed=3, normalization="filter", one_dim="filter")
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    est = sharpness.directional_curvature(model, obj, data, d, step=1e-3)
+    exact = _exact_dHd(model, obj, data, d)
+    assert est.value == pytest.approx(exact, rel=1e-5)
+    assert est.per_unit_norm == pytest.approx(exact / est.norm**2, rel=1e-5)
+    assert est.per_example.shape == (12,) and est.per_example.sum() / est.counts.sum() == pytest.approx(est.value)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_second_difference_matches_exact_hvp_float32_bert_masked_direction():
+    model = make_tiny_bert(hidden=16, layers=1).eval()
+    data, obj = make_mlm_batches(n_batches=2, batch_size=4), mlm_objective(0.3)
+    from landscape.params import ParamSpace, ParamMask
+
+    space = ParamSpace(model)
+    names = [n for n, p in space.params.items() if p.ndim >= 2][:3]
+    mask = ParamMask.from_tensor_names(space, names)
+    d = directions.random(model, seed=0, normalization="filter", one_dim="zero", params=mask,
+                          mask_scaling="filter_norm_of_masked")
+    exact = _exact_dHd(model, obj, data, d)
+    est = sharpness.directional_curvature(model, obj, data, d, step=0.01)
+    assert abs(exact) > 1e-3
+    assert est.value == pytest.approx(exact, rel=2e-2)
+    far = sharpness.directional_curvature(model, obj, data, d, step=0.5)  # a wide step measures another thing
+    assert abs(far.value - exact) > abs(est.value - exact)
+
+
+def test_example_losses_sum_to_the_pooled_loss_and_restore():
+    model = make_tiny_bert(hidden=16, layers=1)
+    data, obj = make_mlm_batches(n_batches=2, batch_size=3), mlm_objective(0.3)
+    ev = ExampleLosses(model, obj, data)
+    s0 = ev.origin()
+    assert s0.shape == (6,) and ev.counts.shape == (6,)
+    assert ev.pooled(s0) == pytest.approx(obj.evaluate(model, data), rel=1e-6)
+    d = directions.random(model, seed=1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    sums = ev.at([d], [[0.0], [0.5]])
+    np.testing.assert_allclose(sums[0], s0, rtol=1e-6)
+    assert not np.allclose(sums[1], s0)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert model.training  # the caller's mode comes back
+    with pytest.raises(ValueError, match="shape"):
+        ev.at([d], np.zeros((2, 2)))
+
+
+def test_bracketed_width_finds_crossings_and_reports_censoring():
+    f = lambda a: a * a
+    w = sharpness.basin_width_bracketed(f, threshold=1.0, alphas=[-1.5, -0.5, 0, 0.5, 1.5], values=[2.25, .25, 0, .25, 2.25])
+    assert w.width == pytest.approx(2.0, abs=1e-9) and not w.censored
+    # crossing beyond the scanned range: found by extending the line
+    g = lambda a: 0.01 * a * a
+    w2 = sharpness.basin_width_bracketed(g, threshold=1.0, alphas=[-1.5, 0, 1.5], values=[g(-1.5), 0, g(1.5)])
+    assert w2.width == pytest.approx(20.0, rel=2e-2) and w2.n_evaluations > 0
+    # never crossing: censored, reported as a lower bound, not NaN
+    h = lambda a: 1e-4 * a * a
+    w3 = sharpness.basin_width_bracketed(h, threshold=1.0, alphas=[-1.5, 0, 1.5], values=[h(-1.5), 0, h(1.5)], max_alpha=16)
+    assert w3.censored and w3.width == float("inf") and w3.lower_bound >= 16
+    with pytest.raises(ValueError, match="not below"):
+        sharpness.basin_width_bracketed(f, threshold=-1.0)
