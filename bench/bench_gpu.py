@@ -69,6 +69,12 @@ def build(quick: bool, sequences: int, seq_len: int):
 def section_products(model, obj, data, repeats: int, compiled: bool) -> dict:
     from landscape import hessian, util
 
+    if compiled:
+        # AOT autograd donates saved buffers to the backward by default, which refuses
+        # create_graph=True (double backward); keep them so the HVP can differentiate twice.
+        import torch._functorch.config as functorch_config
+
+        functorch_config.donated_buffer = False
     target = torch.compile(model) if compiled else model
     out: dict = {"compiled": compiled}
     prepared = obj.prepare(data[0], model)
