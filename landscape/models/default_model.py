@@ -342,17 +342,18 @@ def _unigram_xent(train_ids: torch.Tensor, heldout_ids: torch.Tensor, special: l
 
 def _build_in_subprocess(cfg: DefaultModelConfig, texts: list[str], chash: str, final: Path, progress: bool,
                          replace: bool = False) -> None:
-    """Run :func:`_build` in ``python -m landscape.models.default_model JOB`` with passive OpenMP waits."""
+    """Run :func:`_build` in a child Python (``_build_main(JOB)``) with passive OpenMP waits."""
     final.parent.mkdir(parents=True, exist_ok=True)
     job = final.parent / f".job-{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}.json"
     job.write_text(json.dumps({"config": cfg.to_dict(), "texts": texts, "corpus_hash": chash,
                                "final": str(final), "progress": progress, "replace": replace}))
     env = dict(os.environ)
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    package_root = str(Path(__file__).resolve().parent.parent)
+    package_root = str(Path(__file__).resolve().parents[2])  # the folder holding the landscape package
     env["PYTHONPATH"] = os.pathsep.join(p for p in (package_root, env.get("PYTHONPATH")) if p)
     try:
-        proc = subprocess.Popen([sys.executable, "-m", "landscape.models.default_model", str(job)], env=env)
+        child = "import sys; from landscape.models.default_model import _build_main; sys.exit(_build_main(sys.argv[1]))"
+        proc = subprocess.Popen([sys.executable, "-c", child, str(job)], env=env)
         try:
             rc = proc.wait()
         except BaseException:  # interrupted: let the child clean up its temp dir, then go
