@@ -66,7 +66,7 @@ def heldout_texts(n: int | None = None) -> list[str]:
 class Texts(list):
     """A list of texts, with ``labels`` (one per text, int or label name) when the file had them."""
 
-    labels: list[int | str] | None = None
+    labels: list[int | str | None] | None = None
 
 
 @overload
@@ -207,7 +207,7 @@ def load_target(
         dm = load_default()
         model, tokenizer, task, name = dm.model, dm.tokenizer, "mlm", "default"
         data = dm.heldout_batches(batch_size=batch_size, max_examples=examples) if texts is None else None
-        meta = {"checkpoint": "default", "default_model": dm.metadata, "path": str(dm.path)}
+        meta: dict[str, Any] = {"checkpoint": "default", "default_model": dm.metadata, "path": str(dm.path)}
     else:
         ck = load_checkpoint(checkpoint)
         model, tokenizer, task, name = ck.model, ck.tokenizer, ck.task, Path(checkpoint).name

@@ -79,7 +79,8 @@ def plot_surface_rows(rows: Mapping[str, Mapping[str, Any]], *, kind: str = "con
                     ax.set_xlabel("")
                 axes.append(ax)
                 mappable = mappable or m
-            fig.colorbar(mappable, ax=axes, label=style.label(metric), extend=_extend([g[2] for g in grids.values()], lv),
+            fig.colorbar(mappable, ax=axes,  # type: ignore[arg-type]  # set by the loop (≥ 1 panel)
+                         label=style.label(metric), extend=_extend([g[2] for g in grids.values()], lv),
                          format="%.3g")
         if title:
             fig.suptitle(title)

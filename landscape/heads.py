@@ -114,6 +114,7 @@ def attach(objective: Any, prepared: dict[str, Any], model: nn.Module) -> dict[s
             raise ValueError(f"labelled_head=True needs token labels [B, T] and an nn.Linear output embedding; "
                              f"{type(model).__name__} has {'none' if module is None else 'it, but the labels are not [B, T]'}.")
         return prepared
+    assert isinstance(labels, Tensor) and module is not None  # checked by `usable` above
     index, targets = head_rows(labels, objective.shifts(prepared))
     if setting == "auto" and index.shape[1] > AUTO_MAX_FRACTION * labels.shape[1]:
         return prepared

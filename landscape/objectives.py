@@ -13,6 +13,9 @@ sharded across ranks. With token weighting this is Hugging Face's loss for one b
 the data (a mean over labelled tokens); an example whose labels are all -100 adds 0 to both sums.
 "Per-example loss" (used by Fisher estimators) means sᵢ: a sequence's loss *summed* over its
 labelled tokens.
+
+The module is a little over 400 lines on purpose: it is the one definition of the loss, so every
+objective (and the MLM masking they share) stays in one place.
 """
 
 from __future__ import annotations

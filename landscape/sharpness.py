@@ -199,7 +199,7 @@ def basin_width(curve: Curve | np.ndarray, values: np.ndarray | None = None, thr
         a, v, meta = curve.xs, curve.values[metric][iy], {"line": f"y={curve.ys[iy]}"}
     else:
         a, v, meta = _curve_arrays(curve, values, metric)
-        meta = {"scan": _scan_meta(meta)}
+        meta = {"scan": _scan_meta(meta)}  # type: ignore[dict-item]
     order = np.argsort(a)
     a, v = a[order], np.where(np.isfinite(v[order]), v[order], np.inf)
     if not np.isfinite(v).any():
@@ -274,13 +274,13 @@ class _Perturber:
     def loss(self, grad: bool = False) -> tuple[float, list[Tensor] | None]:
         self.n_evaluations += 1
         total = 0.0
-        grads = [torch.zeros_like(t) for t in self.theta0] if grad else None
+        grads: list[Tensor] = [torch.zeros_like(t) for t in self.theta0] if grad else []
         with torch.set_grad_enabled(grad):
             for p in self.prepared:
                 s, _ = self.objective.loss_sum(self.model, p)
                 if grad:
                     gs = torch.autograd.grad(s / self.n_terms, self.params, allow_unused=True)
-                    torch._foreach_add_(grads, [g if g is not None else torch.zeros_like(t) for g, t in zip(gs, self.theta0)])
+                    torch._foreach_add_(grads, [g if g is not None else torch.zeros_like(t) for g, t in zip(gs, self.theta0)])  # type: ignore[arg-type, misc]  # foreach stubs
                 total += float(s.detach().double())
         return total / self.n_terms, (self.masked(grads) if grad else None)
 
@@ -309,7 +309,7 @@ def average_sharpness(model: nn.Module, objective: Objective, data: Iterable[Any
         losses = []
         for s in tqdm(range(num_samples), desc="average sharpness", disable=not progress, leave=False):
             z = pert.randn(seed + s)
-            delta = torch._foreach_mul(z, scale) if adaptive else torch._foreach_mul(z, float(rho))
+            delta = list(torch._foreach_mul(z, scale) if scale is not None else torch._foreach_mul(z, float(rho)))  # type: ignore[arg-type, misc]  # foreach stubs
             pert.set(delta)
             losses.append(pert.loss()[0])
         arr = np.array(losses)
@@ -332,12 +332,13 @@ def _ascent(pert: _Perturber, scale: list[Tensor] | None, project, init: list[Te
     u = project(init)
     losses = []
     for _ in tqdm(range(steps + 1), desc=f"{kind} sharpness", disable=not progress, leave=False):
-        pert.set(torch._foreach_mul(u, scale) if scale is not None else u)
+        pert.set(list(torch._foreach_mul(u, scale)) if scale is not None else u)  # type: ignore[arg-type, misc]  # foreach stubs
         value, g = pert.loss(grad=True)
+        assert g is not None  # loss(grad=True) returns the gradient
         losses.append(value)
         if len(losses) == steps + 1:
             break
-        gu = torch._foreach_mul(g, scale) if scale is not None else g
+        gu = list(torch._foreach_mul(g, scale)) if scale is not None else g  # type: ignore[arg-type, misc]  # foreach stubs
         u = project(step(u, gu))
     arr = np.array(losses)
     finite = arr[np.isfinite(arr)]
@@ -360,16 +361,16 @@ def worst_case_sharpness(model: nn.Module, objective: Objective, data: Iterable[
 
     def project(u: list[Tensor]) -> list[Tensor]:
         n = float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(u))))
-        return u if n <= rho else torch._foreach_mul(u, rho / n)
+        return u if n <= rho else list(torch._foreach_mul(u, rho / n))
 
     def step(u: list[Tensor], g: list[Tensor]) -> list[Tensor]:
         n = float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(g))))
-        return u if n == 0 else torch._foreach_add(u, g, alpha=eta / n)
+        return u if n == 0 else list(torch._foreach_add(u, g, alpha=eta / n))
 
     def body() -> SharpnessResult:
         z = pert.randn(seed)
         zn = float(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(z))))
-        l0, losses, best = _ascent(pert, scale, project, torch._foreach_mul(z, rho / zn), steps, step, "worst-case", progress)
+        l0, losses, best = _ascent(pert, scale, project, list(torch._foreach_mul(z, rho / zn)), steps, step, "worst-case", progress)
         meta = {"kind": "worst_case", "rho": rho, "adaptive": adaptive, "steps": steps, "step_size": eta, "seed": seed,
                 "init": "random point on the rho-sphere", "n_gradients": steps + 1, **pert.meta}
         return SharpnessResult(best - l0, l0, losses, None, meta)
@@ -394,7 +395,7 @@ def keskar_sharpness(model: nn.Module, objective: Objective, data: Iterable[Any]
         return pert.masked([t.clamp(-1.0, 1.0) for t in u])
 
     def step(u: list[Tensor], g: list[Tensor]) -> list[Tensor]:
-        return torch._foreach_add(u, [t.sign() for t in g], alpha=float(step_size))
+        return list(torch._foreach_add(u, [t.sign() for t in g], alpha=float(step_size)))
 
     def body() -> SharpnessResult:
         g = torch.Generator().manual_seed(int(seed))

@@ -40,15 +40,15 @@ def render(out: str | Path, result: Any = None, fmt: str = "png") -> dict[str, P
     halves = {h: res["arm_p"]["halves"][h] for h in ("all", "top", "bottom")
               if "surface" in res["arm_p"]["halves"].get(h, {})}  # the paper's panel order
     if halves:
-        rows = {"ours": {f"{h} ({v['n_params_moved']:,} moved)": out / v["surface"]["path"] for h, v in halves.items()}}
+        surface_rows = {"ours": {f"{h} ({v['n_params_moved']:,} moved)": out / v["surface"]["path"] for h, v in halves.items()}}
         ref = res.get("reference") or {}
         if "surfaces" in ref:
-            rows["paper"] = {h: s["path"] for h, s in ref["surfaces"].items() if Path(s["path"]).is_file()}
-            rows = {k: v for k, v in rows.items() if v}
+            surface_rows["paper"] = {h: s["path"] for h, s in ref["surfaces"].items() if Path(s["path"]).is_file()}
+            surface_rows = {k: v for k, v in surface_rows.items() if v}
         paths["surfaces_arm_p"] = figdir / f"surfaces_arm_p.{fmt}"
         cfg = res["config"]
-        plot_surface_rows(rows, title=f"Arm P: the paper's tensor halves, MLM loss over [-{cfg['range_2d']:g}, {cfg['range_2d']:g}]²"
-                          + (" (bottom row: the published bert-base surfaces)" if "paper" in rows else ""),
+        plot_surface_rows(surface_rows, title=f"Arm P: the paper's tensor halves, MLM loss over [-{cfg['range_2d']:g}, {cfg['range_2d']:g}]²"
+                          + (" (bottom row: the published bert-base surfaces)" if "paper" in surface_rows else ""),
                           save=paths["surfaces_arm_p"])
         curves = _curves(out, {h: v.get("curves") for h, v in halves.items()})
         if curves:
@@ -73,12 +73,13 @@ def render(out: str | Path, result: Any = None, fmt: str = "png") -> dict[str, P
 
 
 def _curves(out: Path, files: dict[str, str | None]) -> tuple[dict[str, np.ndarray], np.ndarray] | None:
-    loaded, alphas = {}, None
+    loaded: dict[str, np.ndarray] = {}
+    alphas: np.ndarray | None = None
     for name, f in files.items():
         if f and (out / f).is_file():
             with np.load(out / f) as z:
                 loaded[name], alphas = z["loss"], z["alphas"]
-    return (loaded, alphas) if loaded else None
+    return (loaded, alphas) if loaded and alphas is not None else None
 
 
 def _endpoint_rows(res: dict[str, Any]) -> tuple[list[dict[str, Any]], bool]:

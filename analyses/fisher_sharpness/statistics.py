@@ -100,7 +100,7 @@ def contrast(top: np.ndarray, control: np.ndarray, counts: np.ndarray, *, n_boot
     else:
         kind, est = "difference", q["top"] - q["control"]
         f = {name: r["top"] - r["control"] for name, r in reps.items()}
-    out = {"kind": kind, "estimate": est, "level": level, "n_boot": n_boot, "top": q["top"], "control": q["control"],
+    out: dict[str, Any] = {"kind": kind, "estimate": est, "level": level, "n_boot": n_boot, "top": q["top"], "control": q["control"],
            "interval": percentile_interval(f["joint"], level), "interval_data": percentile_interval(f["data"], level),
            "interval_seeds": percentile_interval(f["seeds"], level),
            "sd_data": float(np.std(f["data"], ddof=1)), "sd_seeds": float(np.std(f["seeds"], ddof=1))}

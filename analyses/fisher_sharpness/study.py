@@ -247,7 +247,7 @@ def run(config: FisherSharpnessConfig | None = None, target: Target | None = Non
     pool = {"n_sequences": ev.n_examples, "n_terms": int(ev.counts.sum()), "loss0": float(ev.pooled(s0)),
             "sums0": s0.tolist(), "counts": ev.counts.tolist()}
     alphas = measure.curve_alphas(cfg.range_1d, cfg.points_1d, cfg.loss_rise_step)
-    common = dict(fd_step=cfg.fd_step, curve_seeds=cfg.curve_seeds, alphas=alphas, rise_step=cfg.loss_rise_step,
+    common: dict[str, Any] = dict(fd_step=cfg.fd_step, curve_seeds=cfg.curve_seeds, alphas=alphas, rise_step=cfg.loss_rise_step,
                   basin_delta=cfg.basin_delta, basin_max_alpha=cfg.basin_max_alpha)
     seeds = list(cfg.seeds)
 

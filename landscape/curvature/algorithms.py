@@ -108,7 +108,7 @@ def _block(op: CurvatureOperator, block_size: int | None) -> int:
 def _flat_matmat(op: CurvatureOperator, x: Tensor, block: int = 1) -> Tensor:
     """The operator applied to the columns of ``x`` ``[dim, k]``, ``block`` columns per ``matmat``."""
     mm = getattr(op, "matmat", None)
-    cols = []
+    cols: list[Tensor] = []
     for j0 in range(0, x.shape[1], block):
         part = x[:, j0 : j0 + block]
         if mm is None or part.shape[1] == 1:

@@ -44,8 +44,8 @@ class EmpiricalFisherOperator(_DataOperator):
         fn = self._loss_sums(prepared)
         primals = self._primals()
         with torch.no_grad():
-            _, jv = torch.func.jvp(fn, (primals,), (v,))
-            _, vjp_fn = torch.func.vjp(fn, primals)
+            _, jv = torch.func.jvp(fn, (primals,), (v,))  # type: ignore[misc]  # torch.func's stubs type the returns loosely
+            _, vjp_fn = torch.func.vjp(fn, primals)  # type: ignore[misc]  # torch.func's stubs type the returns loosely
             (fv,) = vjp_fn(jv)
         return fv
 

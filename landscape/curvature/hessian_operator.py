@@ -148,7 +148,7 @@ class HessianOperator(_DataOperator):
         self.mode_timings = {m: float(t) for m, t in zip(MODES, med) if np.isfinite(float(t))}
         if not self.mode_timings:
             raise RuntimeError("neither double backward nor forward-over-reverse works for this model.")
-        best = min(self.mode_timings, key=self.mode_timings.get)
+        best = min(self.mode_timings, key=lambda m: self.mode_timings[m])
         log_once(f"landscape: Hessian-vector products use {best} (median of 3: {self.mode_timings}).", logging.INFO)
         _MODE_CACHE[key] = {"picked": best, "median_s": dict(self.mode_timings), "runs_s": runs, "n_runs": 3}
         self.mode_choice.update(_MODE_CACHE[key], cached_pick=False)
@@ -186,11 +186,11 @@ class HessianOperator(_DataOperator):
         if mode == "forward_over_reverse":
             loss = self._loss_sums(prepared)
             with torch.no_grad():  # no ordinary graph on the live weights; func transforms ignore it
-                _, hv = torch.func.jvp(torch.func.grad(lambda p: loss(p).sum()), (self._primals(),), (v,))
+                _, hv = torch.func.jvp(torch.func.grad(lambda p: loss(p).sum()), (self._primals(),), (v,))  # type: ignore[misc]  # torch.func's stubs type the returns loosely
             return hv
         params = list(self.params.values())
         grads = self._first_backward(prepared)
-        gv = sum((g * v[n]).sum() for g, n in zip(grads, self.names))
+        gv: Tensor = sum((g * v[n]).sum() for g, n in zip(grads, self.names))  # type: ignore[assignment]  # ≥ 1 term
         if not gv.requires_grad:  # the loss is linear in the selected parameters
             return self.zeros()
         hv = torch.autograd.grad(gv, params, allow_unused=True, materialize_grads=True, retain_graph=self.reuse_graph)

@@ -71,7 +71,7 @@ def fisher_matmat(fn: Callable[[dict[str, Tensor]], Tensor], primals: dict[str, 
     """Jᵀ(J·vⱼ) for j = 1..k, with J the Jacobian of the per-example losses ``fn`` ``[B]``."""
     with torch.no_grad():
         jv = torch.func.vmap(lambda t: torch.func.jvp(fn, (primals,), (t,))[1])(V)  # [k, B]
-        _, vjp_fn = torch.func.vjp(fn, primals)
+        _, vjp_fn = torch.func.vjp(fn, primals)  # type: ignore[misc]  # torch.func's stubs type the returns loosely
         (fv,) = torch.func.vmap(vjp_fn)(jv)
     return fv
 

@@ -168,7 +168,7 @@ def diagonal(
                 if estimator == "batch":
                     n_b = int(informative.sum())
                     row = None
-                    if b_idx % ctx.world_size == ctx.rank and n_b > 0:
+                    if b_idx % ctx.world_size == ctx.rank and n_b > 0 and prepared is not None:
                         sq = engine.batch_grad_sq(prepared)
                         row = torch.stack([sq[n].sum().to(acc_dtype) for n in names])
                         for n in names:
@@ -192,7 +192,7 @@ def diagonal(
     scores = {n: (acc[n] / n_informative).to(dtype) for n in names}
     conv: Convergence | None = None
     if convergence is not False:
-        checkpoints = default_checkpoints(n_seen) if convergence is True else list(convergence)  # type: ignore[arg-type]
+        checkpoints = default_checkpoints(n_seen) if convergence is True else list(convergence)
         numels = [space.params[n].numel() for n in names]
         ends = [u[0] for u in units]
         conv = convergence_from_rows(names, numels, ends, weights, n_units_rows, checkpoints)

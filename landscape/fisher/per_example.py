@@ -101,7 +101,7 @@ class _Engine:
             logits, targets = self.objective.logits_and_targets(out, ex1)
             return logits, targets
 
-        logits, vjp_fn, targets = vjp(fn, prm, has_aux=True)
+        logits, vjp_fn, targets = vjp(fn, prm, has_aux=True)  # type: ignore[misc]  # has_aux: three values
         return logits, vjp_fn, targets
 
     def _sum_sq_vjps(self, vjp_fn: Callable, cots: Tensor, vectorise: bool) -> dict[str, Tensor]:
@@ -280,7 +280,9 @@ class _FunctionalModel(nn.Module):
         object.__setattr__(self, "_prm", prm)
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        return torch.func.functional_call(self._inner, self._prm, args, kwargs, tie_weights=True, strict=False)
+        inner: nn.Module = object.__getattribute__(self, "_inner")
+        prm: dict[str, Tensor] = object.__getattribute__(self, "_prm")
+        return torch.func.functional_call(inner, prm, args, kwargs, tie_weights=True, strict=False)
 
 
 def _output_logits_or_loss(objective: Objective, output: Any, prepared: dict[str, Any]) -> Tensor:

@@ -207,8 +207,9 @@ def _check_head(model: nn.Module, missing: Sequence[str], task: str, path: Path)
     """Refuse a checkpoint without the task's head, or with body weights missing. A missing name
     tied to a loaded tensor (the model's own tying) is present; the head is whatever lies outside
     the base model (``base_model_prefix``)."""
-    if hasattr(model, "tie_weights"):
-        model.tie_weights()
+    tie = getattr(model, "tie_weights", None)
+    if callable(tie):
+        tie()
     groups = tied_groups(model)
     missing_set = set(missing)
     missing = [k for k in missing if not any(o not in missing_set for o in groups.get(k, [k]))]

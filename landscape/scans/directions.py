@@ -18,6 +18,9 @@ One-dimensional tensors (biases, LayerNorm) follow ``one_dim``:
 * ``"radial"``: d = θ, what Li et al.'s ``normalize_directions_for_weights`` does without
   ``ignore='biasbn'`` (``d.copy_(w)`` for every tensor with ``dim() <= 1``), so a step α scales
   those tensors by (1 + α).
+
+The module is a little over 400 lines: every direction builder shares the filter-slice helpers
+and the ``Direction`` file format, which belong together.
 """
 
 from __future__ import annotations
@@ -295,7 +298,7 @@ def _param_values(source: nn.Module | Mapping[str, Tensor], space: ParamSpace, w
             raise ValueError(f"{what} has a different architecture (parameter names/shapes) than the reference model.")
         named = dict(source.named_parameters(remove_duplicate=False))
     else:
-        named = dict(source)
+        named = {n: t for n, t in source.items()}
     out = {}
     for n, p in space.params.items():
         for cand in (n, *space.aliases[n]):

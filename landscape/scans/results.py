@@ -81,6 +81,10 @@ class _GridResult:
     def _coords(self) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
+    def points(self) -> np.ndarray:
+        """Coefficients of every point in flat order, ``[n_points, n_directions]``."""
+        raise NotImplementedError
+
     def to_dict(self) -> dict[str, Any]:
         """Coordinates, ``values`` per metric, ``done``, ``nonfinite`` and ``meta`` as lists (NaN kept)."""
         return {"kind": self.kind, **{k: v.tolist() for k, v in self._coords().items()},

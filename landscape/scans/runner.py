@@ -13,7 +13,8 @@ Under ``torchrun`` the missing points are dealt round-robin to the ranks with no
 collective; each rank saves its finished points to ``<path>.rank<r>.npz``, and at the end rank 0
 gathers them, writes ``path`` and removes the partial files. A rerun with ``resume=True`` picks up
 partial files left by a rank that died. Each point's value does not depend on which rank computed
-it, so the result equals a single-process scan.
+it, so the result equals a single-process scan. (At about 400 lines: the evaluator, the resume
+checks and the torchrun merge are one protocol.)
 """
 
 from __future__ import annotations
@@ -136,10 +137,10 @@ class PointEvaluator:
         a_tot = torch.zeros(len(coeffs), dtype=torch.float64, device=dev)
         with torch.no_grad():
             for batch in self.prepared:
-                s, n, a = torch.func.vmap(one, in_dims=(0, None))(stacked, batch)
-                s_tot += s
-                n_tot += n.double()
-                a_tot += a.double()
+                s_b, n_b, a_b = torch.func.vmap(one, in_dims=(0, None))(stacked, batch)
+                s_tot += s_b
+                n_tot += n_b.double()
+                a_tot += a_b.double()
         rows = torch.stack([s_tot, n_tot, a_tot], 1).cpu().tolist()
         res = []
         for s, n, a in rows:
@@ -181,7 +182,7 @@ def _check_resumable(old: _GridResult, new: _GridResult, path: Path) -> None:
         raise ValueError(f"cannot resume from {path}: it holds a {old.kind}, this scan makes a {new.kind}.")
     for name in ("alphas", "xs", "ys"):
         a, b = getattr(old, name, None), getattr(new, name, None)
-        if a is not None and not (a.shape == b.shape and np.array_equal(a, b)):
+        if a is not None and not (b is not None and a.shape == b.shape and np.array_equal(a, b)):
             raise ValueError(f"cannot resume from {path}: it was made for a different grid ({name} differ: "
                              f"{a.size} points in the file, {b.size} requested). Use another path or resume=False.")
     labels = {"model_weights": "model (weights)", "model_buffers": "model (buffers, e.g. BatchNorm statistics)", "model_fingerprint": "model (architecture)", "directions": "directions",
@@ -257,7 +258,7 @@ def _run(model: nn.Module, objective: Objective, data: Iterable[Any], dirs_in: S
                disable=not progress or not ctx.is_main, leave=False)
     try:
         with util.deterministic_eval(model):
-            per_call, start = batch_points, 0
+            per_call, start = (batch_points if isinstance(batch_points, int) else 1), 0
             if batch_points == "auto":
                 per_call, start, calib = _calibrate(evaluator, points, mine, result, ctx)
                 computed += start
@@ -385,9 +386,9 @@ def scan_1d(model: nn.Module, objective: Objective, data: Iterable[Any], d: Mapp
             Batched and single points agree to rounding (~1e-7 relative in float32), not bit for bit.
         distributed: ``None`` shards across ``torchrun`` ranks when present; ``False`` never.
     """
-    alphas = _check_grid(alphas, "alphas")
-    res = Curve(alphas, metrics=_check_metrics(metrics))
-    return _run(model, objective, data, [d], res, path, resume, progress, batch_points, save_every, distributed)
+    res = Curve(_check_grid(alphas, "alphas"), metrics=_check_metrics(metrics))
+    _run(model, objective, data, [d], res, path, resume, progress, batch_points, save_every, distributed)
+    return res
 
 
 def scan_2d(model: nn.Module, objective: Objective, data: Iterable[Any], d1: Mapping[str, Tensor], d2: Mapping[str, Tensor],
@@ -396,6 +397,6 @@ def scan_2d(model: nn.Module, objective: Objective, data: Iterable[Any], d1: Map
             distributed: bool | None = None) -> Surface:
     """L(θ₀ + x·d1 + y·d2) over the grid → :class:`Surface` with ``values[m][iy, ix]`` at
     ``(xs[ix], ys[iy])`` (``np.meshgrid(xs, ys)`` layout). Arguments as :func:`scan_1d`."""
-    xs, ys = _check_grid(xs, "xs"), _check_grid(ys, "ys")
-    res = Surface(xs, ys, metrics=_check_metrics(metrics))
-    return _run(model, objective, data, [d1, d2], res, path, resume, progress, batch_points, save_every, distributed)
+    res = Surface(_check_grid(xs, "xs"), _check_grid(ys, "ys"), metrics=_check_metrics(metrics))
+    _run(model, objective, data, [d1, d2], res, path, resume, progress, batch_points, save_every, distributed)
+    return res
