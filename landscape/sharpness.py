@@ -280,7 +280,7 @@ class _Perturber:
                 s, _ = self.objective.loss_sum(self.model, p)
                 if grad:
                     gs = torch.autograd.grad(s / self.n_terms, self.params, allow_unused=True)
-                    torch._foreach_add_(grads, [g if g is not None else torch.zeros_like(t) for g, t in zip(gs, self.theta0)])  # type: ignore[arg-type, misc]  # foreach stubs
+                    torch._foreach_add_(grads, [g if g is not None else torch.zeros_like(t) for g, t in zip(gs, self.theta0)])
                 total += float(s.detach().double())
         return total / self.n_terms, (self.masked(grads) if grad else None)
 
@@ -309,7 +309,7 @@ def average_sharpness(model: nn.Module, objective: Objective, data: Iterable[Any
         losses = []
         for s in tqdm(range(num_samples), desc="average sharpness", disable=not progress, leave=False):
             z = pert.randn(seed + s)
-            delta = list(torch._foreach_mul(z, scale) if scale is not None else torch._foreach_mul(z, float(rho)))  # type: ignore[arg-type, misc]  # foreach stubs
+            delta = list(torch._foreach_mul(z, scale) if scale is not None else torch._foreach_mul(z, float(rho)))
             pert.set(delta)
             losses.append(pert.loss()[0])
         arr = np.array(losses)
@@ -332,13 +332,13 @@ def _ascent(pert: _Perturber, scale: list[Tensor] | None, project, init: list[Te
     u = project(init)
     losses = []
     for _ in tqdm(range(steps + 1), desc=f"{kind} sharpness", disable=not progress, leave=False):
-        pert.set(list(torch._foreach_mul(u, scale)) if scale is not None else u)  # type: ignore[arg-type, misc]  # foreach stubs
+        pert.set(list(torch._foreach_mul(u, scale)) if scale is not None else u)
         value, g = pert.loss(grad=True)
         assert g is not None  # loss(grad=True) returns the gradient
         losses.append(value)
         if len(losses) == steps + 1:
             break
-        gu = list(torch._foreach_mul(g, scale)) if scale is not None else g  # type: ignore[arg-type, misc]  # foreach stubs
+        gu = list(torch._foreach_mul(g, scale)) if scale is not None else g
         u = project(step(u, gu))
     arr = np.array(losses)
     finite = arr[np.isfinite(arr)]

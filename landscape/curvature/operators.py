@@ -78,7 +78,8 @@ class _DataOperator:
         self.prepared: list[Prepared] = []
         offset = 0
         for b in raw:  # under torchrun: this rank's examples g ≡ rank (mod world) of every batch
-            p = objective.prepare(b, model)
+            p: dict[str, Any] | None = objective.prepare(b, model)
+            assert p is not None
             size = int(objective.term_counts(p).numel())
             if self.ctx.active:
                 rows = [i for i in range(size) if (offset + i) % self.ctx.world_size == self.ctx.rank]
@@ -262,8 +263,8 @@ class _DataOperator:
         if not self.prepared:  # a rank without data under torchrun
             return 0.0
         if not full:
-            again = self._forward_sums(self.prepared[:1])[0]
-            diff = abs(again - self._batch_sums[0]) / max(abs(self._batch_sums[0]), 1e-30)
+            loss_again = float(self._forward_sums(self.prepared[:1])[0])
+            diff = abs(loss_again - self._batch_sums[0]) / max(abs(self._batch_sums[0]), 1e-30)
             if not diff <= rtol:
                 raise ValueError(
                     f"two evaluations of the loss at the same weights differ (relative difference {diff:.2e}): the "
@@ -276,15 +277,15 @@ class _DataOperator:
         with deterministic_eval(self.model), torch.enable_grad():
             a = self._batch_product(first[0], v)
             b = self._batch_product(first[0], v)
-        diff = float(vectors.norm(vectors.add(a, b, -1.0)) / vectors.norm(a).clamp_min(1e-30))
-        if not diff <= rtol:
+        diff_hvp = float(vectors.norm(vectors.add(a, b, -1.0)) / vectors.norm(a).clamp_min(1e-30))
+        if not diff_hvp <= rtol:
             raise ValueError(
-                f"two {self.kind}-vector products of the same vector differ (relative difference {diff:.2e}): the "
+                f"two {self.kind}-vector products of the same vector differ (relative difference {diff_hvp:.2e}): the "
                 "loss is not a deterministic function of the weights even in eval mode. Look for dropout called "
                 "with training=True, random noise in forward(), or a stochastic objective; fix it or pass "
                 "check_determinism=False at your own risk."
             )
-        return diff
+        return diff_hvp
 
     def describe(self) -> dict[str, Any]:
         return {"operator": self.kind, "dim": self.dim, "n_tensors": len(self.names), "n_examples": self.n_examples,

@@ -296,7 +296,7 @@ def _param_values(source: nn.Module | Mapping[str, Tensor], space: ParamSpace, w
     if isinstance(source, nn.Module):
         if model_fingerprint(source) != space.fingerprint:
             raise ValueError(f"{what} has a different architecture (parameter names/shapes) than the reference model.")
-        named = dict(source.named_parameters(remove_duplicate=False))
+        named: dict[str, Tensor] = dict(source.named_parameters(remove_duplicate=False))
     else:
         named = {n: t for n, t in source.items()}
     out = {}

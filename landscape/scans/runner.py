@@ -184,7 +184,8 @@ def _check_resumable(old: _GridResult, new: _GridResult, path: Path) -> None:
         a, b = getattr(old, name, None), getattr(new, name, None)
         if a is not None and not (b is not None and a.shape == b.shape and np.array_equal(a, b)):
             raise ValueError(f"cannot resume from {path}: it was made for a different grid ({name} differ: "
-                             f"{a.size} points in the file, {b.size} requested). Use another path or resume=False.")
+                             f"{a.size} points in the file, {0 if b is None else b.size} requested). "
+                             "Use another path or resume=False.")
     labels = {"model_weights": "model (weights)", "model_buffers": "model (buffers, e.g. BatchNorm statistics)", "model_fingerprint": "model (architecture)", "directions": "directions",
               "data": "data", "objective": "objective", "metrics": "metrics"}
     for key in _IDENTITY_KEYS:
