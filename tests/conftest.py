@@ -113,3 +113,14 @@ def checkpoint(tmp_path):
     from saved_models import save_word_checkpoint
 
     return save_word_checkpoint(tmp_path / "bert")
+
+
+def torchrun_worker(worker: Path, *args: str, timeout: int = 300) -> None:
+    """Run ``worker`` under ``torchrun --standalone --nproc_per_node=2`` (gloo, one thread per rank)."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(worker), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]

@@ -4,8 +4,6 @@ eigenvalues, trace and spectral density to 1e-6 (the operator all-reduces every 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -13,6 +11,7 @@ import numpy as np
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from conftest import torchrun_worker  # noqa: E402
 from dist_curvature_worker import CASES, run_case  # noqa: E402
 
 WORKER = Path(__file__).parent / "dist_curvature_worker.py"
@@ -21,10 +20,7 @@ WORKER = Path(__file__).parent / "dist_curvature_worker.py"
 @pytest.fixture(scope="module")
 def dist_out(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("curvature_dist")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(WORKER), str(out)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    torchrun_worker(WORKER, str(out))
     return out
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -13,6 +11,7 @@ import torch
 from landscape import fisher
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for conftest
+from conftest import torchrun_worker  # noqa: E402
 from dist_fisher_worker import CASES, case_id, run_case  # noqa: E402
 
 WORKER = Path(__file__).parent / "dist_fisher_worker.py"
@@ -21,10 +20,7 @@ WORKER = Path(__file__).parent / "dist_fisher_worker.py"
 @pytest.fixture(scope="module")
 def dist_out(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("fisher_dist")
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(WORKER), str(out)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    torchrun_worker(WORKER, str(out))
     return out
 
 
