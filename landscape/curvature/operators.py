@@ -158,18 +158,22 @@ class _DataOperator:
     def _batch_product(self, prepared: Prepared, v: Vector) -> Vector:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def _summed_over_batches(self, product: Any, arg: Any, out: dict[str, Tensor]) -> dict[str, Tensor]:
+        """``out`` += Σ over the prepared batches of ``product(batch, arg)`` (all-reduced under torchrun)."""
+        keys = list(out)
+        with deterministic_eval(self.model), torch.enable_grad():
+            for p in self.prepared:
+                part = product(p, arg)
+                torch._foreach_add_([out[k] for k in keys], [part[k] for k in keys])
+        if self.ctx.active:
+            products.all_reduce_([out[k] for k in keys])
+        return out
+
     def matvec(self, v: Vector) -> Vector:
         """The operator applied to ``v`` (dict vector over the selected tensors)."""
         self.check_vector(v)
         v = self.project({n: v[n].to(dtype=self.dtype, device=self.device) for n in self.names})
-        out = self.zeros()
-        keys = list(out)
-        with deterministic_eval(self.model), torch.enable_grad():
-            for p in self.prepared:
-                hv = self._batch_product(p, v)
-                torch._foreach_add_([out[k] for k in keys], [hv[k] for k in keys])
-        if self.ctx.active:
-            products.all_reduce_([out[k] for k in keys])
+        out = self._summed_over_batches(self._batch_product, v, self.zeros())
         out = self.project(vectors.scale(out, 1.0 / self.n_terms))
         self.n_matvecs += 1
         self._check_finite([out])
@@ -191,13 +195,7 @@ class _DataOperator:
         V = products.stack([self.project({n: v[n].to(dtype=self.dtype, device=self.device) for n in self.names})
                             for v in vs], self.names)
         out = {n: torch.zeros((k, *p.shape), dtype=self.dtype, device=self.device) for n, p in self.params.items()}
-        keys = list(out)
-        with deterministic_eval(self.model), torch.enable_grad():
-            for p in self.prepared:
-                hv = self._batch_matmat(p, V)
-                torch._foreach_add_([out[n] for n in keys], [hv[n] for n in keys])
-        if self.ctx.active:
-            products.all_reduce_([out[n] for n in keys])
+        out = self._summed_over_batches(self._batch_matmat, V, out)
         res = [self.project(vectors.scale(v, 1.0 / self.n_terms)) for v in products.unstack(out, k)]
         self.n_matvecs += k
         self.n_matmats += 1
