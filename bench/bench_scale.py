@@ -34,7 +34,7 @@ import _report  # noqa: E402
 import torch  # noqa: E402
 
 MEASUREMENTS = ["grad", "grad_full_head", "hvp_double_backward", "hvp_forward_over_reverse", "hvp_reuse_graph",
-                "matmat4", "build_default", "build_fixed_mode", "fisher", "scan_point"]
+                "matmat4", "build_default", "build_fixed_mode", "build_no_reuse", "fisher", "scan_point"]
 
 
 def config(quick: bool):
@@ -100,9 +100,10 @@ def child(name: str, quick: bool, sequences: int, seq_len: int, repeats: int) ->
         extra["describe"] = {k: op.describe()[k] for k in ("mode", "reuse_graph", "graph_bytes", "kept_graph_bytes")}
     elif name.startswith("build_"):
         mode = "auto" if name == "build_default" else "double_backward"
+        reuse = False if name == "build_no_reuse" else "auto"  # no prepaid first-backward graph
 
         def run():
-            op = hessian.HessianOperator(model, obj, data, mode=mode)
+            op = hessian.HessianOperator(model, obj, data, mode=mode, reuse_graph=reuse)
             extra["describe"] = {k: op.describe()[k] for k in ("mode", "mode_choice", "reuse_graph", "graph_bytes")}
     elif name == "fisher":
         def run():
@@ -186,7 +187,8 @@ def main() -> None:
     if "grad_full_head" in res and g:
         rows.append(_report.row(f"gradient, full head / labelled-position head, {size}",
                                 f"{res['grad_full_head']['seconds'] / g:.2f}x", "reported", None, load=load))
-    for name, label in [("build_default", "defaults (auto)"), ("build_fixed_mode", "mode='double_backward'")]:
+    for name, label in [("build_default", "defaults (auto)"), ("build_fixed_mode", "mode='double_backward'"),
+                        ("build_no_reuse", "mode='double_backward', reuse_graph=False (no graph built up front)")]:
         r = ratio(name)
         if r is not None:
             rows.append(_report.row(f"building a HessianOperator, {size}, {label}", f"{r:.2f} gradients "
