@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
+from _workloads import gradient_fn  # noqa: E402
 
 
 def sync() -> None:
@@ -67,7 +68,7 @@ def build(quick: bool, sequences: int, seq_len: int):
 
 
 def section_products(model, obj, data, repeats: int, compiled: bool) -> dict:
-    from landscape import hessian, util
+    from landscape import hessian
 
     if compiled:
         # AOT autograd donates saved buffers to the backward by default, which refuses
@@ -77,14 +78,7 @@ def section_products(model, obj, data, repeats: int, compiled: bool) -> dict:
         functorch_config.donated_buffer = False
     target = torch.compile(model) if compiled else model
     out: dict = {"compiled": compiled}
-    prepared = obj.prepare(data[0], model)
-    params = [p for p in model.parameters() if p.requires_grad]
-
-    def grad():
-        with util.deterministic_eval(target):
-            s, _ = obj.loss_sum(target, prepared)
-            torch.autograd.grad(s, params)
-
+    grad = gradient_fn(model, obj, data[0], run=target)
     out["grad_s"], out["grad_runs"] = timed(grad, repeats)
     for label, kw in [("double_backward", dict(mode="double_backward", reuse_graph=False)),
                       ("forward_over_reverse", dict(mode="forward_over_reverse", reuse_graph=False)),

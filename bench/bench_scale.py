@@ -30,6 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _report  # noqa: E402
+from _workloads import gradient_fn  # noqa: E402
 
 import torch  # noqa: E402
 
@@ -67,7 +68,7 @@ def maxrss_mib() -> float:
 
 
 def child(name: str, quick: bool, sequences: int, seq_len: int, repeats: int) -> dict:
-    from landscape import fisher, hessian, scan, util
+    from landscape import fisher, hessian, scan
     from landscape.scans import directions
 
     model, obj, data = setup(quick, sequences, seq_len)
@@ -75,13 +76,7 @@ def child(name: str, quick: bool, sequences: int, seq_len: int, repeats: int) ->
     if name in ("grad", "grad_full_head"):
         if name == "grad_full_head":
             obj.labelled_head = False
-        prepared = obj.prepare(data[0], model)
-        params = [p for p in model.parameters() if p.requires_grad]
-
-        def run():
-            with util.deterministic_eval(model):
-                s, _ = obj.loss_sum(model, prepared)
-                torch.autograd.grad(s, params)
+        run = gradient_fn(model, obj, data[0])
     elif name.startswith("hvp_") or name == "matmat4":
         mode = {"hvp_forward_over_reverse": "forward_over_reverse"}.get(name, "double_backward")
         op = hessian.HessianOperator(model, obj, data, mode=mode, check_determinism=False,

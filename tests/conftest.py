@@ -25,6 +25,15 @@ def _reference_dir() -> Path:
 
 
 REFERENCE_DIR = _reference_dir()
+
+
+def reference_file(name: str = "surf_res256_bert.h5") -> Path:
+    """A published reference surface (needs h5py); skips the test when the files are not beside the repo."""
+    pytest.importorskip("h5py")
+    path = REFERENCE_DIR / name
+    if not path.is_file():
+        pytest.skip("reference surfaces not available")
+    return path
 SPECIAL_IDS = [0, 1, 2, 3, 4]  # [PAD] [UNK] [CLS] [SEP] [MASK]
 MASK_ID = 4
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REFERENCE_DIR
+from conftest import reference_file
 from landscape import util, sharpness
 from landscape.params import ParamMask, ParamSpace
 from landscape.scans.runner import Curve, Surface
@@ -51,11 +51,7 @@ def test_basin_width_interpolates_crossings_and_flags_open_sides():
 
 def test_reference_surface_metrics_run():
 
-    pytest.importorskip("h5py")
-    path = REFERENCE_DIR / "surf_res256_bert.h5"
-    if not path.is_file():
-        pytest.skip("reference surfaces not available")
-    surf = Surface.from_h5(path)
+    surf = Surface.from_h5(reference_file())
     fit = sharpness.curvature_at_origin(surf)
     assert np.isfinite(fit.curvature) and fit.n_points >= 6
     w = sharpness.basin_width(surf, delta=1.0)

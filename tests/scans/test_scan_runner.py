@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import REFERENCE_DIR, make_classification_data, make_mlm_batches, make_mlp, make_tiny_bert, mlm_objective
+from conftest import reference_file, make_classification_data, make_mlm_batches, make_mlp, make_tiny_bert, mlm_objective
 from landscape import directions, objectives, util, scan
 from landscape.scans.runner import Curve, Surface
 from references import Quadratic, quadratic_data, quadratic_objective, spd
@@ -193,12 +193,9 @@ def test_save_load_and_h5_round_trip(tmp_path):
 def test_reference_guided_dropout_surfaces_read_in_meshgrid_order():
     import json
 
-    pytest.importorskip("h5py")
+    path = reference_file()
     import h5py
 
-    path = REFERENCE_DIR / "surf_res256_bert.h5"
-    if not path.is_file():
-        pytest.skip("reference surfaces not available")
     surf = Surface.from_h5(path)
     with h5py.File(path) as f:
         flat = np.asarray(f["train_loss"][()]).ravel()
