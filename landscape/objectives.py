@@ -141,6 +141,15 @@ class Objective:
         return float(total / count)
 
 
+def select_rows(prepared: Prepared, rows: Tensor | Sequence[int], size: int) -> Prepared:
+    """Rows ``rows`` of every batched tensor of a prepared batch (first dim == ``size``); other
+    entries (flags, 0-d tensors) pass through. Used to take examples apart (per-example Fisher) and
+    to shard a batch across ranks."""
+    idx = torch.as_tensor(rows, dtype=torch.long) if not isinstance(rows, Tensor) else rows
+    return {k: v.index_select(0, idx.to(v.device)) if isinstance(v, Tensor) and v.ndim and v.shape[0] == size else v
+            for k, v in prepared.items()}
+
+
 # ----------------------------------------------------------------------------- HF objectives
 
 

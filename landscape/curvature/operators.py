@@ -41,7 +41,7 @@ from torch import Tensor, nn
 
 from landscape import util, vectors
 from landscape.curvature import products
-from landscape.objectives import Objective, Prepared
+from landscape.objectives import Objective, Prepared, select_rows
 from landscape.params import ParamSpace, Selection, select
 from landscape.util import batch_moments, batches_of, deterministic_eval, versions
 from landscape.vectors import Vector
@@ -83,7 +83,7 @@ class _DataOperator:
             size = int(objective.term_counts(p).numel())
             if self.ctx.active:
                 rows = [i for i in range(size) if (offset + i) % self.ctx.world_size == self.ctx.rank]
-                p = products.shard_rows(p, size, rows) if rows else None
+                p = select_rows(p, rows, size) if rows else None
             offset += size
             if p is not None:
                 self.prepared.append(p)

@@ -28,7 +28,7 @@ from torch import Tensor
 Vector = dict[str, Tensor]
 
 __all__ = ["stack", "unstack", "double_backward_matmat", "forward_over_reverse_matmat", "fisher_matmat",
-           "SavedBytes", "available_memory", "block_size", "shard_rows", "all_reduce_"]
+           "SavedBytes", "available_memory", "block_size", "all_reduce_"]
 
 
 def stack(vs: Sequence[Vector], names: Sequence[str]) -> dict[str, Tensor]:
@@ -123,13 +123,6 @@ def block_size(budget_bytes: int, graph_bytes: int, param_bytes: int, max_k: int
     one graph's worth of activation gradients plus three parameter-sized tensors (v, Hv, ∇)."""
     per = max(int(graph_bytes) + 3 * int(param_bytes), 1)
     return int(max(1, min(max_k, budget_bytes // per)))
-
-
-def shard_rows(prepared: dict[str, Any], size: int, rows: Sequence[int]) -> dict[str, Any]:
-    """Rows ``rows`` of every batched tensor of a prepared batch (first dim == ``size``)."""
-    idx = torch.as_tensor(list(rows), dtype=torch.long)
-    return {k: v.index_select(0, idx.to(v.device)) if isinstance(v, Tensor) and v.ndim and v.shape[0] == size else v
-            for k, v in prepared.items()}
 
 
 def all_reduce_(tensors: Sequence[Tensor]) -> None:

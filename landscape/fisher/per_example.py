@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from torch.func import grad, vjp, vmap
 
 from landscape import util
-from landscape.objectives import IGNORE_INDEX, Objective
+from landscape.objectives import IGNORE_INDEX, Objective, select_rows
 from landscape.params import ParamSpace
 
 log = logging.getLogger("landscape.fisher")
@@ -27,12 +27,7 @@ def _batch_size(prepared: dict[str, Any], objective: Objective) -> int:
     return int(objective.term_counts(prepared).numel())
 
 
-def _select(prepared: dict[str, Any], idx: Tensor, size: int) -> dict[str, Any]:
-    """Rows ``idx`` of every batched tensor (first dim == ``size``); other entries pass through."""
-    out = {}
-    for k, v in prepared.items():
-        out[k] = v.index_select(0, idx.to(v.device)) if isinstance(v, Tensor) and v.ndim and v.shape[0] == size else v
-    return out
+_select = select_rows  # rows of a prepared batch: the objectives' one implementation
 
 
 def _raw_size(batch: Any) -> int | None:
