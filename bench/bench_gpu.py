@@ -68,7 +68,7 @@ def build(quick: bool, sequences: int, seq_len: int):
 
 
 def section_products(model, obj, data, repeats: int, compiled: bool) -> dict:
-    from landscape import hessian
+    from landscape import curvature
 
     if compiled:
         # AOT autograd donates saved buffers to the backward by default, which refuses
@@ -85,7 +85,7 @@ def section_products(model, obj, data, repeats: int, compiled: bool) -> dict:
                       ("reuse_graph", dict(mode="double_backward", reuse_graph=True)),
                       ("matmat4", dict(mode="double_backward", reuse_graph=False))]:
         try:
-            op = hessian.HessianOperator(target, obj, data, check_determinism=False, **kw)
+            op = curvature.HessianOperator(target, obj, data, check_determinism=False, **kw)
             if label == "matmat4":
                 vs = [op.randn(s) for s in range(4)]
                 t, runs = timed(lambda op=op: op.matmat(vs), repeats)
@@ -99,7 +99,7 @@ def section_products(model, obj, data, repeats: int, compiled: bool) -> dict:
         except Exception as exc:  # noqa: BLE001 - fail soft per mode
             out[label] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"}
     try:
-        auto = hessian.HessianOperator(target, obj, data, check_determinism=False, reuse_graph=False)
+        auto = curvature.HessianOperator(target, obj, data, check_determinism=False, reuse_graph=False)
         out["auto_pick"] = auto.mode_choice
     except Exception as exc:  # noqa: BLE001
         out["auto_pick"] = {"error": str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__}
@@ -107,12 +107,12 @@ def section_products(model, obj, data, repeats: int, compiled: bool) -> dict:
 
 
 def section_lanczos(model, obj, data) -> dict:
-    from landscape import hessian
+    from landscape import curvature
 
-    op = hessian.HessianOperator(model, obj, data, check_determinism=False)
+    op = curvature.HessianOperator(model, obj, data, check_determinism=False)
     sync()
     t0 = time.perf_counter()
-    r = hessian.top_eigenvalues(op, k=1, tol=1e-3, seed=0)
+    r = curvature.top_eigenvalues(op, k=1, tol=1e-3, seed=0)
     sync()
     return {"seconds": time.perf_counter() - t0, "n_matvecs": r.n_matvecs, "value": float(r.values[0]),
             "mode": op.mode, "reuse_graph": op.reuse_graph, "converged": r.converged}
@@ -138,13 +138,14 @@ def section_fisher(model, obj, quick: bool, seq_len: int) -> dict:
 def section_scan(model, obj, data, grid: int) -> dict:
     import numpy as np
 
-    from landscape import directions, scan
+    from landscape import scans
+    from landscape.scans import directions
 
     d1, d2 = directions.random(model, seed=0), directions.random(model, seed=1)
     xs = np.linspace(-1, 1, grid)
     sync()
     t0 = time.perf_counter()
-    s = scan.scan_2d(model, obj, data, d1, d2, xs, xs, progress=False)
+    s = scans.scan_2d(model, obj, data, d1, d2, xs, xs, progress=False)
     sync()
     dt = time.perf_counter() - t0
     return {"points": grid * grid, "seconds": dt, "points_per_s": grid * grid / dt,

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from landscape import hessian, objectives, vectors
+from landscape import curvature, objectives, vectors
 from landscape.curvature.pyhessian import PyHessianRun, pyhessian_top_eigenvalues
 from landscape.util import deterministic_eval, math_attention
 
@@ -112,7 +112,7 @@ def bench_hvp(repeats: int, ks: list[int]) -> dict:
 
     out = {"repeats": repeats, "grad_s": timeit(grad, repeats), "matvec": {}, "matmat_per_product": {}}
     for label, kw in CONFIGS:
-        op = hessian.HessianOperator(model, obj, [batch], check_determinism=False, **kw)
+        op = curvature.HessianOperator(model, obj, [batch], check_determinism=False, **kw)
         v = op.randn(0)
         t = timeit(lambda op=op, v=v: op.matvec(v), repeats)
         out["matvec"][label] = {"seconds": t, "ratio": t / out["grad_s"]}
@@ -123,7 +123,7 @@ def bench_hvp(repeats: int, ks: list[int]) -> dict:
         op.release_graph()
         print(f"  {label:22s} matvec {out['matvec'][label]['ratio']:.2f} gradients; matmat per product: "
               + ", ".join(f"k={k} {out['matmat_per_product'][f'{label} k={k}']['ratio']:.2f}" for k in ks), flush=True)
-    auto = hessian.HessianOperator(model, obj, [batch], check_determinism=False)
+    auto = curvature.HessianOperator(model, obj, [batch], check_determinism=False)
     out["auto"] = {"mode": auto.mode, "reuse_graph": auto.reuse_graph, "block_size": auto.block_size(max(ks)),
                    "mode_timings": auto.mode_timings}
     auto.release_graph()
@@ -173,7 +173,7 @@ def bench_eig(target: float, peer_max_iter: int) -> dict:
     model = _MODEL
     batch = mlm_batch()
     obj = objectives.HFLoss()
-    op = hessian.HessianOperator(model, obj, [batch], mode="double_backward", check_determinism=False)
+    op = curvature.HessianOperator(model, obj, [batch], mode="double_backward", check_determinism=False)
     torch.manual_seed(0)  # PyHessian's start: randn per parameter from the global RNG after manual_seed(seed)
     v0 = dict(zip(op.names, [torch.randn(p.size()) for p in op.params.values()]))
     t0 = time.perf_counter()
@@ -198,8 +198,8 @@ def bench_eig(target: float, peer_max_iter: int) -> dict:
     ours, peer = [], []
     for tol in TOLS:
         t0 = time.perf_counter()
-        o = hessian.HessianOperator(model, obj, [batch])  # defaults: graph kept when it fits, cheap check
-        res = hessian.top_eigenvalues(o, k=1, tol=tol, v0=v0, max_iter=200, which="magnitude")
+        o = curvature.HessianOperator(model, obj, [batch])  # defaults: graph kept when it fits, cheap check
+        res = curvature.top_eigenvalues(o, k=1, tol=tol, v0=v0, max_iter=200, which="magnitude")
         ours.append({"tol": tol, "value": float(res.values[0]), "rel_err": rel(res.values[0]), "matvecs": res.n_matvecs,
                      "seconds": time.perf_counter() - t0, "reuse_graph": o.reuse_graph, "mode": o.mode})
         o.release_graph()
@@ -241,8 +241,8 @@ def bench_eig(target: float, peer_max_iter: int) -> dict:
     out["time_ratio"] = peer[-1]["seconds"] / ours[-1]["seconds"]
     # our default reuses the graph when it fits; the same tolerance with no graph kept, for comparison
     t0 = time.perf_counter()
-    o = hessian.HessianOperator(model, obj, [batch], reuse_graph=False)
-    res = hessian.top_eigenvalues(o, k=1, tol=ours[-1]["tol"], v0=v0, max_iter=200, which="magnitude")
+    o = curvature.HessianOperator(model, obj, [batch], reuse_graph=False)
+    res = curvature.top_eigenvalues(o, k=1, tol=ours[-1]["tol"], v0=v0, max_iter=200, which="magnitude")
     out["ours_no_graph"] = {"tol": ours[-1]["tol"], "matvecs": res.n_matvecs, "rel_err": rel(res.values[0]),
                             "seconds": time.perf_counter() - t0, "mode": o.mode}
     out["time_ratio_no_graph"] = peer[-1]["seconds"] / out["ours_no_graph"]["seconds"]
@@ -292,7 +292,7 @@ def trained_mlp():
 def bench_trace(seeds: int) -> dict:
     model, data = trained_mlp()
     crit = nn.CrossEntropyLoss()
-    op = hessian.HessianOperator(model, objectives.Criterion(crit), data, mode="double_backward")
+    op = curvature.HessianOperator(model, objectives.Criterion(crit), data, mode="double_backward")
     like = {n: p.detach() for n, p in op.params.items()}
 
     def loss(flat):
@@ -311,7 +311,7 @@ def bench_trace(seeds: int) -> dict:
     for m in grid:
         rms["pyhessian"][m] = float(np.sqrt(np.mean([(p[m - 1] / exact - 1) ** 2 for p in peer_prefix])))
         rms["hutch++"][m] = float(np.sqrt(np.mean(
-            [(hessian.trace(op, num_matvecs=m, method="hutch++", seed=1000 * s, progress=False).estimate / exact - 1) ** 2 for s in range(seeds)])))
+            [(curvature.trace(op, num_matvecs=m, method="hutch++", seed=1000 * s, progress=False).estimate / exact - 1) ** 2 for s in range(seeds)])))
 
     def needed(errs: dict) -> int | None:
         return next((m for m in grid if errs[m] <= 0.01), None)
@@ -335,8 +335,8 @@ b._MODE = sys.argv[2]
 model, batch = b._MODEL, b.mlm_batch()
 which = sys.argv[1]
 if which == "ours":
-    from landscape import hessian, objectives
-    op = hessian.HessianOperator(model, objectives.HFLoss(), [batch], mode=b._MODE, check_determinism=False)
+    from landscape import curvature, objectives
+    op = curvature.HessianOperator(model, objectives.HFLoss(), [batch], mode=b._MODE, check_determinism=False)
     v = op.randn(0)
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     for _ in range(50):

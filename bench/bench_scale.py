@@ -68,7 +68,7 @@ def maxrss_mib() -> float:
 
 
 def child(name: str, quick: bool, sequences: int, seq_len: int, repeats: int) -> dict:
-    from landscape import fisher, hessian, scan
+    from landscape import fisher, curvature, scans
     from landscape.scans import directions
 
     model, obj, data = setup(quick, sequences, seq_len)
@@ -79,7 +79,7 @@ def child(name: str, quick: bool, sequences: int, seq_len: int, repeats: int) ->
         run = gradient_fn(model, obj, data[0])
     elif name.startswith("hvp_") or name == "matmat4":
         mode = {"hvp_forward_over_reverse": "forward_over_reverse"}.get(name, "double_backward")
-        op = hessian.HessianOperator(model, obj, data, mode=mode, check_determinism=False,
+        op = curvature.HessianOperator(model, obj, data, mode=mode, check_determinism=False,
                                      reuse_graph=name == "hvp_reuse_graph")
         if name == "matmat4":
             vs = [op.randn(s) for s in range(4)]
@@ -98,7 +98,7 @@ def child(name: str, quick: bool, sequences: int, seq_len: int, repeats: int) ->
         reuse = False if name == "build_no_reuse" else "auto"  # no prepaid first-backward graph
 
         def run():
-            op = hessian.HessianOperator(model, obj, data, mode=mode, reuse_graph=reuse)
+            op = curvature.HessianOperator(model, obj, data, mode=mode, reuse_graph=reuse)
             extra["describe"] = {k: op.describe()[k] for k in ("mode", "mode_choice", "reuse_graph", "graph_bytes")}
     elif name == "fisher":
         def run():
@@ -108,7 +108,7 @@ def child(name: str, quick: bool, sequences: int, seq_len: int, repeats: int) ->
         d = directions.random(model, seed=0)
 
         def run():
-            c = scan.scan_1d(model, obj, data, d, [0.5], progress=False, batch_points=1)
+            c = scans.scan_1d(model, obj, data, d, [0.5], progress=False, batch_points=1)
             extra["seconds_eval"] = c.meta["timing"]["seconds_eval"]
     else:
         raise SystemExit(f"unknown measurement {name}")

@@ -39,7 +39,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _report
 from conftest import make_mlm_batches, make_tiny_bert, mlm_objective
 
-from landscape import directions, objectives, scan, util
+from landscape import objectives, scans, util
+from landscape.scans import directions
 
 BERT = {"hidden": 64, "layers": 2, "vocab": 1000}
 BERT_LABEL = "tiny BERT MLM (hidden 64, 2 layers, vocab 1000)"
@@ -72,7 +73,7 @@ def overhead(n, runs, rows, cmd):
     for _ in range(runs):  # interleaved, so load changes hit both sides
         bare = bare_forward_seconds(model, obj, prepared, 3)
         t0 = time.perf_counter()
-        res = scan.scan_2d(model, obj, data, d1, d2, np.linspace(-1, 1, n), np.linspace(-1, 1, n), progress=False)
+        res = scans.scan_2d(model, obj, data, d1, d2, np.linspace(-1, 1, n), np.linspace(-1, 1, n), progress=False)
         per_point = (time.perf_counter() - t0) / (n * n)
         ratios.append(per_point / bare)
         bares.append(bare)
@@ -157,7 +158,7 @@ def versus_loss_landscapes(steps, repeats, rows, cmd):
             m2 = make_tiny_bert(**BERT)
             before = util.weights_fingerprint(m2)
             t0 = time.perf_counter()
-            scan.scan_2d(m2, obj, data, d1, d2, grid, grid, progress=False)
+            scans.scan_2d(m2, obj, data, d1, d2, grid, grid, progress=False)
             ours.append(time.perf_counter() - t0)
             exact_ours = util.weights_fingerprint(m2) == before
         results[label] = (min(theirs), min(ours), left, drift, exact_ours)
@@ -197,7 +198,7 @@ def batched(n, repeats, rows, cmd):
             times = []
             for _ in range(repeats):
                 t0 = time.perf_counter()
-                res = scan.scan_2d(model, obj, data, d1, d2, xs, xs, progress=False, batch_points=k)
+                res = scans.scan_2d(model, obj, data, d1, d2, xs, xs, progress=False, batch_points=k)
                 times.append(time.perf_counter() - t0)
                 ref = res.values["loss"] if ref is None else ref
             out[k] = min(times)
@@ -228,7 +229,7 @@ def dist_worker(n_batches: int, grid: int) -> None:
     if ctx.active:
         torch.distributed.barrier()
     t0 = time.perf_counter()
-    res = scan.scan_2d(model, obj, data, d1, d2, xs, xs, progress=False)
+    res = scans.scan_2d(model, obj, data, d1, d2, xs, xs, progress=False)
     elapsed = time.perf_counter() - t0
     if ctx.is_main:
         print(json.dumps({"seconds": elapsed, "world_size": ctx.world_size, "threads": torch.get_num_threads(),
@@ -251,9 +252,9 @@ def distributed(grid, dist_batches, target_s, per_point, rows, cmd):
             model, data, obj = bert_setup()
             d1, d2 = directions.random(model, seed=0), directions.random(model, seed=1)
             xs = np.linspace(-1, 1, 6)
-            scan.scan_2d(model, obj, data, d1, d2, xs, xs, progress=False, batch_points=1)  # warm-up
+            scans.scan_2d(model, obj, data, d1, d2, xs, xs, progress=False, batch_points=1)  # warm-up
             t0 = time.perf_counter()
-            scan.scan_2d(model, obj, data, d1, d2, xs, xs, progress=False, batch_points=1)
+            scans.scan_2d(model, obj, data, d1, d2, xs, xs, progress=False, batch_points=1)
             per_point = (time.perf_counter() - t0) / 36
         per_batch_point = per_point / 4 * torch.get_num_threads()  # measured with this process's threads
         n = max(1, int(np.ceil(target_s / (grid * grid * per_batch_point))))

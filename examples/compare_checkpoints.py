@@ -19,7 +19,8 @@ import numpy as np
 
 from analyses.common import load_target
 from figures.curves import plot_curves
-from landscape import directions, scan
+from landscape import scans
+from landscape.scans import directions
 from landscape.models.checkpoints import load_checkpoint
 from landscape.util.files import write_json
 
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     d = directions.between(pre.model, fine)  # θ_ft − θ_pre
     alphas = np.linspace(-0.5, 1.5, args.points)
     out = Path(args.out)
-    curve = scan.scan_1d(pre.model, pre.objective, pre.data, d, alphas, path=out / "interpolation.npz",
+    curve = scans.scan_1d(pre.model, pre.objective, pre.data, d, alphas, path=out / "interpolation.npz",
                          progress=not args.no_progress, distributed=False)
     loss = curve.values["loss"]
     at = {float(a): float(v) for a, v in zip(alphas, loss)}

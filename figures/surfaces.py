@@ -154,7 +154,7 @@ def plot_surface(xs: Any, ys: Any, z: Any, kind: str = "contourf", *, metric: st
 
 def plot_surface_file(src: Any, kind: str = "contourf", metric: str = "loss", **kwargs: Any) -> Figure:
     """:func:`plot_surface` from a result: a ``.h5`` (Li et al.) or ``.npz`` path, a
-    ``read_li_h5`` dict, an object with ``.xs/.ys/.values`` (``scan.Surface``) or ``(xs, ys, Z)``.
+    ``read_li_h5`` dict, an object with ``.xs/.ys/.values`` (``scans.Surface``) or ``(xs, ys, Z)``.
     Keyword arguments go to :func:`plot_surface`; the title defaults to the file name."""
     _check_kind(kind)
     xs, ys, z = as_surface(src, metric)

@@ -95,6 +95,6 @@ def write_vtp(path: str | os.PathLike, xs: Any, ys: Any, z: Any, *, name: str = 
 
 
 def surface_file_to_vtp(src: Any, path: str | os.PathLike, metric: str = "loss", **kwargs: Any) -> Path:
-    """:func:`write_vtp` from any surface source (``.h5``/``.npz`` path, ``scan.Surface``, ``(xs, ys, Z)``)."""
+    """:func:`write_vtp` from any surface source (``.h5``/``.npz`` path, ``scans.Surface``, ``(xs, ys, Z)``)."""
     xs, ys, z = as_surface(src, metric)
     return write_vtp(path, xs, ys, z, name=metric, **kwargs)

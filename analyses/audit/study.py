@@ -37,7 +37,8 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from analyses.common import FolderResult, Target, heldout_texts, load_target, split_examples
-from landscape import directions, fisher, hessian, scan, sharpness
+from landscape import fisher, curvature, scans, sharpness
+from landscape.scans import directions
 from landscape.perturb import preserved
 from landscape.util.files import read_json, write_json
 from landscape.params import ParamSpace, group_note, layer_group, layer_order
@@ -95,8 +96,8 @@ class AuditConfig:
             raise ValueError(f"use at least 5 scan points and a positive range (got {self.points_1d}, {self.range_1d}).")
         if self.trace_matvecs < 3 or self.full_trace_matvecs < 3:
             raise ValueError("Hutch++ needs trace_matvecs ≥ 3 (it uses multiples of 3).")
-        if self.hvp_mode not in ("auto", *hessian.MODES):
-            raise ValueError(f"hvp_mode must be 'auto' or one of {hessian.MODES}, got {self.hvp_mode!r}.")
+        if self.hvp_mode not in ("auto", *curvature.MODES):
+            raise ValueError(f"hvp_mode must be 'auto' or one of {curvature.MODES}, got {self.hvp_mode!r}.")
         if self.eig_max_iter < 2:
             raise ValueError("eig_max_iter must be at least 2.")
         if not self.radius > 0 or self.avg_samples < 1 or self.worst_steps < 1:
@@ -166,11 +167,12 @@ def block_space(model: nn.Module, names: list[str]) -> ParamSpace:
 
 def _sensitivity(cfg: AuditConfig, target: Target, data: list, space: ParamSpace, tag: str, arrays: Path) -> dict[str, Any]:
     """1D scans along block-masked filter-normalized directions, one per seed, and their summaries."""
-    alphas = scan.coefficients(-cfg.range_1d, cfg.range_1d, cfg.points_1d)
-    losses, per_seed = [], []
+    alphas = scans.coefficients(-cfg.range_1d, cfg.range_1d, cfg.points_1d)
+    losses: list[list[float]] = []
+    per_seed: list[dict[str, Any]] = []
     for s in cfg.seeds:
         d = directions.random(target.model, seed=s, normalization="filter", one_dim=cfg.one_dim, params=space)
-        curve = scan.scan_1d(target.model, target.objective, data, d, alphas, path=arrays / f"scan_{tag}_s{s}.npz",
+        curve = scans.scan_1d(target.model, target.objective, data, d, alphas, path=arrays / f"scan_{tag}_s{s}.npz",
                              resume=cfg.resume, progress=False, distributed=False)
         loss = curve.values["loss"]
         fit = sharpness.curvature_at_origin(curve)
@@ -194,12 +196,12 @@ def _finite(x: Any) -> float | None:
 
 def _curvature(cfg: AuditConfig, target: Target, data: list, space: ParamSpace, mode: str, matvecs: int,
                check: bool = False) -> tuple[dict[str, Any], str]:
-    op = hessian.HessianOperator(target.model, target.objective, data, params=space, mode=mode, check_determinism=check)
+    op = curvature.HessianOperator(target.model, target.objective, data, params=space, mode=mode, check_determinism=check)
     with warnings.catch_warnings():  # a capped Lanczos run is expected; eig_converged records it
         warnings.filterwarnings("ignore", message="Lanczos did not reach")
-        eig = hessian.top_eigenvalues(op, k=1, tol=cfg.eig_tol, max_iter=min(cfg.eig_max_iter, op.dim), seed=cfg.seed,
+        eig = curvature.top_eigenvalues(op, k=1, tol=cfg.eig_tol, max_iter=min(cfg.eig_max_iter, op.dim), seed=cfg.seed,
                                       progress=False)
-    tr = hessian.trace(op, num_matvecs=matvecs, seed=cfg.seed, progress=False)
+    tr = curvature.trace(op, num_matvecs=matvecs, seed=cfg.seed, progress=False)
     return {"top_eigenvalue": float(eig.values[0]), "eig_converged": bool(eig.converged), "trace": float(tr.estimate),
             "trace_stderr": _finite(tr.stderr), "trace_per_param": float(tr.estimate) / op.dim,
             "n_matvecs": int(eig.n_matvecs + tr.n_matvecs)}, op.mode

@@ -36,17 +36,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _analyse(op: Any, args: argparse.Namespace) -> dict[str, Any]:
-    from landscape import hessian
+    from landscape import curvature
 
     out: dict[str, Any] = {"operator": op.describe()}
     if args.top_k > 0:
-        out["eigenvalues"] = hessian.top_eigenvalues(op, k=args.top_k, tol=args.tol, method=args.method,
+        out["eigenvalues"] = curvature.top_eigenvalues(op, k=args.top_k, tol=args.tol, method=args.method,
                                                      which=args.which, seed=args.seed).to_dict()
     if args.trace:
-        r = hessian.trace(op, num_matvecs=args.trace_matvecs, method=args.trace_method, seed=args.seed)
+        r = curvature.trace(op, num_matvecs=args.trace_matvecs, method=args.trace_method, seed=args.seed)
         out["trace"] = {**r.to_dict(), "per_dim": r.estimate / op.dim}
     if args.density:
-        out["density"] = hessian.spectral_density(op, num_runs=args.density_runs, lanczos_steps=args.lanczos_steps,
+        out["density"] = curvature.spectral_density(op, num_runs=args.density_runs, lanczos_steps=args.lanczos_steps,
                                                   seed=args.seed).to_dict()
     out["n_matvecs"] = op.n_matvecs
     return out
@@ -86,7 +86,7 @@ def table(results: dict[str, dict[str, Any]]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from analyses.common import load_target
-    from landscape import hessian
+    from landscape import curvature
     from landscape.params import ParamSpace
     from landscape.util import versions
     from landscape.util.files import write_json
@@ -99,9 +99,10 @@ def run(args: argparse.Namespace) -> int:
     target = load_target(args.checkpoint, examples=args.examples, batch_size=args.batch_size, device=args.device,
                          seed=args.seed, texts=read_texts(args.texts), max_length=args.max_length)
     space = ParamSpace(target.model, include=args.include) if args.include else None
-    ops = {"hessian": hessian.HessianOperator(target.model, target.objective, target.data, params=space, mode=args.mode)}
+    ops: dict[str, curvature.HessianOperator | curvature.EmpiricalFisherOperator] = {
+        "hessian": curvature.HessianOperator(target.model, target.objective, target.data, params=space, mode=args.mode)}
     if args.fisher:
-        ops["fisher"] = hessian.EmpiricalFisherOperator(target.model, target.objective, target.data, params=space)
+        ops["fisher"] = curvature.EmpiricalFisherOperator(target.model, target.objective, target.data, params=space)
     results = {name: _analyse(op, args) for name, op in ops.items()}
     print(table(results))
     payload = {

@@ -41,7 +41,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from analyses.common import load_target
-    from landscape import directions, util, scan
+    from landscape import util, scans
+    from landscape.scans import directions
     from landscape.util.files import write_json
 
     if args.out is None:
@@ -68,12 +69,13 @@ def run(args: argparse.Namespace) -> int:
     xs = np.linspace(xr[0], xr[1], nx)
     out = Path(args.out)
     common = dict(metrics=tuple(args.metrics), resume=args.resume, progress=not args.no_progress, batch_points=args.batch_points)
+    res: scans.Curve | scans.Surface
     if args.dims == 1:
-        res = scan.scan_1d(model, target.objective, target.data, d1, xs, path=out / "scan_1d.npz", **common)
+        res = scans.scan_1d(model, target.objective, target.data, d1, xs, path=out / "scan_1d.npz", **common)
     else:
         d2 = directions.random(model, seed=args.seed + 1, **kw)
         ys = np.linspace(yr[0], yr[1], ny)
-        res = scan.scan_2d(model, target.objective, target.data, d1, d2, xs, ys, path=out / "scan_2d.npz", **common)
+        res = scans.scan_2d(model, target.objective, target.data, d1, d2, xs, ys, path=out / "scan_2d.npz", **common)
     res.meta["target"] = {"name": target.name, "task": target.task, **{k: v for k, v in target.meta.items() if isinstance(v, (str, int, float))},
                           "notes": target.meta.get("notes", [])}
     for note in target.meta.get("notes", []):

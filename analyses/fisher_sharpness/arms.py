@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from landscape import directions
+from landscape.scans import directions
 from landscape.fisher import FisherDiagonal
 from landscape.params import ParamMask, ParamSpace
 

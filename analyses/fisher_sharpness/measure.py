@@ -25,7 +25,7 @@ import warnings
 
 import numpy as np
 
-from landscape import hessian, sharpness, vectors
+from landscape import curvature, sharpness, vectors
 from landscape.params import ParamMask
 from landscape.scans.points import ExampleLosses
 
@@ -92,9 +92,9 @@ def masked_trace(ev: ExampleLosses, s0: np.ndarray, mask: ParamMask, probes: int
 def masked_top_eigenvalue(model: Any, objective: Any, data: list, mask: ParamMask, *, max_iter: int, tol: float,
                           seed: int) -> dict[str, Any]:
     """Top eigenvalue of P·H·P (Lanczos, ``max_iter`` Hessian-vector products at most)."""
-    op = hessian.HessianOperator(model, objective, data, params=mask, mode="double_backward", check_determinism=False)
+    op = curvature.HessianOperator(model, objective, data, params=mask, mode="double_backward", check_determinism=False)
     with warnings.catch_warnings():  # a capped run is recorded as not converged, not shouted
         warnings.simplefilter("ignore")
-        res = hessian.top_eigenvalues(op, k=1, tol=tol, seed=seed, max_iter=max_iter, progress=False)
+        res = curvature.top_eigenvalues(op, k=1, tol=tol, seed=seed, max_iter=max_iter, progress=False)
     return {"value": float(res.values[0]), "converged": bool(getattr(res, "converged", True)),
             "n_matvecs": int(res.n_matvecs), "tol": tol, "max_iter": max_iter}

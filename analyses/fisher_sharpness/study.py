@@ -40,7 +40,7 @@ import numpy as np
 from analyses.common import Target, load_target, read_texts, split_examples
 from analyses.fisher_sharpness import arms, measure
 from analyses.fisher_sharpness.summary import summarize
-from landscape import fisher, scan
+from landscape import fisher, scans
 from landscape.params import ParamSpace
 from landscape.scans.points import ExampleLosses
 from landscape.util import versions
@@ -254,7 +254,7 @@ def run(config: FisherSharpnessConfig | None = None, target: Target | None = Non
     # arm P: the paper's tensor halves
     halves = arms.tensor_halves(F)
     surface_data = split_examples(eval_data, min(cfg.surface_examples, ev.n_examples), 0, cfg.batch_size)[0]
-    grid = scan.coefficients(-cfg.range_2d, cfg.range_2d, cfg.grid_2d)
+    grid = scans.coefficients(-cfg.range_2d, cfg.range_2d, cfg.grid_2d)
     raw_p: dict[str, Any] = {}
     for half in arms.ARM_P_HALVES:
         bar(f"arm P {half}")
@@ -270,7 +270,7 @@ def run(config: FisherSharpnessConfig | None = None, target: Target | None = Non
                 make = lambda s, names=names: arms.arm_p_direction(model, space, names, s)
                 done |= measure.per_seed(ev, s0, make, seeds, **common)
                 t_s = time.perf_counter()
-                surf = scan.scan_2d(model, obj, surface_data, make(seeds[0]), make(seeds[0] + arms.SECOND_DIRECTION), grid, grid,
+                surf = scans.scan_2d(model, obj, surface_data, make(seeds[0]), make(seeds[0] + arms.SECOND_DIRECTION), grid, grid,
                                     path=out / "arrays" / f"{key}_2d.npz", resume=cfg.resume, progress=False, distributed=False)
                 timings["surfaces_s"] = timings.get("surfaces_s", 0.0) + time.perf_counter() - t_s
                 done["surface"] = f"arrays/{key}_2d.npz"

@@ -332,14 +332,14 @@ def eigenvectors(
     model: nn.Module, objective: Any, data: Any, *, k: int = 2, params: Selection = None,
     tol: float = 1e-3, method: str = "lanczos", seed: int = 0,
 ) -> list[Direction]:
-    """The top-``k`` Hessian eigenvectors (unit norm) as directions, via ``hessian.top_eigenvalues``.
+    """The top-``k`` Hessian eigenvectors (unit norm) as directions, via ``curvature.top_eigenvalues``.
 
     Each direction's ``meta`` holds its eigenvalue, the method and the matvec count.
     """
-    from landscape import curvature as hessian  # lazy: curvature imports scans indirectly
+    from landscape import curvature  # deferred: landscape.curvature imports landscape.scans
 
-    op = hessian.HessianOperator(model, objective, data, params=params)
-    res = hessian.top_eigenvalues(op, k=k, tol=tol, method=method, seed=seed)
+    op = curvature.HessianOperator(model, objective, data, params=params)
+    res = curvature.top_eigenvalues(op, k=k, tol=tol, method=method, seed=seed)
     space = ParamSpace(model)
     out = []
     for i, (lam, v) in enumerate(zip(res.values, res.vectors)):

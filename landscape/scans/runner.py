@@ -369,7 +369,7 @@ def _gather(result: _GridResult, ctx: util.DistContext) -> _GridResult:
     return result
 
 
-def scan_1d(model: nn.Module, objective: Objective, data: Iterable[Any], d: Mapping[str, Tensor], alphas: Sequence[float],
+def scan_1d(model: nn.Module, objective: Objective, data: Iterable[Any], d: Mapping[str, Tensor], alphas: Sequence[float] | np.ndarray,
             *, path: str | Path | None = None, resume: bool = False, metrics: Sequence[str] = ("loss",),
             progress: bool = True, batch_points: int | str = "auto", save_every: float = 5.0, distributed: bool | None = None) -> Curve:
     """L(θ₀ + α·d) for each α in ``alphas`` → :class:`Curve` (``values[m] [n]``).
@@ -393,7 +393,7 @@ def scan_1d(model: nn.Module, objective: Objective, data: Iterable[Any], d: Mapp
 
 
 def scan_2d(model: nn.Module, objective: Objective, data: Iterable[Any], d1: Mapping[str, Tensor], d2: Mapping[str, Tensor],
-            xs: Sequence[float], ys: Sequence[float], *, path: str | Path | None = None, resume: bool = False,
+            xs: Sequence[float] | np.ndarray, ys: Sequence[float] | np.ndarray, *, path: str | Path | None = None, resume: bool = False,
             metrics: Sequence[str] = ("loss",), progress: bool = True, batch_points: int | str = "auto", save_every: float = 5.0,
             distributed: bool | None = None) -> Surface:
     """L(θ₀ + x·d1 + y·d2) over the grid → :class:`Surface` with ``values[m][iy, ix]`` at

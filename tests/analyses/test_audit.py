@@ -17,7 +17,8 @@ from analyses.audit import AuditConfig, AuditResult
 from analyses.common import Target, split_examples
 from conftest import make_tiny_bert
 from saved_models import png_size, save_tiny_checkpoint, tiny_texts, write_texts
-from landscape import directions, objectives
+from landscape import objectives
+from landscape.scans import directions
 from landscape.params import perturbed
 
 SMALL = dict(fisher_examples=6, eval_examples=3, batch_size=4, points_1d=5, eig_max_iter=4, trace_matvecs=3,
@@ -181,8 +182,8 @@ def test_resume_recomputes_nothing(audited, monkeypatch):
         raise AssertionError("recomputed")
 
     monkeypatch.setattr(audit.fisher, "diagonal", boom)
-    monkeypatch.setattr(audit.hessian, "HessianOperator", boom)
-    monkeypatch.setattr(audit.scan, "scan_1d", boom)
+    monkeypatch.setattr(audit.curvature, "HessianOperator", boom)
+    monkeypatch.setattr(audit.scans, "scan_1d", boom)
     again = audit.run(AuditConfig(out=str(out), seeds=(0, 1), resume=True, **SMALL), target=target)
     assert again.blocks == json.loads(json.dumps(res.blocks)) and again.overall["trace"] == res.overall["trace"]
 
@@ -201,7 +202,7 @@ def test_restores_when_a_step_raises_midway(ckpt, tmp_path, monkeypatch):
         target.model.eval()
         raise RuntimeError("simulated crash")
 
-    monkeypatch.setattr(audit.hessian, "trace", corrupt_then_fail)
+    monkeypatch.setattr(audit.curvature, "trace", corrupt_then_fail)
     with pytest.raises(RuntimeError, match="simulated crash"):
         audit.run(AuditConfig(out=str(tmp_path), **(SMALL | {"fisher_examples": 2, "eval_examples": 2})), target=target)
     after = _state(target.model)

@@ -8,12 +8,13 @@ import pytest
 import torch
 
 from conftest import make_classification_data, make_mlm_batches, make_mlp, make_tiny_bert, mlm_objective
-from landscape import directions, hessian, objectives, sharpness, vectors
+from landscape import curvature, objectives, sharpness, vectors
+from landscape.scans import directions
 from landscape.scans.points import ExampleLosses
 
 
 def _exact_dHd(model, obj, data, d) -> float:
-    op = hessian.HessianOperator(model, obj, data, mode="double_backward", check_determinism=False)
+    op = curvature.HessianOperator(model, obj, data, mode="double_backward", check_determinism=False)
     hv = op.matvec({n: d[n].to(p.dtype) for n, p in op.space.params.items()})
     return float(vectors.dot({n: d[n].double() for n in hv}, {n: t.double() for n, t in hv.items()}))
 

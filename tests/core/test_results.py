@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from conftest import make_classification_data, make_mlp
-from landscape import curvature, directions, fisher, objectives, scans, sharpness
+from landscape import curvature, fisher, objectives, scans, sharpness
+from landscape.scans import directions
 from landscape.curvature import MatrixOperator
 
 

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from conftest import make_mlp, make_tiny_bert, mlm_objective
-from landscape import directions, fisher, hessian, objectives, scan, sharpness
+from landscape import fisher, curvature, objectives, scans, sharpness
+from landscape.scans import directions
 from landscape.params import ParamMask, ParamSpace
 from saved_models import make_tokenizer, tiny_texts
 
@@ -64,7 +65,7 @@ def test_every_entry_point_refuses_a_mask_of_another_model(two_berts, entry):
         "average": lambda: sharpness.average_sharpness(model, obj, data, rho=0.01, num_samples=2, params=mask, progress=False),
         "worst_case": lambda: sharpness.worst_case_sharpness(model, obj, data, rho=0.01, steps=1, params=mask, progress=False),
         "keskar": lambda: sharpness.keskar_sharpness(model, obj, data, steps=1, params=mask, progress=False),
-        "hessian": lambda: hessian.HessianOperator(model, obj, data, params=mask),
+        "hessian": lambda: curvature.HessianOperator(model, obj, data, params=mask),
         "directions": lambda: directions.random(model, params=mask),
         "fisher": lambda: fisher.diagonal(model, obj, data, params=space, progress=False),
     }[entry]
@@ -90,9 +91,9 @@ def test_nan_weights_are_refused_naming_the_tensor(mlm_batches, entry):
     _poison(model, NAN_TENSOR)
     call = {
         "fisher": lambda: fisher.diagonal(model, obj, mlm_batches, progress=False),
-        "hessian": lambda: hessian.HessianOperator(model, obj, mlm_batches),
+        "hessian": lambda: curvature.HessianOperator(model, obj, mlm_batches),
         "directions": lambda: directions.random(model, seed=0),
-        "scan": lambda: scan.scan_1d(model, obj, mlm_batches, d, [-1.0, 0.0, 1.0], progress=False),
+        "scan": lambda: scans.scan_1d(model, obj, mlm_batches, d, [-1.0, 0.0, 1.0], progress=False),
         "average": lambda: sharpness.average_sharpness(model, obj, mlm_batches, rho=0.01, num_samples=2, progress=False),
         "worst_case": lambda: sharpness.worst_case_sharpness(model, obj, mlm_batches, rho=0.01, steps=1, progress=False),
     }[entry]

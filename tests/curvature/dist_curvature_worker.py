@@ -15,7 +15,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for conftest
 from conftest import make_classification_data, make_mlm_batches, make_mlp, make_tiny_bert, mlm_objective  # noqa: E402
 
-from landscape import hessian, objectives, util  # noqa: E402
+from landscape import curvature, objectives, util  # noqa: E402
 
 CASES = ["bert-hessian", "mlp-hessian", "mlp-fisher"]
 
@@ -28,12 +28,12 @@ def run_case(case: str, distributed: bool | None = None) -> dict:
         model, obj, data = make_mlp(), objectives.Criterion(), make_classification_data(n_batches=3, batch_size=3)
     before = util.weights_fingerprint(model)
     if op_kind == "hessian":
-        op = hessian.HessianOperator(model, obj, data, reuse_graph=False, mode="double_backward", distributed=distributed)
+        op = curvature.HessianOperator(model, obj, data, reuse_graph=False, mode="double_backward", distributed=distributed)
     else:
-        op = hessian.EmpiricalFisherOperator(model, obj, data, distributed=distributed)
-    eig = hessian.top_eigenvalues(op, k=2, tol=1e-8, seed=0)
-    tr = hessian.trace(op, num_matvecs=12, seed=1, block_size=3)
-    dens = hessian.spectral_density(op, num_runs=2, lanczos_steps=6, seed=2, block_size=2)
+        op = curvature.EmpiricalFisherOperator(model, obj, data, distributed=distributed)
+    eig = curvature.top_eigenvalues(op, k=2, tol=1e-8, seed=0)
+    tr = curvature.trace(op, num_matvecs=12, seed=1, block_size=3)
+    dens = curvature.spectral_density(op, num_runs=2, lanczos_steps=6, seed=2, block_size=2)
     assert util.weights_fingerprint(model) == before
     return {"world_size": op.ctx.world_size, "loss": op.loss, "n_terms": op.n_terms, "eig": eig.values.tolist(),
             "eig_matvecs": eig.n_matvecs, "trace": tr.estimate, "nodes": [n.tolist() for n in dens.nodes],

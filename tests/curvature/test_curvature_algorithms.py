@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from landscape import hessian, objectives, util
+from landscape import curvature, objectives, util
 from landscape.curvature.pyhessian import pyhessian_available, pyhessian_top_eigenvalues, pyhessian_trace
 from conftest import make_classification_data, make_mlp
 from references import dense_parts
@@ -23,39 +23,39 @@ def matrix_with_spectrum(eigs, seed: int = 0) -> torch.Tensor:
 
 def test_lanczos_on_indefinite_matrix_all_which():
     eigs = np.concatenate([[-9.0, -5.0], np.linspace(-1, 1, 96), [4.0, 7.0]])
-    op = hessian.MatrixOperator(matrix_with_spectrum(eigs))
+    op = curvature.MatrixOperator(matrix_with_spectrum(eigs))
     for which, want in [("largest", [7, 4]), ("smallest", [-5, -9]), ("magnitude", [7, -9])]:
         for method in ("lanczos", "arpack", "power"):
-            r = hessian.top_eigenvalues(op, k=2, tol=1e-10, which=which, method=method, max_iter=None if method != "power" else 3000)
+            r = curvature.top_eigenvalues(op, k=2, tol=1e-10, which=which, method=method, max_iter=None if method != "power" else 3000)
             np.testing.assert_allclose(r.values, sorted(want, reverse=True), rtol=1e-6, err_msg=f"{which} {method}")
 
 
 def test_lanczos_needs_few_matvecs_and_handles_breakdown():
     eigs = np.concatenate([[10.0, 6.0], 0.5 * 0.8 ** np.arange(198)])
-    op = hessian.MatrixOperator(matrix_with_spectrum(eigs))
-    r = hessian.top_eigenvalues(op, k=1, tol=1e-3)
+    op = curvature.MatrixOperator(matrix_with_spectrum(eigs))
+    r = curvature.top_eigenvalues(op, k=1, tol=1e-3)
     assert abs(r.values[0] - 10) / 10 < 1e-3 and r.n_matvecs < 15
-    p = hessian.top_eigenvalues(op, k=1, tol=1e-3, method="power")
+    p = curvature.top_eigenvalues(op, k=1, tol=1e-3, method="power")
     assert p.n_matvecs > r.n_matvecs
-    low_rank = hessian.MatrixOperator(matrix_with_spectrum([3.0, 2.0, 1.0] + [0.0] * 47))
-    r = hessian.top_eigenvalues(low_rank, k=3, tol=1e-10)
+    low_rank = curvature.MatrixOperator(matrix_with_spectrum([3.0, 2.0, 1.0] + [0.0] * 47))
+    r = curvature.top_eigenvalues(low_rank, k=3, tol=1e-10)
     np.testing.assert_allclose(r.values, [3, 2, 1], rtol=1e-10)
     assert r.n_matvecs <= 5  # breakdown: the Krylov space is invariant after 3-4 steps
 
 
 def test_hutchpp_beats_hutchinson_on_decaying_spectrum():
     eigs = 1.0 / np.arange(1, 301) ** 2
-    op = hessian.MatrixOperator(matrix_with_spectrum(eigs))
+    op = curvature.MatrixOperator(matrix_with_spectrum(eigs))
     exact = eigs.sum()
-    err = {m: np.mean([abs(hessian.trace(op, num_matvecs=60, method=m, seed=s).estimate - exact) for s in range(20)])
+    err = {m: np.mean([abs(curvature.trace(op, num_matvecs=60, method=m, seed=s).estimate - exact) for s in range(20)])
            for m in ("hutchinson", "hutch++")}
     assert err["hutch++"] < 0.3 * err["hutchinson"]
 
 
 def test_density_of_known_spectrum():
     eigs = np.concatenate([np.full(50, -1.0), np.full(150, 2.0)])
-    op = hessian.MatrixOperator(matrix_with_spectrum(eigs))
-    d = hessian.spectral_density(op, num_runs=4, lanczos_steps=20, sigma=0.05, seed=0)
+    op = curvature.MatrixOperator(matrix_with_spectrum(eigs))
+    d = curvature.spectral_density(op, num_runs=4, lanczos_steps=20, sigma=0.05, seed=0)
     assert abs(np.trapezoid(d.density, d.grid) - 1) < 1e-6
     mass_neg = np.trapezoid(d.density[d.grid < 0.5], d.grid[d.grid < 0.5])
     assert abs(mass_neg - 0.25) < 0.1  # a quarter of the eigenvalues are -1
@@ -64,21 +64,21 @@ def test_density_of_known_spectrum():
 
 
 def test_bad_algorithm_arguments():
-    op = hessian.MatrixOperator(torch.eye(5, dtype=torch.float64))
+    op = curvature.MatrixOperator(torch.eye(5, dtype=torch.float64))
     with pytest.raises(ValueError, match="need 1 ≤ k < dim"):
-        hessian.top_eigenvalues(op, k=5)
+        curvature.top_eigenvalues(op, k=5)
     with pytest.raises(ValueError, match="need 1 ≤ k < dim"):
-        hessian.top_eigenvalues(op, k=0)
+        curvature.top_eigenvalues(op, k=0)
     with pytest.raises(ValueError, match="which must be"):
-        hessian.top_eigenvalues(op, which="biggest")
+        curvature.top_eigenvalues(op, which="biggest")
     with pytest.raises(ValueError, match="method must be"):
-        hessian.top_eigenvalues(op, method="qr")
+        curvature.top_eigenvalues(op, method="qr")
     with pytest.raises(ValueError, match="num_matvecs ≥ 3"):
-        hessian.trace(op, num_matvecs=2)
+        curvature.trace(op, num_matvecs=2)
     with pytest.raises(ValueError, match="method must be"):
-        hessian.trace(op, num_matvecs=10, method="exact")
+        curvature.trace(op, num_matvecs=10, method="exact")
     with pytest.raises(ValueError, match="square matrix"):
-        hessian.MatrixOperator(torch.zeros(3, 4))
+        curvature.MatrixOperator(torch.zeros(3, 4))
     with pytest.raises(ValueError, match="vector must be"):
         op.matvec({"x": torch.zeros(4)})
 
@@ -89,11 +89,11 @@ def test_parity_with_pyhessian_and_model_restored():
     model.train()
     before = util.weights_fingerprint(model)
     crit = nn.CrossEntropyLoss()
-    op = hessian.HessianOperator(model, objectives.Criterion(crit), data)
-    ours = hessian.top_eigenvalues(op, k=2, tol=1e-10)
+    op = curvature.HessianOperator(model, objectives.Criterion(crit), data)
+    ours = curvature.top_eigenvalues(op, k=2, tol=1e-10)
     for d in (data, data[0]):  # data-loader mode and single-batch mode
-        ref_op = op if d is data else hessian.HessianOperator(model, objectives.Criterion(crit), [d])
-        ref = ours if d is data else hessian.top_eigenvalues(ref_op, k=1, tol=1e-10)
+        ref_op = op if d is data else curvature.HessianOperator(model, objectives.Criterion(crit), [d])
+        ref = ours if d is data else curvature.top_eigenvalues(ref_op, k=1, tol=1e-10)
         peer = pyhessian_top_eigenvalues(model, crit, d, top_n=1, tol=1e-5, max_iter=300, seed=0)
         assert abs(peer.values[0] - ref.values[0]) / ref.values[0] < 1e-3
         assert peer.n_matvecs > 0

@@ -185,11 +185,11 @@ def test_vtp_from_reference_file(tmp_path: Path) -> None:
 
 def test_real_scan_results_render(tmp_path: Path) -> None:
     """``landscape.scans.runner`` Surface/Curve objects and their .npz files; unfinished points are gaps."""
-    from landscape import scans as scan
+    from landscape import scans
     from figures import curves
 
     xs, ys, z = grid(5, 3)
-    surf = scan.Surface(xs, ys, values={"loss": z}, done=np.ones(z.shape, bool))
+    surf = scans.Surface(xs, ys, values={"loss": z}, done=np.ones(z.shape, bool))
     surf.done[1, 2] = False
     path = surf.save(tmp_path / "surf.npz")
     got = as_surface(path)[2]
@@ -197,7 +197,7 @@ def test_real_scan_results_render(tmp_path: Path) -> None:
     fig = surfaces.plot_surface_file(path, "heatmap", dpi=DPI)
     assert fig.axes[0].images[0].get_array().mask[1, 2]
     a = np.linspace(-1, 1, 5)
-    curve = scan.Curve(a, values={"loss": a**2}, done=np.ones(5, bool))
+    curve = scans.Curve(a, values={"loss": a**2}, done=np.ones(5, bool))
     cpath = curve.save(tmp_path / "curve.npz")
     fig = curves.plot_curves({"file": cpath, "object": curve}, dpi=DPI)
     np.testing.assert_allclose(fig.axes[0].get_lines()[0].get_ydata(), a**2)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import architectures as A
-from landscape import fisher, hessian, objectives, scan
+from landscape import fisher, curvature, objectives, scans
 from landscape.models.checkpoints import load_checkpoint, texts_to_batches
 
 ARCH_LIST = list(A.ARCHS)
@@ -100,17 +100,17 @@ def test_fisher_matches_per_example_gradients(saved, arch):
 def test_curvature_and_scan_run(saved, arch):
     """A Hessian operator (symmetric products, a top eigenvalue) and a 1D scan through θ₀."""
     ck, obj, data = _target(arch, saved[arch][1])
-    op = hessian.HessianOperator(ck.model, obj, data)
+    op = curvature.HessianOperator(ck.model, obj, data)
     v, w = op.randn(1), op.randn(2)
     hv, hw = op.to_flat(op.matvec(v)).double(), op.to_flat(op.matvec(w)).double()
     a, b = float(hv @ op.to_flat(w).double()), float(hw @ op.to_flat(v).double())
     assert math.isclose(a, b, rel_tol=1e-3, abs_tol=1e-6)
-    eig = hessian.top_eigenvalues(op, k=1, max_iter=3, tol=1e-1, progress=False)
+    eig = curvature.top_eigenvalues(op, k=1, max_iter=3, tol=1e-1, progress=False)
     assert math.isfinite(float(eig.values[0]))
-    from landscape import directions
+    from landscape.scans import directions
 
     d = directions.random(ck.model, seed=0)
-    curve = scan.scan_1d(ck.model, obj, data, d, [-0.5, 0.0, 0.5], progress=False)
+    curve = scans.scan_1d(ck.model, obj, data, d, [-0.5, 0.0, 0.5], progress=False)
     assert curve.values["loss"][1] == pytest.approx(obj.evaluate(ck.model, data), rel=1e-6)
 
 

@@ -10,7 +10,7 @@ import math
 import pytest
 import torch
 
-from landscape import default_model as dmm
+from landscape.models import default_model as dmm
 from landscape.models.default_model import DefaultModelConfig, load_default
 
 TINY = DefaultModelConfig(

@@ -21,7 +21,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for conftest
 from conftest import make_mlm_batches, make_tiny_bert, mlm_objective  # noqa: E402
 
-from landscape import directions, util, scan  # noqa: E402
+from landscape import util, scans  # noqa: E402
+from landscape.scans import directions
 
 
 def main() -> int:
@@ -46,20 +47,20 @@ def main() -> int:
         obj.forward = dying
     if mode == "bench":
         t0 = time.perf_counter()
-        scan.scan_2d(model, obj, data, d1, d2, xs, ys, progress=False)
+        scans.scan_2d(model, obj, data, d1, d2, xs, ys, progress=False)
         elapsed = time.perf_counter() - t0
         if ctx.is_main:
             (out / "time.json").write_text(json.dumps({"seconds": elapsed, "world_size": ctx.world_size,
                                                        "threads": torch.get_num_threads()}))
         return 0
     before = util.weights_fingerprint(model)
-    res = scan.scan_2d(model, obj, data, d1, d2, xs, ys, path=out / "s.npz", resume=(mode == "resume"),
+    res = scans.scan_2d(model, obj, data, d1, d2, xs, ys, path=out / "s.npz", resume=(mode == "resume"),
                        progress=False, save_every=0.0)
     assert util.weights_fingerprint(model) == before
     if ctx.is_main:
         (out / "counts.json").write_text(json.dumps({"points_per_rank": res.meta["points_per_rank"]}))
         if mode == "full":
-            ref = scan.scan_2d(model, obj, data, d1, d2, xs, ys, path=out / "ref.npz", progress=False, distributed=False)
+            ref = scans.scan_2d(model, obj, data, d1, d2, xs, ys, path=out / "ref.npz", progress=False, distributed=False)
             assert ref.meta["world_size"] == 1
     return 0
 

@@ -9,7 +9,8 @@ from torch import nn
 
 from conftest import make_mlp, make_tiny_bert
 from references import dense_objective_hessian
-from landscape import directions, vectors
+from landscape import vectors
+from landscape.scans import directions
 from landscape.scans.directions import filter_axis, filter_norms
 from landscape.params import ParamMask, ParamSpace
 
