@@ -14,6 +14,7 @@ from figures import style
 from figures.sources import float_dict
 from landscape.params import layer_group, layer_order
 
+
 def group_by_layer(per_tensor: Mapping[str, float], reduce: str = "mean") -> dict[str, float]:
     """Reduce per-tensor scores to per-layer scores (``mean``/``sum``/``max`` of the tensors' values;
     the mean is over tensors, not weighted by their sizes). Groups are

@@ -44,8 +44,8 @@ from landscape.objectives import Objective
 from landscape.params import Selection, select
 from landscape.perturb import Perturbation
 from landscape.scans.results import Curve, Surface
-from landscape.util.results import JsonResult
 from landscape.util.checks import check_finite_loss, check_finite_weights
+from landscape.util.results import JsonResult
 
 __all__ = ["CurvatureFit", "BasinWidth", "SharpnessResult", "curvature_at_origin", "basin_width",
            "average_sharpness", "worst_case_sharpness", "keskar_sharpness", "origin_index", "loss_rise_at_edge"]

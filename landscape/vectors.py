@@ -54,14 +54,14 @@ def scale(a: Mapping[str, Tensor], alpha: float | Tensor) -> Vector:
 
 
 def add(a: Mapping[str, Tensor], b: Mapping[str, Tensor], alpha: float = 1.0) -> Vector:
-    """a + α·b (new tensors)."""
+    """A + α·b (new tensors)."""
     _check_same_keys(a, b)
     keys = list(a)
     return dict(zip(keys, torch._foreach_add([a[k] for k in keys], [b[k] for k in keys], alpha=alpha)))
 
 
 def axpy(alpha: float, x: Mapping[str, Tensor], y: dict[str, Tensor]) -> dict[str, Tensor]:
-    """y ← y + α·x in place; returns y."""
+    """Y ← y + α·x in place; returns y."""
     _check_same_keys(x, y)
     keys = list(y)
     torch._foreach_add_([y[k] for k in keys], [x[k] for k in keys], alpha=alpha)

@@ -6,7 +6,15 @@
 """
 
 from analyses.audit.study import (
-    BLOCK_FIELDS, FIGURES, OVERALL_FIELDS, RESULT_FIELDS, AuditConfig, AuditResult, audit_blocks, block_space, run,
+    BLOCK_FIELDS,
+    FIGURES,
+    OVERALL_FIELDS,
+    RESULT_FIELDS,
+    AuditConfig,
+    AuditResult,
+    audit_blocks,
+    block_space,
+    run,
     summary_table,
 )
 

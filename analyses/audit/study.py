@@ -37,12 +37,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from analyses.common import FolderResult, Target, heldout_texts, load_target, split_examples
-from landscape import fisher, curvature, scans, sharpness
-from landscape.scans import directions
-from landscape.perturb import preserved
-from landscape.util.files import read_json, write_json
+from landscape import curvature, fisher, scans, sharpness
 from landscape.params import ParamSpace, group_note, layer_group, layer_order
+from landscape.perturb import preserved
+from landscape.scans import directions
 from landscape.util import data_fingerprint, settings_fingerprint, versions, weights_fingerprint
+from landscape.util.files import read_json, write_json
 
 RESULT_FIELDS = ("config", "blocks", "fisher", "overall", "meta", "out")
 BLOCK_FIELDS = ("tensors", "n_params", "top_eigenvalue", "trace", "trace_stderr", "trace_per_param",

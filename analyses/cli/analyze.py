@@ -43,7 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from analyses.fisher_sharpness import FisherSharpnessConfig, run as run_study
+    from analyses.fisher_sharpness import FisherSharpnessConfig
+    from analyses.fisher_sharpness import run as run_study
 
     if args.seeds < 2:
         raise ValueError(f"--seeds must be at least 2 (a spread over seeds needs two), got {args.seeds}.")

@@ -44,7 +44,8 @@ def _check_checkpoint(checkpoint: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from analyses.audit import AuditConfig, run as run_audit
+    from analyses.audit import AuditConfig
+    from analyses.audit import run as run_audit
 
     _check_checkpoint(args.checkpoint)
     if args.seeds < 1:

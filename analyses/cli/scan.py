@@ -41,7 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from analyses.common import load_target
-    from landscape import util, scans
+    from landscape import scans, util
     from landscape.scans import directions
     from landscape.util.files import write_json
 

@@ -30,9 +30,9 @@ from typing import Any
 
 import torch
 
-from landscape.scans import directions
 from landscape.fisher import FisherDiagonal
 from landscape.params import ParamMask, ParamSpace
+from landscape.scans import directions
 
 ARM_P_HALVES = ("top", "bottom", "all")
 ARM_E_MASKS = ("top", "stratified", "random", "bottom")

@@ -18,10 +18,9 @@ on a subset of the pool: they cost 3–4 gradients each).
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
-
-import warnings
 
 import numpy as np
 

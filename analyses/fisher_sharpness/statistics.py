@@ -65,7 +65,7 @@ def replicates(nums: Mapping[str, np.ndarray], counts: np.ndarray, *, n_boot: in
 
 
 def estimate(num: np.ndarray, counts: np.ndarray) -> float:
-    """q itself: the seed mean of Σᵢ numᵢⱼ / Σᵢ nᵢ."""
+    """Q itself: the seed mean of Σᵢ numᵢⱼ / Σᵢ nᵢ."""
     a = np.atleast_2d(np.asarray(num, np.float64))
     return float(a.sum(1).mean() / np.asarray(counts, np.float64).sum())
 
@@ -138,7 +138,7 @@ def variance_split(num: np.ndarray, counts: np.ndarray, *, n_blocks: int = 8, n_
 
 def mean_interval(num: np.ndarray, counts: np.ndarray, *, n_boot: int = 2000, seed: int = 0,
                   level: float = LEVEL) -> dict[str, Any]:
-    """q with its joint (sequences × seeds) bootstrap interval."""
+    """Q with its joint (sequences × seeds) bootstrap interval."""
     reps = replicates({"q": num}, counts, n_boot=n_boot, seed=seed)["q"]
     return {"estimate": estimate(num, counts), "interval": percentile_interval(reps, level), "sd": float(np.std(reps, ddof=1))}
 

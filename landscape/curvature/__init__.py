@@ -10,7 +10,14 @@
 - ``pyhessian``: the same quantities computed by PyHessian 0.1, for parity checks and benchmarks.
 """
 
-from landscape.curvature.algorithms import CurvatureOperator, EigenResult, MatrixOperator, lanczos, lanczos_runs, top_eigenvalues
+from landscape.curvature.algorithms import (
+    CurvatureOperator,
+    EigenResult,
+    MatrixOperator,
+    lanczos,
+    lanczos_runs,
+    top_eigenvalues,
+)
 from landscape.curvature.fisher_operator import EmpiricalFisherOperator
 from landscape.curvature.hessian_operator import MODES, HessianOperator
 from landscape.curvature.stochastic import DensityResult, TraceResult, spectral_density, trace

@@ -414,7 +414,7 @@ def _power(op, k, tol, which, seed, max_iter, progress, x0=None):
 
 
 def __getattr__(name: str) -> Any:
-    """trace / spectral_density and their results live in :mod:`landscape.curvature.stochastic`."""
+    """Trace / spectral_density and their results live in :mod:`landscape.curvature.stochastic`."""
     if name in ("trace", "spectral_density", "TraceResult", "DensityResult"):
         from landscape.curvature import stochastic
 

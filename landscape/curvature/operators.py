@@ -44,8 +44,8 @@ from landscape.curvature import products
 from landscape.objectives import Objective, Prepared, select_rows
 from landscape.params import ParamSpace, Selection, select
 from landscape.util import batch_moments, batches_of, deterministic_eval, versions
-from landscape.vectors import Vector
 from landscape.util.checks import check_finite_weights
+from landscape.vectors import Vector
 
 __all__ = ["MODES"]  # HessianOperator, EmpiricalFisherOperator: see __getattr__ at the end
 

@@ -32,7 +32,7 @@ __all__ = ["stack", "unstack", "double_backward_matmat", "forward_over_reverse_m
 
 
 def stack(vs: Sequence[Vector], names: Sequence[str]) -> dict[str, Tensor]:
-    """k dict vectors → one dict of ``[k, *shape]`` tensors."""
+    """K dict vectors → one dict of ``[k, *shape]`` tensors."""
     return {n: torch.stack([v[n] for v in vs]) for n in names}
 
 

@@ -134,7 +134,7 @@ def _mean_ranks(values: Sequence[float]) -> list[float]:
 
 
 def rank_linear(scores: Mapping[str, float], p_max: float = 0.1, p_min: float = 0.0) -> dict[str, float]:
-    """p = p_max − (p_max − p_min)·r/(n−1), r = 0 for the lowest score (the paper's map).
+    """P = p_max − (p_max − p_min)·r/(n−1), r = 0 for the lowest score (the paper's map).
 
     One site gets p_max. Ties share their mean rank, hence one rate.
     """
@@ -149,7 +149,7 @@ def rank_linear(scores: Mapping[str, float], p_max: float = 0.1, p_min: float = 
 
 
 def log_linear(scores: Mapping[str, float], p_max: float = 0.1, p_min: float = 0.0, eps: float = 1e-30) -> dict[str, float]:
-    """p = p_max − (p_max − p_min)·(log s − log s_min)/(log s_max − log s_min); all equal → p_max."""
+    """P = p_max − (p_max − p_min)·(log s − log s_min)/(log s_max − log s_min); all equal → p_max."""
     _check_range(p_max, p_min)
     logs = {k: math.log(max(float(v), eps)) for k, v in scores.items()}
     lo, hi = min(logs.values()), max(logs.values())

@@ -45,9 +45,9 @@ from torch import Tensor, nn
 
 from landscape import util
 from landscape.fisher.convergence import Convergence, convergence_from_rows, default_checkpoints
+from landscape.fisher.per_example import _batch_size, _Engine, _raw_size, _select, _slice_raw, hf_4d_attention_mask
 from landscape.fisher.result import FisherDiagonal
 from landscape.objectives import Objective
-from landscape.fisher.per_example import _batch_size, _Engine, _raw_size, _select, _slice_raw, hf_4d_attention_mask
 from landscape.params import ParamSpace, Selection, select
 from landscape.util.checks import check_finite_loss, check_finite_weights
 

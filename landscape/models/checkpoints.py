@@ -17,8 +17,8 @@ a checkpoint without its head (tied heads count as present), or a pickle needing
 from __future__ import annotations
 
 import json
-import pickle
 import logging
+import pickle
 import re
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence

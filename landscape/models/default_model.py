@@ -36,8 +36,8 @@ from typing import Any
 import torch
 
 from landscape.models import corpus
-from landscape.util.files import write_text
 from landscape.models.corpus import SPECIAL_TOKENS, build_tokenizer, chunk_texts, unigram_entropy
+from landscape.util.files import write_text
 
 __all__ = ["DefaultModelConfig", "DefaultModel", "load_default", "cached_path", "cache_root", "heldout_loss", "build_tokenizer",
            "chunk_texts", "unigram_entropy", "pretrain"]

@@ -38,9 +38,9 @@ from torch import Tensor, nn
 from landscape import vectors
 from landscape.params import ParamSpace, Selection, select
 from landscape.util import model_fingerprint, tensors_fingerprint
+from landscape.util.checks import check_finite_weights
 from landscape.util.files import dumps, write_bytes
 from landscape.util.results import JsonResult, plain
-from landscape.util.checks import check_finite_weights
 
 DIRECTION_FORMAT = "landscape.direction/1"
 NORMALIZATIONS = ("filter", "tensor", "model", "none")
@@ -136,7 +136,7 @@ def filter_norms(t: Tensor, axis: int) -> Tensor:
 
 
 def _rescale_slices(d: Tensor, w: Tensor, axis: int | None) -> Tensor:
-    """d with each slice along ``axis`` (the whole tensor if None) scaled to the norm of w's slice."""
+    """D with each slice along ``axis`` (the whole tensor if None) scaled to the norm of w's slice."""
     if axis is None:
         dn = torch.linalg.vector_norm(d.double())
         wn = torch.linalg.vector_norm(w.double())

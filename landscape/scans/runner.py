@@ -30,12 +30,12 @@ import torch
 from torch import Tensor, nn
 
 from landscape import util
-from landscape.scans.directions import check_direction
-from landscape.util import data_fingerprint, tensors_fingerprint
 from landscape.objectives import Objective
 from landscape.params import ParamSpace
 from landscape.perturb import Perturbation
+from landscape.scans.directions import check_direction
 from landscape.scans.results import Curve, Surface, _GridResult
+from landscape.util import data_fingerprint, tensors_fingerprint
 from landscape.util.checks import check_finite_weights
 
 __all__ = ["scan_1d", "scan_2d", "coefficients", "Curve", "Surface", "PointEvaluator"]

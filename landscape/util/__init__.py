@@ -5,7 +5,11 @@ from landscape.util.data import batches_of, check_reiterable
 from landscape.util.distributed import DistContext, dist_context
 from landscape.util.evaluation import deterministic_eval, eval_mode, math_attention, model_device, model_dtype
 from landscape.util.fingerprints import (
-    batch_moments, data_fingerprint, model_fingerprint, settings_fingerprint, tensors_fingerprint,
+    batch_moments,
+    data_fingerprint,
+    model_fingerprint,
+    settings_fingerprint,
+    tensors_fingerprint,
     weights_fingerprint,
 )
 from landscape.util.meta import log, log_once, versions
