@@ -33,10 +33,11 @@ import torch
 from torch import nn
 
 from landscape import curvature, objectives, vectors
-from landscape.curvature.pyhessian import PyHessianRun, pyhessian_top_eigenvalues
 from landscape.util import deterministic_eval, math_attention
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo root: tests.pyhessian_reference
+from tests.pyhessian_reference import PyHessianRun, pyhessian_top_eigenvalues  # noqa: E402
 import _report
 
 VOCAB, SEQ, BATCH = 1000, 64, 8
@@ -168,8 +169,6 @@ def bench_eig(target: float, peer_max_iter: int) -> dict:
 
     ph = importlib.import_module("pyhessian.hessian")  # the module (the package exports the class under that name)
 
-    from landscape.curvature import algorithms
-
     model = _MODEL
     batch = mlm_batch()
     obj = objectives.HFLoss()
@@ -177,7 +176,7 @@ def bench_eig(target: float, peer_max_iter: int) -> dict:
     torch.manual_seed(0)  # PyHessian's start: randn per parameter from the global RNG after manual_seed(seed)
     v0 = dict(zip(op.names, [torch.randn(p.size()) for p in op.params.values()]))
     t0 = time.perf_counter()
-    alpha, beta, _ = algorithms.lanczos(op, op.to_flat(v0), 120, progress=False)
+    alpha, beta, _ = curvature.lanczos(op, op.to_flat(v0), 120, progress=False)
 
     def dominant(m: int) -> float:  # the Ritz value of largest magnitude after m steps (power iteration's target)
         t = np.linalg.eigvalsh(np.diag(alpha[:m]) + np.diag(beta[: m - 1], 1) + np.diag(beta[: m - 1], -1))
@@ -342,7 +341,7 @@ if which == "ours":
     for _ in range(50):
         v = op.matvec(v); v = {k: t / float(torch.linalg.vector_norm(torch.stack([x.norm() for x in v.values()]))) for k, t in v.items()}
 else:
-    from landscape.curvature.pyhessian import PyHessianRun
+    from tests.pyhessian_reference import PyHessianRun
     base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     with PyHessianRun(b.LogitsOnly(model), b.flat_ce, (batch["input_ids"], batch["labels"])) as run:
         run.hessian.eigenvalues(maxIter=50, tol=0.0)

@@ -1,19 +1,19 @@
 """The empirical Fisher operator F·v = (1/N) Σᵢ gᵢ (gᵢᵀv), per-example gradients never stored.
 
 Weighting, restriction, vectors and the distributed sharding are those of
-:mod:`landscape.curvature.operators` (the shared base class).
+:class:`~landscape.curvature.data_operator.DataOperator` (the shared base class).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
 from landscape.curvature import products
-from landscape.curvature.operators import _DataOperator
+from landscape.curvature.data_operator import DataOperator
 from landscape.objectives import Objective, Prepared
 from landscape.params import Selection
 from landscape.vectors import Vector
@@ -21,7 +21,7 @@ from landscape.vectors import Vector
 __all__ = ["EmpiricalFisherOperator"]
 
 
-class EmpiricalFisherOperator(_DataOperator):
+class EmpiricalFisherOperator(DataOperator):
     """F·v = (1/N) Σᵢ gᵢ (gᵢᵀv) with gᵢ = ∇sᵢ and N = Σᵢ nᵢ (see the module docstring).
 
     Per batch, J·v (``[B]``, one entry gᵢᵀv per example) comes from one ``torch.func.jvp`` of the
@@ -33,8 +33,8 @@ class EmpiricalFisherOperator(_DataOperator):
     kind = "Fisher"
 
     def __init__(self, model: nn.Module, objective: Objective, data: Iterable[Any], *,
-                 params: Selection = None, check_determinism: bool | str = True, memory_budget: int | None = None,
-                 distributed: bool | None = None) -> None:
+                 params: Selection = None, check_determinism: bool | Literal["full"] = True,
+                 memory_budget: int | None = None, distributed: bool | None = None) -> None:
         super().__init__(model, objective, data, params=params, distributed=distributed, memory_budget=memory_budget)
         self.mode = "jvp+vjp"
         if check_determinism:

@@ -2,7 +2,7 @@
 graph reuse within a memory budget and an auto mode that measures both modes.
 
 Weighting, restriction, vectors and the distributed sharding are those of
-:mod:`landscape.curvature.operators` (the shared base class).
+:class:`~landscape.curvature.data_operator.DataOperator` (the shared base class).
 """
 
 from __future__ import annotations
@@ -11,14 +11,14 @@ import logging
 import statistics
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from landscape.curvature import products
-from landscape.curvature.operators import MODES, _DataOperator
+from landscape.curvature.data_operator import DataOperator
 from landscape.objectives import Objective, Prepared
 from landscape.params import Selection
 from landscape.util import deterministic_eval, log, log_once
@@ -26,18 +26,22 @@ from landscape.vectors import Vector
 
 __all__ = ["HessianOperator", "MODES"]
 
+#: How a Hessian-vector product is computed (``"auto"`` picks one of these by timing both).
+Mode = Literal["double_backward", "forward_over_reverse"]
+MODES: tuple[Mode, ...] = get_args(Mode)
+
 #: The auto mode's pick per (model, selection, data shapes, device, threads): measured once per process.
 _MODE_CACHE: dict[tuple, dict[str, Any]] = {}
 
 
-class HessianOperator(_DataOperator):
+class HessianOperator(DataOperator):
     """H·v for the data loss L = Σsᵢ/Σnᵢ, restricted to ``params``.
 
     Args:
         model: any ``nn.Module`` (a Hugging Face model works through its objective).
         objective: how a batch becomes per-example loss sums (``MaskedLM``, ``HFLoss``, ``Criterion``).
         data: a re-iterable of raw batches; prepared once.
-        params: ``ParamSpace`` / ``ParamMask`` / None (all trainable parameters, tied ones once).
+        params: names/globs, a ``ParamSpace``, a ``ParamMask`` or None (all trainable parameters, tied ones once).
         mode: ``"double_backward"`` (∇(∇L·v) with ``create_graph``), ``"forward_over_reverse"``
             (``torch.func.jvp`` of ``torch.func.grad`` with ``functional_call``) or ``"auto"``: after
             one warm-up, time 3 products of each mode on the first batch and keep the lower median; a
@@ -60,9 +64,9 @@ class HessianOperator(_DataOperator):
     kind = "Hessian"
 
     def __init__(self, model: nn.Module, objective: Objective, data: Iterable[Any], *,
-                 params: Selection = None, mode: str = "auto", check_determinism: bool | str = True,
-                 reuse_graph: bool | str = "auto", memory_budget: int | None = None,
-                 distributed: bool | None = None) -> None:
+                 params: Selection = None, mode: Mode | Literal["auto"] = "auto",
+                 check_determinism: bool | Literal["full"] = True, reuse_graph: bool | Literal["auto"] = "auto",
+                 memory_budget: int | None = None, distributed: bool | None = None) -> None:
         if mode not in ("auto", *MODES):
             raise ValueError(f"mode must be 'auto', 'double_backward' or 'forward_over_reverse', got {mode!r}.")
         if reuse_graph not in (True, False, "auto"):
@@ -97,7 +101,7 @@ class HessianOperator(_DataOperator):
 
     def _graphs_fit(self) -> bool:
         """Build the largest local batch's graph, measure it, and say whether all batches' graphs fit."""
-        sizes = [int(self.objective.term_counts(p).numel()) for p in self.prepared]
+        sizes = [self.objective.count(p)[0] for p in self.prepared]
         self.graph_bytes = self._measure_graph_bytes(keep=True)
         estimate = torch.tensor([float(self.graph_bytes) * len(sizes)], dtype=torch.float64)
         if self.ctx.active:  # every rank takes the same decision (by the largest estimate)
@@ -111,8 +115,9 @@ class HessianOperator(_DataOperator):
             self._graphs[measured[0]] = measured[1]
             self._graph_versions = tuple(p._version for p in self.params.values())
             self.kept_graph_bytes = self.graph_bytes
-        log.info("landscape: first-backward graphs ~%.1f MiB for %d batch(es), budget %.1f MiB: %s", float(estimate) / 2**20,
-                 len(sizes), self.memory_budget / 2**20, "kept across products" if fits else "rebuilt per product")
+        log.info("landscape: first-backward graphs ~%.1f MiB for %d batch(es), budget %.1f MiB: %s",
+                 float(estimate) / 2**20, len(sizes), self.memory_budget / 2**20,
+                 "kept across products" if fits else "rebuilt per product")
         return fits
 
     def _pick_mode(self) -> str:
@@ -140,7 +145,8 @@ class HessianOperator(_DataOperator):
                         runs[mode] = times
                     except (RuntimeError, NotImplementedError) as exc:
                         log.info("landscape: HVP mode %s unavailable here (%s)", mode, str(exc).splitlines()[0])
-        med = torch.tensor([statistics.median(runs[m]) if m in runs else float("inf") for m in MODES], dtype=torch.float64)
+        med = torch.tensor([statistics.median(runs[m]) if m in runs else float("inf") for m in MODES],
+                           dtype=torch.float64)
         if self.ctx.active:  # every rank takes the same decision (by the slowest rank)
             import torch.distributed as dist
 

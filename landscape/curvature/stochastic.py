@@ -1,24 +1,27 @@
 """Stochastic curvature estimators over any operator: trace (Hutchinson, Hutch++) and spectral
 density (stochastic Lanczos quadrature), applying the operator to blocks of probes through
-``matmat`` where the operator has one. Split from :mod:`landscape.curvature.algorithms` (which
-re-exports both) to keep each module under ~400 lines.
+``matmat`` where the operator has one (:mod:`landscape.curvature.base`'s flat adapters).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from landscape.curvature.algorithms import CurvatureOperator, _block, _flat_draw, _flat_matmat, _ritz, lanczos_runs
+from landscape.curvature.base import CurvatureOperator, curvature_meta, flat_draw, flat_matmat
+from landscape.curvature.base import block_size as operator_block_size
+from landscape.curvature.lanczos import lanczos_runs, ritz_pairs
 from landscape.util.results import JsonResult
 
-__all__ = ["TraceResult", "DensityResult", "trace", "spectral_density"]
+__all__ = ["TraceResult", "DensityResult", "trace", "spectral_density", "TraceMethod"]
+
+TraceMethod = Literal["hutch++", "hutchinson"]
 
 
 # ----------------------------------------------------------------------------- trace
@@ -26,9 +29,12 @@ __all__ = ["TraceResult", "DensityResult", "trace", "spectral_density"]
 
 @dataclass
 class TraceResult(JsonResult):
-    """tr(H) estimate with its standard error (from the stochastic part only) and matvec count."""
+    """tr(H) estimate with its standard error (from the stochastic part only) and matvec count.
 
-    _flat_meta = True
+    ``samples``: the per-probe quadratic forms (Hutchinson) or residual-probe terms (Hutch++).
+    ``meta``: nested (:func:`landscape.util.meta.result_meta`): ``model``, ``settings``
+    (num_matvecs, method, seed, block_size), ``versions``, ``operator``, ``n_matvecs`` and ``exact_part``.
+    """
 
     estimate: float
     stderr: float
@@ -40,8 +46,8 @@ class TraceResult(JsonResult):
 
 
 def trace(
-    op: CurvatureOperator, *, num_matvecs: int = 99, method: str = "hutch++", seed: int = 0, progress: bool | None = None,
-    block_size: int | None = None,
+    op: CurvatureOperator, *, num_matvecs: int = 99, method: TraceMethod = "hutch++", seed: int = 0,
+    progress: bool = True, block_size: int | None = None,
 ) -> TraceResult:
     """Unbiased stochastic estimate of tr(H) from ``num_matvecs`` matvecs with Rademacher probes.
 
@@ -61,14 +67,14 @@ def trace(
         raise ValueError(f"{method} needs num_matvecs ≥ {minimum}, got {num_matvecs} (a standard error needs "
                          f"{6 if method == 'hutch++' else 2}).")
     start = op.n_matvecs
-    disable = True if progress is False else None
-    block = _block(op, block_size)
+    disable = None if progress else True
+    block = operator_block_size(op, block_size)
     if method == "hutchinson":
         samples = []
         bar = tqdm(total=num_matvecs, desc="hutchinson", disable=disable, leave=False)
         for j0 in range(0, num_matvecs, block):
-            z = torch.stack([_flat_draw(op, seed + j, "rademacher") for j in range(j0, min(j0 + block, num_matvecs))], 1)
-            hz = _flat_matmat(op, z, block)
+            z = torch.stack([flat_draw(op, seed + j, "rademacher") for j in range(j0, min(j0 + block, num_matvecs))], 1)
+            hz = flat_matmat(op, z, block)
             samples.extend((hz.double() * z.double()).sum(0).tolist())
             bar.update(z.shape[1])
         bar.close()
@@ -78,15 +84,15 @@ def trace(
         bar = tqdm(total=3 * s, desc="hutch++", disable=disable, leave=False)
 
         def apply(x: Tensor) -> Tensor:  # [dim, s] float64 → H x, float64
-            like = _flat_draw(op, 0, "rademacher")
-            out = _flat_matmat(op, x.to(dtype=like.dtype, device=like.device), block).double()
+            like = flat_draw(op, 0, "rademacher")
+            out = flat_matmat(op, x.to(dtype=like.dtype, device=like.device), block).double()
             bar.update(x.shape[1])
             return out
 
-        sketch = torch.stack([_flat_draw(op, seed + j, "rademacher").double() for j in range(s)], 1)
+        sketch = torch.stack([flat_draw(op, seed + j, "rademacher").double() for j in range(s)], 1)
         q, _ = torch.linalg.qr(apply(sketch))  # [dim, s]
         exact = float((q * apply(q)).sum())
-        g = torch.stack([_flat_draw(op, seed + s + j, "rademacher").double() for j in range(s)], 1)
+        g = torch.stack([flat_draw(op, seed + s + j, "rademacher").double() for j in range(s)], 1)
         g = g - q @ (q.T @ g)
         hg = apply(g)
         hg = hg - q @ (q.T @ hg)
@@ -95,7 +101,10 @@ def trace(
         est = exact + float(np.mean(samples))
     # one residual probe (hutch++ with 3-5 matvecs) gives no spread: no error estimate (nan), no numpy warning
     stderr = float(np.std(samples, ddof=1) / math.sqrt(len(samples))) if len(samples) > 1 else float("nan")
-    return TraceResult(est, stderr, op.n_matvecs - start, method, int(seed), samples, {"exact_part": exact})
+    n = op.n_matvecs - start
+    settings = {"num_matvecs": int(num_matvecs), "method": method, "seed": int(seed), "block_size": block_size}
+    return TraceResult(est, stderr, n, method, int(seed), samples,
+                       curvature_meta(op, settings, n_matvecs=n, exact_part=exact, block=block))
 
 
 # ----------------------------------------------------------------------------- density
@@ -104,9 +113,11 @@ def trace(
 @dataclass
 class DensityResult(JsonResult):
     """Stochastic Lanczos quadrature: per run, Ritz ``nodes`` θ and ``weights`` τ (summing to 1),
-    and the Gaussian-smoothed density φ(t) = (1/R) Σᵣ Σⱼ τᵣⱼ N(t; θᵣⱼ, σ²) on ``grid``."""
+    and the Gaussian-smoothed density φ(t) = (1/R) Σᵣ Σⱼ τᵣⱼ N(t; θᵣⱼ, σ²) on ``grid``.
 
-    _flat_meta = True
+    ``meta``: nested: ``model``, ``settings`` (num_runs, lanczos_steps, sigma, num_grid, seed,
+    block_size), ``versions``, ``operator`` and ``n_matvecs``.
+    """
 
     nodes: list[np.ndarray]
     weights: list[np.ndarray]
@@ -124,7 +135,7 @@ class DensityResult(JsonResult):
 
 def spectral_density(
     op: CurvatureOperator, *, num_runs: int = 8, lanczos_steps: int = 64, sigma: float | None = None,
-    num_grid: int = 1000, seed: int = 0, progress: bool | None = None, block_size: int | None = None,
+    num_grid: int = 1000, seed: int = 0, progress: bool = True, block_size: int | None = None,
 ) -> DensityResult:
     """Eigenvalue density of a symmetric operator by stochastic Lanczos quadrature.
 
@@ -140,15 +151,15 @@ def spectral_density(
     """
     if num_runs < 1 or lanczos_steps < 1:
         raise ValueError(f"num_runs and lanczos_steps must be ≥ 1, got {num_runs}, {lanczos_steps}.")
-    start = op.n_matvecs
+    start, sigma_arg = op.n_matvecs, sigma
     nodes, weights = [], []
-    block = _block(op, block_size)
-    bar = tqdm(total=num_runs, desc="density (SLQ runs)", disable=True if progress is False else None)
+    block = operator_block_size(op, block_size)
+    bar = tqdm(total=num_runs, desc="density (SLQ runs)", disable=None if progress else True)
     for r0 in range(0, num_runs, block):
         group = range(r0, min(r0 + block, num_runs))
-        starts = torch.stack([_flat_draw(op, seed + r, "rademacher") for r in group], 1)
+        starts = torch.stack([flat_draw(op, seed + r, "rademacher") for r in group], 1)
         for alpha, beta in lanczos_runs(op, starts, lanczos_steps, block=block):
-            theta, s = _ritz(alpha, beta)
+            theta, s = ritz_pairs(alpha, beta)
             nodes.append(theta)
             weights.append(s[0, :] ** 2)
         bar.update(len(group))
@@ -164,5 +175,8 @@ def spectral_density(
     for theta, tau in zip(nodes, weights):
         density += np.exp(-0.5 * ((grid[:, None] - theta[None, :]) / sigma) ** 2) @ tau
     density /= num_runs * sigma * math.sqrt(2 * math.pi)
-    return DensityResult(nodes, weights, grid, density, float(sigma), op.n_matvecs - start, int(seed),
-                         {"num_runs": num_runs, "lanczos_steps": int(min(lanczos_steps, op.dim)), "block_size": block})
+    n = op.n_matvecs - start
+    settings = {"num_runs": int(num_runs), "lanczos_steps": int(min(lanczos_steps, op.dim)), "sigma": sigma_arg,
+                "num_grid": int(num_grid), "seed": int(seed), "block_size": block_size}
+    return DensityResult(nodes, weights, grid, density, float(sigma), n, int(seed),
+                         curvature_meta(op, settings, n_matvecs=n, block=block))

@@ -1,38 +1,31 @@
-"""Curvature operators of the data loss: the Hessian and the empirical Fisher.
+"""The base class of the curvature operators of a data loss (Hessian, empirical Fisher, user-defined).
 
-Weighting. The data is prepared once (``objective.prepare_data``: MLM masks fixed) and the loss is
-L(θ) = Σᵢ sᵢ(θ) / N with N = Σᵢ nᵢ (see :mod:`landscape.objectives`: sᵢ is example i's summed loss,
-nᵢ its number of loss terms, so N counts examples for ``Criterion`` and labelled tokens for HF
-objectives). Then
+Weighting. The data is prepared once (MLM masks fixed) and the loss is L(θ) = Σᵢ sᵢ(θ) / N with
+N = Σᵢ nᵢ (see :mod:`landscape.objectives`: sᵢ is example i's summed loss, nᵢ its number of loss
+terms, so N counts examples for ``Criterion`` and labelled tokens for HF objectives). Then
 
 * Hessian:          H·v = Σ_b ∇²(Σ_{i∈b} sᵢ)·v / N;
 * empirical Fisher: F·v = (1/N) Σᵢ gᵢ (gᵢᵀv), gᵢ = ∇sᵢ (per *sequence* for language models).
-  With the same N, F is on the Hessian's scale (for per-token cross-entropy, E[gᵢgᵢᵀ] sums the
-  per-token Fisher terms of sequence i), so the two spectra can be compared directly.
+  With the same N, F is on the Hessian's scale, so the two spectra can be compared directly.
 
-Restriction. ``params`` may be a :class:`~landscape.params.ParamSpace` (a block of H) or a
-:class:`~landscape.params.ParamMask` (P·H·P on the selected coordinates). Vectors are
-``dict[str, Tensor]`` over the selected tensors (full tensor shapes; unselected entries are
-ignored on input and zero on output); ``dim`` counts selected coordinates.
+Restriction. ``params`` may be names/globs or a :class:`~landscape.params.ParamSpace` (a block of
+the operator) or a :class:`~landscape.params.ParamMask` (P·A·P on the selected coordinates).
+Vectors are ``dict[str, Tensor]`` over the selected tensors (full tensor shapes; unselected entries
+are ignored on input and zero on output); ``dim`` counts selected coordinates.
 
-Every matvec runs in eval mode on the math attention backend (fused SDPA kernels have no double
+Every product runs in eval mode on the math attention backend (fused SDPA kernels have no double
 backward) and never writes to the weights or their ``.grad``. ``matmat`` applies the operator to k
-vectors at once, sharing the forward and first backward (:mod:`landscape.curvature.products`).
+vectors at once (:mod:`landscape.curvature.products`).
 
 Distributed. Under ``torchrun`` (``distributed=None`` or ``True``) each rank keeps the examples
 g ≡ rank (mod world) of every batch, and each product is all-reduced, so every rank holds the same
 operator as a single process and the algorithms run unchanged on every rank (same seeds, same
 collectives). The counts N and the loss are all-reduced at construction.
-
-The operators themselves live one per module (:mod:`~landscape.curvature.hessian_operator`,
-:mod:`~landscape.curvature.fisher_operator`); this module holds their shared base class.
-The algorithms (:func:`top_eigenvalues`, :func:`trace`, :func:`spectral_density`) live in
-:mod:`landscape.curvature.algorithms` and are re-exported here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -41,19 +34,32 @@ from torch import Tensor, nn
 
 from landscape import util, vectors
 from landscape.curvature import products
+from landscape.curvature.base import OperatorBase
 from landscape.objectives import Objective, Prepared, select_rows
 from landscape.params import ParamSpace, Selection, select
-from landscape.util import batch_moments, batches_of, deterministic_eval, versions
+from landscape.util import batch_moments, batches_of, deterministic_eval
 from landscape.util.checks import check_finite_weights
 from landscape.vectors import Vector
 
-__all__ = ["MODES"]  # HessianOperator, EmpiricalFisherOperator: see __getattr__ at the end
-
-MODES = ("double_backward", "forward_over_reverse")
+__all__ = ["DataOperator"]
 
 
-class _DataOperator:
-    """Shared plumbing: parameter selection, prepared data, vector conversions, checks."""
+class DataOperator(OperatorBase):
+    """Base class of the operators of a data loss: parameter selection, prepared data, vectors, checks.
+
+    A subclass sets ``kind`` (a name for messages) and implements :meth:`_batch_product`: the
+    *unscaled* product ∇²-like(Σ_{i∈b} sᵢ)·v of one prepared batch; the base sums it over batches
+    (all-reduced under ``torchrun``), divides by N and counts it. Overriding :meth:`_batch_matmat`
+    (k vectors stacked on a leading axis) makes :meth:`matmat` share work across vectors.
+
+    Args:
+        model: any ``nn.Module``; its current weights are θ.
+        objective: how a batch becomes per-example loss sums (``MaskedLM``, ``HFLoss``, ``Criterion``).
+        data: a re-iterable of raw batches, prepared once (:meth:`_prepare_data`).
+        params: names/globs, a ``ParamSpace`` (a block of the operator) or a ``ParamMask`` (P·A·P).
+        distributed: ``None``/``True``: shard the examples across ``torchrun`` ranks; ``False``: never.
+        memory_budget: bytes for batched products (default: a quarter of the free device memory).
+    """
 
     kind = "operator"
 
@@ -73,39 +79,44 @@ class _DataOperator:
         first = next(iter(self.params.values()))
         self.dtype, self.device = first.dtype, first.device
         self.ctx = util.dist_context() if distributed in (None, True) else util.DistContext()
-        raw = list(batches_of(data))  # refuses one-shot iterators and empty data
-        self._raw_fingerprint = sum((batch_moments(b) for b in raw), np.zeros(3))
-        self.prepared: list[Prepared] = []
-        offset = 0
-        for b in raw:  # under torchrun: this rank's examples g ≡ rank (mod world) of every batch
-            p: dict[str, Any] | None = objective.prepare(b, model)
-            assert p is not None
-            size = int(objective.term_counts(p).numel())
-            if self.ctx.active:
-                rows = [i for i in range(size) if (offset + i) % self.ctx.world_size == self.ctx.rank]
-                p = select_rows(p, rows, size) if rows else None
-            offset += size
-            if p is not None:
-                self.prepared.append(p)
-        del raw
+        self.prepared: list[Prepared] = self._prepare_data(data)
         self._batch_sums = self._forward_sums(self.prepared)  # one forward per batch, float64 sums
-        totals = torch.tensor([sum(self._batch_sums), sum(int(objective.term_counts(p).sum()) for p in self.prepared),
-                               sum(int(objective.term_counts(p).numel()) for p in self.prepared)], dtype=torch.float64)
+        counts = [objective.count(p) for p in self.prepared]
+        totals = torch.tensor([sum(self._batch_sums), sum(c[1] for c in counts), sum(c[0] for c in counts)],
+                              dtype=torch.float64)
         if self.ctx.active:
             products.all_reduce_([totals])
         self.n_terms, self.n_examples = int(round(float(totals[1]))), int(round(float(totals[2])))
         if self.n_terms == 0:
             raise ValueError("data holds no loss term (every label is -100); the curvature of an empty loss is 0.")
         self.loss = float(totals[0] / totals[1])
+        if not torch.isfinite(torch.tensor(self.loss)):
+            raise ValueError(f"the loss is {self.loss} at the current weights; curvature is undefined. Check the "
+                             "weights and inputs for NaN/inf (or a too-large learning rate in the checkpoint).")
         self.memory_budget = int(memory_budget) if memory_budget is not None else \
             int(0.25 * products.available_memory(self.device))
         self.param_bytes = sum(p.numel() * p.element_size() for p in self.params.values())
         self.graph_bytes: int | None = None  # bytes autograd saves for the largest local batch
-        self.n_matmats, self.last_block = 0, 0
-        if not torch.isfinite(torch.tensor(self.loss)):
-            raise ValueError(f"the loss is {self.loss} at the current weights; curvature is undefined. Check the "
-                             "weights and inputs for NaN/inf (or a too-large learning rate in the checkpoint).")
-        self.n_matvecs = 0
+        self.n_matvecs, self.n_matmats, self.last_block = 0, 0, 0
+
+    def _prepare_data(self, data: Iterable[Any]) -> list[Prepared]:
+        """Each raw batch prepared once (MLM masks fixed); under torchrun, this rank's examples
+        g ≡ rank (mod world) of every batch. Sets the data fingerprint :meth:`check_determinism` uses."""
+        raw = list(batches_of(data))  # refuses one-shot iterators and empty data
+        self._raw_fingerprint = sum((batch_moments(b) for b in raw), np.zeros(3))
+        out: list[Prepared] = []
+        offset = 0
+        for b in raw:
+            p: Prepared | None = self.objective.prepare(b, self.model)
+            assert p is not None
+            size = self.objective.count(p)[0]
+            if self.ctx.active:
+                rows = [i for i in range(size) if (offset + i) % self.ctx.world_size == self.ctx.rank]
+                p = select_rows(p, rows, size) if rows else None
+            offset += size
+            if p is not None:
+                out.append(p)
+        return out
 
     @torch.no_grad()
     def _forward_sums(self, batches: Sequence[Prepared]) -> list[float]:
@@ -155,8 +166,10 @@ class _DataOperator:
         vectors.check_like(v, self.params, "vector")
 
     # ---- the product
-    def _batch_product(self, prepared: Prepared, v: Vector) -> Vector:  # pragma: no cover - abstract
-        raise NotImplementedError
+    def _batch_product(self, prepared: Prepared, v: Vector) -> Vector:
+        """The unscaled product of one prepared batch's summed loss with ``v``; subclasses implement it."""
+        raise NotImplementedError(f"{type(self).__name__} must implement _batch_product(prepared, v), the unscaled "
+                                  "product of one prepared batch (see DataOperator).")
 
     def _summed_over_batches(self, product: Any, arg: Any, out: dict[str, Tensor]) -> dict[str, Tensor]:
         """``out`` += Σ over the prepared batches of ``product(batch, arg)`` (all-reduced under torchrun)."""
@@ -219,7 +232,7 @@ class _DataOperator:
         ``keep``: hold that graph in ``self._measured_graph`` (batch id, gradients) for reuse."""
         if not self.prepared:
             return 0
-        sizes = [int(self.objective.term_counts(p).numel()) for p in self.prepared]
+        sizes = [self.objective.count(p)[0] for p in self.prepared]
         p = self.prepared[int(np.argmax(sizes))]
         with deterministic_eval(self.model), torch.enable_grad(), products.SavedBytes() as saved:
             s, _ = self.objective.loss_sum(self.model, p)
@@ -237,7 +250,7 @@ class _DataOperator:
     def _primals(self) -> dict[str, Tensor]:
         return {n: p.detach() for n, p in self.params.items()}
 
-    def _loss_sums(self, prepared: Prepared):
+    def _loss_sums(self, prepared: Prepared) -> Callable[[dict[str, Tensor]], Tensor]:
         def fn(pdict: dict[str, Tensor]) -> Tensor:
             s, _ = self.objective.loss_terms(self.objective.forward(self.model, prepared, pdict), prepared)
             return s
@@ -291,21 +304,7 @@ class _DataOperator:
                 "restricted": "mask" if self.mask is not None else ("space" if self.dim < self._full_dim() else None),
                 "n_matvecs": self.n_matvecs, "n_matmats": self.n_matmats, "last_block": self.last_block,
                 "world_size": self.ctx.world_size, "memory_budget": self.memory_budget, "param_bytes": self.param_bytes,
-                "graph_bytes": self.graph_bytes, "versions": versions()}
+                "graph_bytes": self.graph_bytes}
 
     def _full_dim(self) -> int:
         return sum(p.numel() for p in ParamSpace(self.model).params.values())
-
-
-def __getattr__(name: str) -> Any:
-    """The operators live in their own modules; keep ``operators.HessianOperator`` importable."""
-    if name == "HessianOperator":
-        from landscape.curvature.hessian_operator import HessianOperator
-
-        return HessianOperator
-    if name == "EmpiricalFisherOperator":
-        from landscape.curvature.fisher_operator import EmpiricalFisherOperator
-
-        return EmpiricalFisherOperator
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-

@@ -1,14 +1,18 @@
-"""Run PyHessian 0.1 on the same model and data, for continuity with published numbers.
+"""Run PyHessian 0.1 on the same model and data: the reference for parity tests and benchmarks.
+
+Not part of the library (``pyhessian`` is an optional dependency, in the ``test``, ``bench`` and
+``pyhessian`` extras). Tests import it as ``pyhessian_reference``; ``bench/`` scripts put the
+repository root on ``sys.path`` and import ``tests.pyhessian_reference``.
 
 PyHessian (Yao et al., 2020) computes the top eigenvalues by deflated power iteration and the
 trace by Hutchinson's method. It accepts only models called as ``model(inputs)`` with
 ``(inputs, targets)`` batches and a criterion ``loss_fn(outputs, targets)`` with mean reduction, so
-Hugging Face models do not fit; use :class:`landscape.curvature.operators.HessianOperator` for those.
+Hugging Face models do not fit; use :class:`landscape.curvature.HessianOperator` for those.
 
 Known limitations of the PyPI release, worked around or documented here:
 
 * ``hessian.density()`` calls ``torch.eig``, removed from modern torch: it raises. Use
-  :func:`landscape.curvature.operators.spectral_density` instead (same SLQ estimator, with reorthogonalization).
+  :func:`landscape.curvature.spectral_density` instead (same SLQ estimator, with reorthogonalization).
 * With a single batch it keeps the first backward's graph alive for its whole lifetime
   (``create_graph=True`` then ``retain_graph=True``) and leaves graph-carrying ``.grad`` tensors on
   the model. The adapter restores every ``.grad`` and train/eval flag afterwards.
@@ -26,9 +30,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from landscape.curvature.algorithms import EigenResult, TraceResult
+from landscape.curvature import EigenResult, TraceResult
 from landscape.objectives import Criterion
 from landscape.util import eval_mode, model_device, model_dtype
+from landscape.util.meta import result_meta
 
 __all__ = ["pyhessian_available", "pyhessian_top_eigenvalues", "pyhessian_trace", "PyHessianRun"]
 
@@ -140,7 +145,9 @@ def pyhessian_top_eigenvalues(model: nn.Module, loss_fn: Any, data: Any, top_n: 
         n = run.n_matvecs
     order = np.argsort(values)[::-1]
     return EigenResult(np.asarray(values)[order], [dict_vecs[i] for i in order], n, "pyhessian-power", "magnitude",
-                       float(tol), int(seed), True, {"peer": "pyhessian 0.1"})
+                       float(tol), int(seed), True,
+                       result_meta(model, {"top_n": top_n, "tol": tol, "max_iter": max_iter, "seed": seed},
+                                   peer="pyhessian 0.1", n_matvecs=n))
 
 
 def pyhessian_trace(model: nn.Module, loss_fn: Any, data: Any, max_iter: int = 100, tol: float = 1e-3,
@@ -151,5 +158,6 @@ def pyhessian_trace(model: nn.Module, loss_fn: Any, data: Any, max_iter: int = 1
         n = run.n_matvecs
     stderr = float(np.std(samples, ddof=1) / np.sqrt(len(samples))) if len(samples) > 1 else float("nan")
     return TraceResult(float(np.mean(samples)), stderr, n, "pyhessian-hutchinson", int(seed), samples,
-                       {"peer": "pyhessian 0.1"})
+                       result_meta(model, {"tol": tol, "max_iter": max_iter, "seed": seed}, peer="pyhessian 0.1",
+                                   n_matvecs=n))
 
