@@ -37,8 +37,9 @@ from landscape.util import deterministic_eval, math_attention
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo root: tests.pyhessian_reference
-from tests.pyhessian_reference import PyHessianRun, pyhessian_top_eigenvalues  # noqa: E402
 import _report
+
+from tests.pyhessian_reference import PyHessianRun, pyhessian_top_eigenvalues  # noqa: E402
 
 VOCAB, SEQ, BATCH = 1000, 64, 8
 

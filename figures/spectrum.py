@@ -26,7 +26,7 @@ def plot_spectral_density(grid: Any, density: Any = None, eigenvalues: Any = Non
     """Spectral density ``density [m]`` over eigenvalue ``grid [m]``, with optional eigenvalue ticks.
 
     ``grid`` may also be a result object or dict with ``.grid``/``.density`` (e.g. the result of
-    ``landscape.curvature.operators.spectral_density``) and an optional ``.eigenvalues``. ``eigenvalues`` may be
+    ``landscape.curvature.spectral_density``) and an optional ``.eigenvalues``. ``eigenvalues`` may be
     an array or a result with ``.values`` (``curvature.top_eigenvalues``).
     With ``logy`` the density is clipped below at ``floor * max(density)`` so empty regions stay
     visible. Eigenvalues (e.g. Lanczos top-k) are drawn as a rug of ticks under the curve.

@@ -65,7 +65,7 @@ def _batches(data: Any) -> tuple[Any, Any]:
     for b in batches:
         if not (isinstance(b, (tuple, list)) and len(b) == 2):
             raise TypeError("PyHessian needs (inputs, targets) batches and a model called as model(inputs); "
-                            "for Hugging Face models use landscape.curvature.operators.HessianOperator.")
+                            "for Hugging Face models use landscape.curvature.HessianOperator.")
     return None, [tuple(b) for b in batches]
 
 

@@ -1,6 +1,6 @@
 """Batched curvature products and the plumbing around them: memory, graph size, sharding.
 
-The operators (:mod:`landscape.curvature.operators`) call these small pure functions. With the k
+The operators (:mod:`landscape.curvature.data_operator` and its subclasses) call these small pure functions. With the k
 vectors stacked per tensor (``V[name]`` of shape ``[k, *param.shape]``):
 
 * double backward:       g = ∇L (create_graph), then ∇(g·V) for all k at once with

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from landscape import curvature, objectives, util
-from landscape.curvature.pyhessian import pyhessian_available, pyhessian_top_eigenvalues, pyhessian_trace
+from pyhessian_reference import pyhessian_available, pyhessian_top_eigenvalues, pyhessian_trace
 from conftest import make_classification_data, make_mlp
 from references import dense_parts
 
