@@ -11,9 +11,9 @@ sums sᵢ, :class:`landscape.scans.points.ExampleLosses`):
   the line beyond the scanned range by doubling, censored (a lower bound) if it never does.
 
 Mask-level secondaries: the trace of the Hessian restricted to the mask by Hutchinson with
-Rademacher probes, each probe's zᵀHz by the same second difference (standard error over probes),
-and the restricted top eigenvalue by Lanczos with its convergence flag (Hessian-vector products
-on a subset of the pool: they cost 3–4 gradients each).
+Rademacher probes (:func:`landscape.curvature.trace` on the masked Hessian operator, standard
+error over probes), and the restricted top eigenvalue by Lanczos with its convergence flag
+(Hessian-vector products: they cost 3–4 gradients each).
 """
 
 from __future__ import annotations
@@ -55,37 +55,30 @@ def per_seed(ev: ExampleLosses, s0: np.ndarray, make_direction: Callable[[int], 
         sums = np.insert(ev.at([d], nonzero[:, None]), i0, s0, axis=0)  # [n_alphas, N]
         loss = ev.pooled(sums)
         curves.append(loss)
-        ip, im = int(np.flatnonzero(np.isclose(alphas, rise_step))[0]), int(np.flatnonzero(np.isclose(alphas, -rise_step))[0])
+        ip = int(np.flatnonzero(np.isclose(alphas, rise_step))[0])
+        im = int(np.flatnonzero(np.isclose(alphas, -rise_step))[0])
         rise.append(0.5 * (sums[ip] + sums[im]) - s0)
         w = sharpness.basin_width_bracketed(lambda a, d=d: float(ev.pooled(ev.at([d], [[a]])[0])),
                                             threshold=float(loss[i0]) + basin_delta, alphas=alphas, values=loss,
                                             max_alpha=basin_max_alpha, refine=2)
         widths.append({"width": w.width, "lower_bound": w.lower_bound, "censored": w.censored, "left": w.left,
                        "right": w.right, "extra_evaluations": w.n_evaluations})
-    return {"seeds": list(seeds), "norms": norms, "curv": np.stack(curv).tolist(), "rise": np.stack(rise).tolist() if rise else [],
-            "curves": np.stack(curves).tolist() if curves else [], "widths": widths}
+    return {"seeds": list(seeds), "norms": norms, "curv": np.stack(curv).tolist(),
+            "rise": np.stack(rise).tolist() if rise else [], "curves": np.stack(curves).tolist() if curves else [],
+            "widths": widths}
 
 
-def masked_trace(ev: ExampleLosses, s0: np.ndarray, mask: ParamMask, probes: int, fd_step: float, seed: int) -> dict[str, Any]:
-    """Hutchinson trace of the Hessian restricted to ``mask``: mean over Rademacher probes z of zᵀHz.
+def masked_trace(model: Any, objective: Any, data: list, mask: ParamMask, *, probes: int, seed: int) -> dict[str, Any]:
+    """Hutchinson trace of the Hessian restricted to ``mask``, tr(P·H·P) ≈ mean over Rademacher probes z of zᵀHz.
 
-    Each probe is scaled to u = z·‖θ⊙m‖/‖z‖ for the second difference (so h = ``fd_step`` moves the
-    masked weights by that fraction of their norm) and zᵀHz = uᵀHu·‖z‖²/‖θ⊙m‖². ``stderr``: the
-    sample SD over probes / √probes (Hutchinson's variance; the data are fixed).
+    :func:`landscape.curvature.trace` (``method="hutchinson"``, ``probes`` Hessian-vector products
+    on ``data``) with the probes of a :class:`~landscape.curvature.HessianOperator` on ``mask``.
+    ``stderr``: the sample SD over probes / √probes (Hutchinson's variance; the data are fixed).
     """
-    space = mask.space
-    theta_m = float(vectors.norm(mask.apply({n: p.detach().double() for n, p in space.params.items()})))
-    z_norm = float(np.sqrt(mask.count()))
-    vals = []
-    for p in range(probes):
-        z = mask.apply(space.rademacher(seed + p))
-        u = {n: t * (theta_m / z_norm) for n, t in z.items()}
-        plus, minus = ev.at([u], [[fd_step], [-fd_step]])
-        q = float(sharpness.second_difference(plus, minus, s0, fd_step).sum() / ev.counts.sum())
-        vals.append(q * (z_norm / theta_m) ** 2)
-    arr = np.array(vals)
-    return {"value": float(arr.mean()), "stderr": float(arr.std(ddof=1) / np.sqrt(probes)) if probes > 1 else None,
-            "probes": arr.tolist(), "estimator": "Hutchinson, Rademacher probes, central second differences"}
+    op = curvature.HessianOperator(model, objective, data, params=mask, mode="double_backward", check_determinism=False)
+    res = curvature.trace(op, num_matvecs=probes, method="hutchinson", seed=seed, progress=False)
+    return {"value": res.estimate, "stderr": res.stderr if probes > 1 else None, "probes": list(res.samples),
+            "n_matvecs": res.n_matvecs, "estimator": "Hutchinson, Rademacher probes, Hessian-vector products"}
 
 
 def masked_top_eigenvalue(model: Any, objective: Any, data: list, mask: ParamMask, *, max_iter: int, tol: float,

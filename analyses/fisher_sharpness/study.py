@@ -298,7 +298,7 @@ def run(config: FisherSharpnessConfig | None = None, target: Target | None = Non
                 done["count"] = m0.count()
                 done["n_tensors"] = len(m0.names)
                 t_s = time.perf_counter()
-                done["trace"] = measure.masked_trace(ev, s0, m0, cfg.trace_probes, cfg.fd_step, cfg.seed)
+                done["trace"] = measure.masked_trace(model, obj, eval_data, m0, probes=cfg.trace_probes, seed=cfg.seed)
                 t_e = time.perf_counter()
                 done["top_eigenvalue"] = measure.masked_top_eigenvalue(model, obj, eig_data, m0, max_iter=cfg.eig_iter,
                                                                        tol=cfg.eig_tol, seed=cfg.seed)
