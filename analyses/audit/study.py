@@ -71,7 +71,7 @@ class AuditConfig:
     block_curvature: bool = True
     # "auto" times both HVP modes first (4 extra products); on CPU double backward won on the default
     # model (3.9 s vs 5.0 s per product under load) and forward-over-reverse's first call is slow
-    hvp_mode: str = "double_backward"
+    hvp_mode: curvature.ModeChoice = "double_backward"
     eig_tol: float = 1e-2
     eig_max_iter: int = 10
     trace_matvecs: int = 6
@@ -194,8 +194,8 @@ def _finite(x: Any) -> float | None:
     return float(x) if x is not None and np.isfinite(x) else None
 
 
-def _curvature(cfg: AuditConfig, target: Target, data: list, space: ParamSpace, mode: str, matvecs: int,
-               check: bool = False) -> tuple[dict[str, Any], str]:
+def _curvature(cfg: AuditConfig, target: Target, data: list, space: ParamSpace, mode: curvature.ModeChoice,
+               matvecs: int, check: bool = False) -> tuple[dict[str, Any], str]:
     op = curvature.HessianOperator(target.model, target.objective, data, params=space, mode=mode, check_determinism=check)
     with warnings.catch_warnings():  # a capped Lanczos run is expected; eig_converged records it
         warnings.filterwarnings("ignore", message="Lanczos did not reach")

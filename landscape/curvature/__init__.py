@@ -29,7 +29,7 @@ from landscape.curvature.data_operator import DataOperator
 from landscape.curvature.eigen import EigenMethod, EigenResult, top_eigenvalues
 from landscape.curvature.eigensolvers import EIGENSOLVERS, EigenProblem, EigenSolver, Which, register_eigensolver
 from landscape.curvature.fisher_operator import EmpiricalFisherOperator
-from landscape.curvature.hessian_operator import MODES, HessianOperator, Mode
+from landscape.curvature.hessian_operator import MODES, HessianOperator, Mode, ModeChoice
 from landscape.curvature.lanczos import lanczos, lanczos_runs, ritz_pairs
 from landscape.curvature.matrix_operator import MatrixOperator
 from landscape.curvature.stochastic import DensityResult, TraceMethod, TraceResult, spectral_density, trace
@@ -40,5 +40,5 @@ __all__ = [
     "lanczos", "lanczos_runs", "ritz_pairs",
     "top_eigenvalues", "EigenResult", "EigenProblem", "EigenSolver", "EIGENSOLVERS", "register_eigensolver",
     "trace", "spectral_density", "TraceResult", "DensityResult",
-    "MODES", "Mode", "Which", "EigenMethod", "TraceMethod",
+    "MODES", "Mode", "ModeChoice", "Which", "EigenMethod", "TraceMethod",
 ]

@@ -24,11 +24,13 @@ from landscape.params import Selection
 from landscape.util import deterministic_eval, log, log_once
 from landscape.vectors import Vector
 
-__all__ = ["HessianOperator", "MODES"]
+__all__ = ["HessianOperator", "MODES", "Mode", "ModeChoice"]
 
 #: How a Hessian-vector product is computed (``"auto"`` picks one of these by timing both).
 Mode = Literal["double_backward", "forward_over_reverse"]
 MODES: tuple[Mode, ...] = get_args(Mode)
+#: What ``HessianOperator(mode=...)`` accepts.
+ModeChoice = Literal["auto", Mode]
 
 #: The auto mode's pick per (model, selection, data shapes, device, threads): measured once per process.
 _MODE_CACHE: dict[tuple, dict[str, Any]] = {}
@@ -64,7 +66,7 @@ class HessianOperator(DataOperator):
     kind = "Hessian"
 
     def __init__(self, model: nn.Module, objective: Objective, data: Iterable[Any], *,
-                 params: Selection = None, mode: Mode | Literal["auto"] = "auto",
+                 params: Selection = None, mode: ModeChoice = "auto",
                  check_determinism: bool | Literal["full"] = True, reuse_graph: bool | Literal["auto"] = "auto",
                  memory_budget: int | None = None, distributed: bool | None = None) -> None:
         if mode not in ("auto", *MODES):
