@@ -107,7 +107,7 @@ def _lanczos_solver(op: CurvatureOperator, pb: EigenProblem) -> tuple[np.ndarray
     theta, s = ritz_pairs(alpha, beta)
     converged = bounds(alpha, beta) or beta[-1] <= 1e-12 * max(1.0, np.max(np.abs(theta)))
     if not converged:
-        warnings.warn(f"Lanczos did not reach tol={pb.tol} in {len(alpha)} steps; raise max_iter.", stacklevel=4)
+        warnings.warn(f"Lanczos did not reach tol={pb.tol} in {len(alpha)} steps; raise max_iter.", stacklevel=3)
     idx = wanted(theta, pb.k, pb.which)
     y = torch.as_tensor(s[:, idx], dtype=basis.dtype, device=basis.device)
     return theta[idx], [op.from_flat(col) for col in (basis.T @ y).T], bool(converged)
@@ -139,7 +139,7 @@ def _lobpcg_solver(op: CurvatureOperator, pb: EigenProblem) -> tuple[np.ndarray,
                             largest=pb.which == "largest")
     converged = not any("not reaching the requested tolerance" in str(w.message) for w in caught)
     if not converged:
-        warnings.warn(f"LOBPCG did not reach tol={pb.tol} in {max_iter} iterations; raise max_iter.", stacklevel=4)
+        warnings.warn(f"LOBPCG did not reach tol={pb.tol} in {max_iter} iterations; raise max_iter.", stacklevel=3)
     return vals, [op.from_flat(torch.as_tensor(vecs[:, i], device=like.device)) for i in range(pb.k)], converged
 
 
