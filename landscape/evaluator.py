@@ -92,7 +92,8 @@ class Evaluator:
         per_batch = [objective.term_counts(p).detach().cpu().double().reshape(-1) for p in self.prepared]
         self.counts: np.ndarray = torch.cat(per_batch).numpy() if per_batch else np.zeros(0)
         totals = torch.tensor([float(self.counts.size), float(self.counts.sum())], dtype=torch.float64)
-        if shard is not None and shard[1] > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+        if shard is not None and shard[1] > 1 and torch.distributed.is_available() \
+                and torch.distributed.is_initialized():
             torch.distributed.all_reduce(totals)
         self.n_examples, self.n_terms = int(round(float(totals[0]))), int(round(float(totals[1])))
         if self.n_terms == 0:
@@ -169,7 +170,8 @@ class Evaluator:
                 s, _ = self.objective.loss_sum(self.model, p)
                 if grad:
                     gs = torch.autograd.grad(s / self.n_terms, self.tensors, allow_unused=True)
-                    torch._foreach_add_(grads, [g if g is not None else torch.zeros_like(t) for g, t in zip(gs, self.theta0)])
+                    torch._foreach_add_(grads, [torch.zeros_like(t) if g is None else g
+                                                for g, t in zip(gs, self.theta0)])
                 total += float(s.detach().double())
         return total / self.n_terms, (grads if grad else None)
 

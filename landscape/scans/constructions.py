@@ -43,7 +43,8 @@ def _param_values(source: nn.Module | Mapping[str, Tensor], space: ParamSpace, w
     return out
 
 
-def between(model_a: nn.Module, model_b: nn.Module | Mapping[str, Tensor], space: ParamSpace | None = None) -> Direction:
+def between(model_a: nn.Module, model_b: nn.Module | Mapping[str, Tensor],
+            space: ParamSpace | None = None) -> Direction:
     """The interpolation direction d = θ_b − θ_a (e.g. pretrained → fine-tuned); α=1 reaches θ_b.
 
     ``model_b`` may be a model of the same architecture or a state dict.
@@ -97,7 +98,8 @@ class PCADirections(JsonResult):
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-def pca(checkpoints: Sequence[nn.Module | Mapping[str, Tensor]], *, model: nn.Module | None = None, num_components: int = 2) -> PCADirections:
+def pca(checkpoints: Sequence[nn.Module | Mapping[str, Tensor]], *, model: nn.Module | None = None,
+        num_components: int = 2) -> PCADirections:
     """PCA of the trajectory matrix M = [θ_i − θ_final]_{i<n} (columns centered, as sklearn's PCA).
 
     Args:

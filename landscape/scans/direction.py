@@ -113,7 +113,8 @@ def check_direction(d: Mapping[str, Tensor], space: ParamSpace, what: str = "dir
             )
         p = space.params[canon]
         if tuple(t.shape) != tuple(p.shape):
-            raise ValueError(f"{what}[{name!r}] has shape {tuple(t.shape)}, the model's parameter has {tuple(p.shape)}.")
+            raise ValueError(f"{what}[{name!r}] has shape {tuple(t.shape)}, "
+                             f"the model's parameter has {tuple(p.shape)}.")
         out[canon] = t.detach().to(device=p.device, dtype=p.dtype)
     finite = torch.stack([torch.isfinite(t).all() for t in out.values()]).all()
     if not bool(finite):

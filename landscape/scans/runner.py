@@ -28,7 +28,7 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 import torch
@@ -102,7 +102,8 @@ def _check_resumable(old: _GridResult, new: _GridResult, path: Path) -> None:
             raise ValueError(f"cannot resume from {path}: it was made for a different grid ({name} differ: "
                              f"{a.size} points in the file, {0 if b is None else b.size} requested). "
                              "Use another path or resume=False.")
-    labels = {"model_weights": "model (weights)", "model_buffers": "model (buffers, e.g. BatchNorm statistics)", "model_fingerprint": "model (architecture)", "directions": "directions",
+    labels = {"model_weights": "model (weights)", "model_buffers": "model (buffers, e.g. BatchNorm statistics)",
+              "model_fingerprint": "model (architecture)", "directions": "directions",
               "data": "data", "objective": "objective", "metrics": "metrics"}
     for key in _IDENTITY_KEYS:
         a, b = old.meta.get("identity", {}).get(key), new.meta["identity"].get(key)
@@ -168,7 +169,8 @@ def _start(model: nn.Module, objective: Objective, data: Iterable[Any], dirs_in:
     path = settings.path
     save_to = None if path is None else (_part_path(path, ctx.rank) if ctx.active else path)
     identity = {
-        "model_weights": util.weights_fingerprint(model), "model_buffers": tensors_fingerprint(dict(model.named_buffers())),
+        "model_weights": util.weights_fingerprint(model),
+        "model_buffers": tensors_fingerprint(dict(model.named_buffers())),
         "model_fingerprint": util.model_fingerprint(model), "directions": [tensors_fingerprint(d) for d in dirs],
         "data": data_fingerprint(ev.prepared), "objective": objective.describe(), "metrics": list(result.metrics),
     }
@@ -195,13 +197,14 @@ def _resume(result: _GridResult, path: Path, ctx: util.DistContext) -> None:
 def _evaluate_chunk(scan: _Scan, result: _GridResult, points: np.ndarray, chunk: np.ndarray, batched: bool) -> None:
     """Evaluate the grid points ``chunk`` (one at a time, or all through ``vmap``) into ``result``."""
     t0 = time.perf_counter()
+    metrics = cast(tuple[Metric, ...], result.metrics)  # checked by _check_metrics
     if batched:
-        outs = scan.ev.metrics_batched(scan.dirs, points[chunk], result.metrics)
+        outs = scan.ev.metrics_batched(scan.dirs, points[chunk], metrics)
     else:
         outs = []
         for k in chunk:
             scan.ev.set(points[k], scan.dirs)
-            outs.append(scan.ev.metrics(result.metrics))
+            outs.append(scan.ev.metrics(metrics))
     scan.t_eval += time.perf_counter() - t0
     for k, o in zip(chunk, outs):
         result._set_flat(int(k), o)
@@ -275,7 +278,8 @@ def _run(model: nn.Module, objective: Objective, data: Iterable[Any], dirs_in: S
     return _finish(scan, result, settings.path)
 
 
-def _calibrate(scan: _Scan, points: np.ndarray, mine: np.ndarray, result: _GridResult) -> tuple[int, int, dict[str, Any]]:
+def _calibrate(scan: _Scan, points: np.ndarray, mine: np.ndarray,
+               result: _GridResult) -> tuple[int, int, dict[str, Any]]:
     """Pick the points per call for ``batch_points="auto"`` by timing real grid points (kept as results).
 
     One point at a time on 3 points (the first a warm-up) against ``vmap`` over k points on two
@@ -288,7 +292,8 @@ def _calibrate(scan: _Scan, points: np.ndarray, mine: np.ndarray, result: _GridR
     from landscape.curvature.products import available_memory
 
     ctx = scan.ctx
-    moved = sum(t.numel() * t.element_size() for n, t in zip(scan.ev.names, scan.ev.theta0) if any(n in d for d in scan.dirs))
+    moved = sum(t.numel() * t.element_size() for n, t in zip(scan.ev.names, scan.ev.theta0)
+                if any(n in d for d in scan.dirs))
     k = int(min(AUTO_MAX_BATCH, available_memory(util.model_device(scan.ev.model)) // max(4 * 3 * moved, 1)))
     n_min = torch.tensor([float(len(mine))])
     if ctx.active:
@@ -330,7 +335,8 @@ def _gather(result: _GridResult, ctx: util.DistContext) -> _GridResult:
     per_rank = []
     for part in parts:
         other = type(result).__new__(type(result))
-        other.shape, other.done, other.nonfinite, other.values = result.shape, part["done"], part["nonfinite"], part["values"]
+        other.shape, other.done = result.shape, part["done"]
+        other.nonfinite, other.values = part["nonfinite"], part["values"]
         result._merge_from(other)
         per_rank.append(int(part["computed"]))
     result.meta["points_per_rank"] = per_rank
@@ -357,7 +363,8 @@ def scan_1d(model: nn.Module, objective: Objective, data: Iterable[Any], d: Mapp
             Batched and single points agree to rounding (~1e-7 relative in float32), not bit for bit.
         distributed: ``None`` shards across ``torchrun`` ranks when present; ``False`` never.
     """
-    settings = ScanSettings(None if path is None else Path(path), resume, progress, batch_points, save_every, distributed)
+    settings = ScanSettings(None if path is None else Path(path), resume, progress, batch_points, save_every,
+                            distributed)
     res = Curve(_check_grid(alphas, "alphas"), metrics=_check_metrics(metrics))
     _run(model, objective, data, [d], res, settings)
     return res
@@ -370,7 +377,8 @@ def scan_2d(model: nn.Module, objective: Objective, data: Iterable[Any], d1: Map
             distributed: bool | None = None) -> Surface:
     """L(θ₀ + x·d1 + y·d2) over the grid → :class:`Surface` with ``values[m][iy, ix]`` at
     ``(xs[ix], ys[iy])`` (``np.meshgrid(xs, ys)`` layout). Arguments as :func:`scan_1d`."""
-    settings = ScanSettings(None if path is None else Path(path), resume, progress, batch_points, save_every, distributed)
+    settings = ScanSettings(None if path is None else Path(path), resume, progress, batch_points, save_every,
+                            distributed)
     res = Surface(_check_grid(xs, "xs"), _check_grid(ys, "ys"), metrics=_check_metrics(metrics))
     _run(model, objective, data, [d1, d2], res, settings)
     return res

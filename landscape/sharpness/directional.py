@@ -31,7 +31,8 @@ def second_difference(plus: Any, minus: Any, center: Any, step: float) -> np.nda
     """
     if not step > 0:
         raise ValueError(f"step must be > 0, got {step}.")
-    return (np.asarray(plus, np.float64) + np.asarray(minus, np.float64) - 2.0 * np.asarray(center, np.float64)) / step**2
+    f_plus, f_minus, f_0 = (np.asarray(x, np.float64) for x in (plus, minus, center))
+    return (f_plus + f_minus - 2.0 * f_0) / step**2
 
 
 @dataclass

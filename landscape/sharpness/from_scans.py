@@ -21,8 +21,8 @@ import numpy as np
 from landscape.scans.results import Curve, Surface
 from landscape.util.results import JsonResult
 
-__all__ = ["CurvatureFit", "BasinWidth", "BracketedWidth", "curvature_at_origin", "basin_width", "basin_width_bracketed",
-           "origin_index", "loss_rise_at_edge"]
+__all__ = ["CurvatureFit", "BasinWidth", "BracketedWidth", "curvature_at_origin", "basin_width",
+           "basin_width_bracketed", "origin_index", "loss_rise_at_edge"]
 
 
 @dataclass
@@ -39,7 +39,8 @@ class CurvatureFit(JsonResult):
     meta: dict[str, Any] = field(default_factory=dict)
 
 
-def _curve_arrays(curve: Curve | np.ndarray, values: np.ndarray | None, metric: str) -> tuple[np.ndarray, np.ndarray, dict]:
+def _curve_arrays(curve: Curve | np.ndarray, values: np.ndarray | None,
+                  metric: str) -> tuple[np.ndarray, np.ndarray, dict]:
     if isinstance(curve, Curve):
         return curve.alphas, curve.values[metric], dict(curve.meta)
     if values is None:
@@ -77,8 +78,9 @@ def _default_window(dist: np.ndarray, need: int) -> float:
     return float(d[min(need, d.size) - 1])
 
 
-def curvature_at_origin(curve: Curve | Surface | np.ndarray, values: np.ndarray | None = None, window: float | None = None,
-                        metric: str = "loss", ys: np.ndarray | None = None) -> CurvatureFit:
+def curvature_at_origin(curve: Curve | Surface | np.ndarray, values: np.ndarray | None = None,
+                        window: float | None = None, metric: str = "loss",
+                        ys: np.ndarray | None = None) -> CurvatureFit:
     """Fit a quadratic to the points within ``window`` of the origin and return its curvature.
 
     Args:
@@ -129,7 +131,8 @@ def _curvature_2d(surface: Any, values: Any, window: float | None, metric: str, 
     coef, *_ = np.linalg.lstsq(design, v, rcond=None)
     k = np.array([[coef[3], coef[4]], [coef[4], coef[5]]])
     resid = v - design @ coef
-    return CurvatureFit(float(np.linalg.eigvalsh(k)[-1]), coef, window, int(sel.sum()), float(np.sqrt(np.mean(resid**2))),
+    rms = float(np.sqrt(np.mean(resid**2)))
+    return CurvatureFit(float(np.linalg.eigvalsh(k)[-1]), coef, window, int(sel.sum()), rms,
                         hessian=k, meta={"metric": metric, "scan": _scan_meta(meta)})
 
 
@@ -180,7 +183,8 @@ def basin_width(curve: Curve | np.ndarray, values: np.ndarray | None = None, thr
     i = int(np.argmin(v))
     t = float(v[i] + delta) if threshold is None else float(threshold)
     if v[i] > t:
-        return BasinWidth(float("nan"), float("nan"), float("nan"), t, float(a[i]), float(v[i]), False, False, False, meta)
+        nan = float("nan")
+        return BasinWidth(nan, nan, nan, t, float(a[i]), float(v[i]), False, False, False, meta)
     left, right, cl, cr = float(a[0]), float(a[-1]), False, False
     for j in range(i, 0, -1):
         if v[j - 1] > t:
@@ -221,7 +225,7 @@ class BracketedWidth(JsonResult):
 class _LineSearch:
     """Memoized L(α) along one line, with the bracketing walk and the bisection of a crossing."""
 
-    def __init__(self, loss_at: Callable[[float], float], known: dict[float, float], threshold: float,
+    def __init__(self, loss_at: Callable[..., float], known: dict[float, float], threshold: float,
                  max_alpha: float, growth: float, refine: int) -> None:
         self.loss_at, self.known, self.threshold = loss_at, known, threshold
         self.max_alpha, self.growth, self.refine = max_alpha, growth, refine
@@ -260,7 +264,7 @@ class _LineSearch:
         return lo + (self.threshold - flo) * (hi - lo) / (fhi - flo), True
 
 
-def basin_width_bracketed(loss_at: Callable[[float], float], *, threshold: float, alphas: Any = (), values: Any = (),
+def basin_width_bracketed(loss_at: Callable[..., float], *, threshold: float, alphas: Any = (), values: Any = (),
                           max_alpha: float = 16.0, growth: float = 2.0, refine: int = 3) -> BracketedWidth:
     """Width of {α : L(α) < threshold} around α = 0, with the censoring made explicit.
 
