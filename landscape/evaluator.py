@@ -115,7 +115,14 @@ class Evaluator:
         """θ ← θ₀ + Σⱼ cⱼdⱼ (from θ₀, never stepped); dⱼ over (a subset of) :attr:`names`."""
         if len(coeffs) != len(directions):
             raise ValueError(f"{len(coeffs)} coefficients for {len(directions)} directions.")
+        self._check_names(directions)
         self.perturbation.set_terms([(float(c), d) for c, d in zip(coeffs, directions)])
+
+    def _check_names(self, directions: Sequence[Mapping[str, Tensor]]) -> None:
+        outside = sorted({n for d in directions for n in d} - set(self.names))
+        if outside:
+            raise ValueError(f"a direction moves tensors outside this evaluator's params= selection: {outside[:3]}; "
+                             "build the direction on the same params=, or widen params=.")
 
     def set_delta(self, delta: Sequence[Tensor] | Mapping[str, Tensor] | None) -> None:
         """θ ← θ₀ + δ (``None``: θ₀); a list δ is aligned with :attr:`names`."""
@@ -203,6 +210,7 @@ class Evaluator:
         ``[k, ...]`` through ``vmap`` of ``functional_call`` (agrees with :meth:`at` to rounding).
         Only the tensors some direction names are stacked; call inside :meth:`evaluating`."""
         c_np = _check_coeffs(coeffs, len(directions))
+        self._check_names(directions)
         dev = util.model_device(self.model)
         c = torch.as_tensor(c_np, dtype=self.theta0[0].dtype, device=dev)
         self.restore()
