@@ -20,7 +20,9 @@ Quantities, for per-example loss sums sᵢ(θ) and term counts nᵢ (``landscape
 Sharding. ``shard=(rank, world)`` keeps the examples g ≡ rank (mod world) of the whole data
 (counted across batches, via ``objectives.select_rows``); ``counts`` are then this rank's and
 ``n_terms``/``n_examples`` the totals over every rank (all-reduced when ``torch.distributed`` is
-initialized), so the no-loss-term check is global.
+initialized), so the no-loss-term check is global. Sums, :meth:`~Evaluator.metrics` and
+:meth:`~Evaluator.pooled` stay this rank's (divided by its own Σnᵢ); :meth:`~Evaluator.loss` divides
+this rank's Σsᵢ by the global N, so summing it over ranks gives L.
 """
 
 from __future__ import annotations
