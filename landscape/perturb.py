@@ -39,13 +39,17 @@ class Perturbation:
         self.names = list(tensors)
         self.tensors = [tensors[n] for n in self.names]
         self.theta0 = [t.detach().clone() for t in self.tensors]
+        self._index = {n: i for i, n in enumerate(self.names)}
         self.directions = [self.align(d) for d in directions]
+
+    def _check_names(self, d: Mapping[str, Tensor]) -> None:
+        unknown = set(d) - set(self._index)
+        if unknown:
+            raise KeyError(f"direction names tensors that are not being perturbed: {sorted(unknown)[:3]}")
 
     def align(self, d: Mapping[str, Tensor]) -> list[Tensor]:
         """``d`` as a list in this perturbation's order, zeros where ``d`` has no entry."""
-        unknown = set(d) - set(self.names)
-        if unknown:
-            raise KeyError(f"direction names tensors that are not being perturbed: {sorted(unknown)[:3]}")
+        self._check_names(d)
         return [d[n] if n in d else torch.zeros_like(t0) for n, t0 in zip(self.names, self.theta0)]
 
     @torch.no_grad()
@@ -60,9 +64,13 @@ class Perturbation:
         """θ ← θ₀ + Σᵢ cᵢ dᵢ for explicit ``(cᵢ, dᵢ)``; dᵢ a dict vector or an aligned list."""
         torch._foreach_copy_(self.tensors, self.theta0)
         for c, d in terms:
-            if float(c) != 0.0:
-                ds = self.align(d) if isinstance(d, Mapping) else list(d)
-                torch._foreach_add_(self.tensors, ds, alpha=float(c))
+            if float(c) == 0.0:
+                continue
+            if isinstance(d, Mapping):  # only the named tensors move; no zeros are allocated
+                self._check_names(d)
+                torch._foreach_add_([self.tensors[self._index[n]] for n in d], list(d.values()), alpha=float(c))
+            else:
+                torch._foreach_add_(self.tensors, list(d), alpha=float(c))
 
     @torch.no_grad()
     def set_delta(self, delta: Sequence[Tensor] | Mapping[str, Tensor] | None) -> None:
@@ -104,16 +112,30 @@ def perturbed(model: nn.Module, delta: Mapping[str, Tensor], space: Any = None) 
     """Set θ₀ + δ inside the block and restore θ₀ bit for bit on exit (also after a raise).
 
     ``delta`` may cover any subset of the model's parameter names; tied aliases are resolved to
-    the shared tensor. ``space``: a ``ParamSpace`` to resolve names in (default: every parameter).
+    the shared tensor. ``space``: a ``ParamSpace`` (anything with ``resolve_names`` and ``params``)
+    to resolve names in (default: every parameter of the model, tied aliases included).
     """
-    from landscape.params import ParamSpace
-
-    space = space or ParamSpace(model, trainable_only=False)
-    resolved = space.resolve_names(delta, what="delta")
+    resolved, tensors = _resolve(model, delta) if space is None else \
+        (space.resolve_names(delta, what="delta"), space.params)
     for name, t in delta.items():
-        p = space.params[resolved[name]]
+        p = tensors[resolved[name]]
         if tuple(t.shape) != tuple(p.shape):
             raise ValueError(f"delta[{name!r}] has shape {tuple(t.shape)}, parameter has {tuple(p.shape)}.")
-    with Perturbation({resolved[n]: space.params[resolved[n]] for n in delta}) as pert:
+    with Perturbation({resolved[n]: tensors[resolved[n]] for n in delta}) as pert:
         pert.set_delta({resolved[n]: t for n, t in delta.items()})
         yield model
+
+
+def _resolve(model: nn.Module, names: Mapping[str, Any]) -> tuple[dict[str, str], dict[str, Tensor]]:
+    """Each name (or tied alias) → the first name of its tensor, and those names → tensors."""
+    first: dict[int, str] = {}
+    canon: dict[str, str] = {}
+    tensors: dict[str, Tensor] = {}
+    for n, p in model.named_parameters(remove_duplicate=False):
+        canon[n] = first.setdefault(id(p), n)
+        tensors.setdefault(canon[n], p)
+    unknown = [n for n in names if n not in canon]
+    if unknown:
+        raise KeyError(f"delta: {', '.join(map(repr, unknown[:3]))} is not a parameter of {type(model).__name__} "
+                       f"(example names: {list(tensors)[:3]}).")
+    return {n: canon[n] for n in names}, tensors

@@ -67,7 +67,7 @@ class AuditConfig:
     seeds: tuple[int, ...] = (0,)
     points_1d: int = 9
     range_1d: float = 1.0
-    one_dim: str = "filter"  # biases/LayerNorm move as one filter, so every block has a direction
+    one_dim: directions.OneDim = "filter"  # biases/LayerNorm move as one filter, so every block has a direction
     block_curvature: bool = True
     # "auto" times both HVP modes first (4 extra products); on CPU double backward won on the default
     # model (3.9 s vs 5.0 s per product under load) and forward-over-reverse's first call is slow

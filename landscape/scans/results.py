@@ -44,7 +44,8 @@ class _GridResult:
             if values else {m: np.full(self.shape, np.nan) for m in metrics}
         )
         self.done = np.zeros(self.shape, bool) if done is None else np.asarray(done, bool).reshape(self.shape)
-        self.nonfinite = np.zeros(self.shape, bool) if nonfinite is None else np.asarray(nonfinite, bool).reshape(self.shape)
+        self.nonfinite = (np.zeros(self.shape, bool) if nonfinite is None
+                          else np.asarray(nonfinite, bool).reshape(self.shape))
         self.meta: dict[str, Any] = dict(meta or {})
 
     @property
@@ -117,7 +118,8 @@ class _GridResult:
         except NotAScanFile:
             raise
         except (zipfile.BadZipFile, EOFError, OSError, ValueError, KeyError) as exc:
-            raise DamagedFile(f"{path} is damaged or truncated ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
+            first = str(exc).splitlines()[0] if str(exc) else ""
+            raise DamagedFile(f"{path} is damaged or truncated ({type(exc).__name__}: {first}); "
                               "delete it to start over (or re-run the command without --resume).") from None
         kind = header.get("kind")
         target: type[Curve] | type[Surface] | None = {"curve": Curve, "surface": Surface}.get(str(kind))
@@ -129,7 +131,8 @@ class _GridResult:
         return target._from_arrays(arrays, values, header.get("meta", {}))
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(shape={self.shape}, metrics={list(self.values)}, done={self.n_done}/{self.done.size})"
+        return (f"{type(self).__name__}(shape={self.shape}, metrics={list(self.values)}, "
+                f"done={self.n_done}/{self.done.size})")
 
 
 class Curve(_GridResult):
@@ -138,7 +141,8 @@ class Curve(_GridResult):
     kind = "curve"
 
     def __init__(self, alphas: np.ndarray, values: dict[str, np.ndarray] | None = None, done: np.ndarray | None = None,
-                 meta: dict[str, Any] | None = None, nonfinite: np.ndarray | None = None, metrics: tuple[str, ...] = ("loss",)) -> None:
+                 meta: dict[str, Any] | None = None, nonfinite: np.ndarray | None = None,
+                 metrics: tuple[str, ...] = ("loss",)) -> None:
         self.alphas = np.asarray(alphas, dtype=np.float64).reshape(-1)
         self.shape = (self.alphas.size,)
         super().__init__(values, done, meta, nonfinite, metrics)
@@ -177,8 +181,9 @@ class Surface(_GridResult):
 
     kind = "surface"
 
-    def __init__(self, xs: np.ndarray, ys: np.ndarray, values: dict[str, np.ndarray] | None = None, done: np.ndarray | None = None,
-                 meta: dict[str, Any] | None = None, nonfinite: np.ndarray | None = None, metrics: tuple[str, ...] = ("loss",)) -> None:
+    def __init__(self, xs: np.ndarray, ys: np.ndarray, values: dict[str, np.ndarray] | None = None,
+                 done: np.ndarray | None = None, meta: dict[str, Any] | None = None,
+                 nonfinite: np.ndarray | None = None, metrics: tuple[str, ...] = ("loss",)) -> None:
         self.xs = np.asarray(xs, dtype=np.float64).reshape(-1)
         self.ys = np.asarray(ys, dtype=np.float64).reshape(-1)
         self.shape = (self.ys.size, self.xs.size)
@@ -223,5 +228,6 @@ def _from_li(raw: dict[str, Any]) -> tuple[dict[str, np.ndarray], np.ndarray, di
     for v in values.values():
         done |= np.isfinite(v)
     meta = {"source": str(raw.get("path")), "format": "li_h5", "layout": raw.get("layout"),
-            "file_metadata": {k: v for k, v in raw.get("metadata", {}).items() if isinstance(v, (str, int, float, bool))}}
+            "file_metadata": {k: v for k, v in raw.get("metadata", {}).items()
+                              if isinstance(v, (str, int, float, bool))}}
     return values, done, meta

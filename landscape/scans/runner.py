@@ -13,8 +13,12 @@ Under ``torchrun`` the missing points are dealt round-robin to the ranks with no
 collective; each rank saves its finished points to ``<path>.rank<r>.npz``, and at the end rank 0
 gathers them, writes ``path`` and removes the partial files. A rerun with ``resume=True`` picks up
 partial files left by a rank that died. Each point's value does not depend on which rank computed
-it, so the result equals a single-process scan. (At about 400 lines: the evaluator, the resume
-checks and the torchrun merge are one protocol.)
+it, so the result equals a single-process scan.
+
+The driver runs in named stages: :func:`_start` (checks, the :class:`~landscape.evaluator.Evaluator`,
+metadata), :func:`_resume` (merge earlier files), :func:`_evaluate_points` (this rank's share,
+saved as it goes) and :func:`_finish` (gather, write, clean up). :class:`ScanSettings` carries the
+caller's options between them.
 """
 
 from __future__ import annotations
@@ -22,31 +26,31 @@ from __future__ import annotations
 import glob
 import time
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, cast
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 from landscape import util
+from landscape.evaluator import Evaluator, Metric
 from landscape.objectives import Objective
-from landscape.params import ParamSpace
-from landscape.perturb import Perturbation
-from landscape.scans.directions import check_direction
+from landscape.scans.direction import check_direction
 from landscape.scans.results import Curve, Surface, _GridResult
 from landscape.util import data_fingerprint, tensors_fingerprint
-from landscape.util.checks import check_finite_weights
+from landscape.util.meta import result_meta
 
-__all__ = ["scan_1d", "scan_2d", "coefficients", "Curve", "Surface", "PointEvaluator"]
+__all__ = ["scan_1d", "scan_2d", "coefficients", "ScanSettings", "METRICS"]
 
-METRICS = ("loss", "accuracy")
+METRICS: tuple[Metric, ...] = ("loss", "accuracy")
 #: ``batch_points="auto"``: calibrate only on scans with at least this many points (this rank's share),
 #: batch at most this many points per call, and only if batching is this much faster per point.
 AUTO_MIN_POINTS, AUTO_MAX_BATCH, AUTO_GAIN = 64, 16, 0.8
 
 
-# ----------------------------------------------------------------------------- evaluation core
+# ----------------------------------------------------------------------------- coordinates
 
 
 def coefficients(lo: float, hi: float, n: int) -> np.ndarray:
@@ -61,94 +65,6 @@ def coefficients(lo: float, hi: float, n: int) -> np.ndarray:
     if lo < 0.0 < hi and not (a == 0.0).any():
         a = np.sort(np.append(a, 0.0))
     return a
-
-
-class PointEvaluator:
-    """Sets θ₀ + Σ cᵢdᵢ and evaluates the metrics on prepared data.
-
-    Holds θ₀ (detached copies of the moved tensors) and a snapshot of every parameter for an exact
-    restore. ``set(coeffs)`` costs one foreach copy plus one foreach add per nonzero coefficient.
-    """
-
-    def __init__(self, model: nn.Module, objective: Objective, prepared: list[dict[str, Any]],
-                 dirs: Sequence[dict[str, Tensor]], space: ParamSpace, metrics: Sequence[str]) -> None:
-        self.model, self.objective, self.prepared, self.metrics = model, objective, prepared, tuple(metrics)
-        self.names = [n for n in space.names if any(n in d for d in dirs)]
-        self.perturbation = Perturbation({n: space.params[n] for n in self.names},
-                                         [{n: d[n] for n in self.names if n in d} for d in dirs])
-        self.params, self.theta0 = self.perturbation.tensors, self.perturbation.theta0
-        self.n_evaluations = 0
-
-    def set(self, coeffs: Sequence[float]) -> None:
-        """θ ← θ₀ + Σ cᵢdᵢ for the moved tensors (from θ₀, never stepped)."""
-        self.perturbation.set(coeffs)
-
-    def restore(self) -> None:
-        self.perturbation.restore()
-
-    @torch.no_grad()
-    def evaluate(self, params: Mapping[str, Tensor] | None = None) -> dict[str, float]:
-        """Metrics at the current weights (or ``params`` through ``functional_call``)."""
-        self.n_evaluations += 1
-        obj, dev = self.objective, util.model_device(self.model)
-        s_tot = torch.zeros((), dtype=torch.float64, device=dev)
-        n_tot = torch.zeros((), dtype=torch.int64, device=dev)
-        correct = torch.zeros((), dtype=torch.int64, device=dev)
-        for p in self.prepared:
-            out = obj.forward(self.model, p, params)
-            s, n = obj.loss_terms(out, p)
-            s_tot += s.sum(dtype=torch.float64)
-            n_tot += n.sum()
-            if "accuracy" in self.metrics:
-                logits, targets = obj.logits_and_targets(out, p)
-                correct += ((logits.argmax(-1) == targets) & (targets != -100)).sum()
-        stats = torch.stack([s_tot, n_tot.double(), correct.double()]).cpu().tolist()
-        out_m = {"loss": stats[0] / stats[1] if stats[1] > 0 else float("nan")}
-        if "accuracy" in self.metrics:
-            out_m["accuracy"] = stats[2] / stats[1] if stats[1] > 0 else float("nan")
-        return out_m
-
-    def evaluate_batched(self, coeffs: np.ndarray) -> list[dict[str, float]]:
-        """Metrics at k points at once: θ₀ + Σ cᵢdᵢ stacked ``[k, ...]`` through ``vmap`` of
-        ``functional_call``. ``coeffs``: ``[k, n_dirs]``."""
-        self.n_evaluations += len(coeffs)
-        obj, dev = self.objective, util.model_device(self.model)
-        c = torch.as_tensor(coeffs, dtype=self.theta0[0].dtype, device=dev)
-        stacked = {}
-        for i, n in enumerate(self.names):
-            t = self.theta0[i].unsqueeze(0).expand(len(coeffs), *self.theta0[i].shape)
-            for j, d in enumerate(self.perturbation.directions):
-                t = t + c[:, j].view(-1, *([1] * d[i].ndim)) * d[i]
-            stacked[n] = t
-        want_acc = "accuracy" in self.metrics
-
-        def one(p: dict[str, Tensor], batch: dict[str, Any]) -> tuple[Tensor, Tensor, Tensor]:
-            out = obj.forward(self.model, batch, p)
-            s, n = obj.loss_terms(out, batch)
-            if want_acc:
-                logits, targets = obj.logits_and_targets(out, batch)
-                acc = ((logits.argmax(-1) == targets) & (targets != -100)).sum()
-            else:
-                acc = torch.zeros((), dtype=torch.int64, device=s.device)
-            return s.sum(dtype=torch.float64), n.sum(), acc
-
-        s_tot = torch.zeros(len(coeffs), dtype=torch.float64, device=dev)
-        n_tot = torch.zeros(len(coeffs), dtype=torch.float64, device=dev)
-        a_tot = torch.zeros(len(coeffs), dtype=torch.float64, device=dev)
-        with torch.no_grad():
-            for batch in self.prepared:
-                s_b, n_b, a_b = torch.func.vmap(one, in_dims=(0, None))(stacked, batch)
-                s_tot += s_b
-                n_tot += n_b.double()
-                a_tot += a_b.double()
-        rows = torch.stack([s_tot, n_tot, a_tot], 1).cpu().tolist()
-        res = []
-        for s, n, a in rows:
-            m = {"loss": s / n if n > 0 else float("nan")}
-            if want_acc:
-                m["accuracy"] = a / n if n > 0 else float("nan")
-            res.append(m)
-        return res
 
 
 # ----------------------------------------------------------------------------- checks
@@ -186,7 +102,8 @@ def _check_resumable(old: _GridResult, new: _GridResult, path: Path) -> None:
             raise ValueError(f"cannot resume from {path}: it was made for a different grid ({name} differ: "
                              f"{a.size} points in the file, {0 if b is None else b.size} requested). "
                              "Use another path or resume=False.")
-    labels = {"model_weights": "model (weights)", "model_buffers": "model (buffers, e.g. BatchNorm statistics)", "model_fingerprint": "model (architecture)", "directions": "directions",
+    labels = {"model_weights": "model (weights)", "model_buffers": "model (buffers, e.g. BatchNorm statistics)",
+              "model_fingerprint": "model (architecture)", "directions": "directions",
               "data": "data", "objective": "objective", "metrics": "metrics"}
     for key in _IDENTITY_KEYS:
         a, b = old.meta.get("identity", {}).get(key), new.meta["identity"].get(key)
@@ -206,90 +123,126 @@ def _part_files(path: Path) -> list[Path]:
 # ----------------------------------------------------------------------------- driver
 
 
-def _run(model: nn.Module, objective: Objective, data: Iterable[Any], dirs_in: Sequence[Any], result: _GridResult,
-         path: str | Path | None, resume: bool, progress: bool, batch_points: int | str, save_every: float,
-         distributed: bool | None) -> _GridResult:
-    if batch_points != "auto" and (isinstance(batch_points, str) or int(batch_points) < 1):
-        raise ValueError(f"batch_points must be 'auto' or at least 1, got {batch_points!r}.")
-    space = ParamSpace(model)
-    check_finite_weights(model)  # else NaN weights are blamed on "direction 1"
-    dirs = [check_direction(d, space, f"direction {i + 1}") for i, d in enumerate(dirs_in)]
-    prepared = objective.prepare_data(model, data)
-    if sum(int(objective.term_counts(p).sum()) for p in prepared) == 0:
-        raise ValueError("data holds no loss term (every label is -100 / no example).")
-    ctx = util.dist_context() if distributed in (None, True) else util.DistContext()
-    path = Path(path) if path is not None else None
-    t_start = time.time()
-    result.meta.update(
-        identity={
-            "model_weights": util.weights_fingerprint(model), "model_buffers": tensors_fingerprint(dict(model.named_buffers())),
-            "model_fingerprint": util.model_fingerprint(model),
-            "directions": [tensors_fingerprint(d) for d in dirs], "data": data_fingerprint(prepared),
-            "objective": objective.describe(), "metrics": list(result.metrics),
-        },
-        directions=[dict(getattr(d, "meta", {}) or {}) for d in dirs_in],
-        n_examples=sum(int(objective.count(p)[0]) for p in prepared),
-        n_terms=sum(int(objective.count(p)[1]) for p in prepared),
-        model_class=type(model).__name__, versions=util.versions(), batch_points_requested=batch_points,
-        world_size=ctx.world_size, setting="theta0 + sum_i c_i d_i from a saved theta0 (foreach copy + add)",
-    )
-    # resume: merge the file and any per-rank partial files
-    if path is not None and resume:
-        for f in ([path] if path.is_file() else []) + _part_files(path):
-            old = _GridResult.load(f)
-            _check_resumable(old, result, f)
-            result._merge_from(old)
-            result.meta.setdefault("resumed_from", []).append({"file": f.name, "points": old.n_done})
+@dataclass(frozen=True)
+class ScanSettings:
+    """The caller's options of one scan (see :func:`scan_1d` for each)."""
+
+    path: Path | None = None
+    resume: bool = False
+    progress: bool = True
+    batch_points: int | Literal["auto"] = "auto"
+    save_every: float = 5.0
+    distributed: bool | None = None
+
+    def __post_init__(self) -> None:
+        bp = self.batch_points
+        if bp != "auto" and (isinstance(bp, (str, bool)) or not isinstance(bp, (int, np.integer)) or int(bp) < 1):
+            raise ValueError(f"batch_points must be 'auto' or at least 1, got {bp!r}.")
+        if self.path is not None and not isinstance(self.path, Path):
+            object.__setattr__(self, "path", Path(self.path))
+
+    def describe(self) -> dict[str, Any]:
+        """The settings that shape the run (not the numbers), for ``meta["settings"]``."""
+        return {"batch_points": self.batch_points, "save_every": self.save_every, "resume": self.resume,
+                "distributed": self.distributed}
+
+
+@dataclass
+class _Scan:
+    """One scan in progress: the evaluator, the checked directions, this rank, where to save."""
+
+    ev: Evaluator
+    dirs: list[dict[str, Tensor]]
+    ctx: util.DistContext
+    save_to: Path | None
+    t_start: float = field(default_factory=time.time)
+    computed: int = 0
+    t_eval: float = 0.0
+
+
+def _start(model: nn.Module, objective: Objective, data: Iterable[Any], dirs_in: Sequence[Any], result: _GridResult,
+           settings: ScanSettings) -> _Scan:
+    """Check the directions, prepare the data once (the evaluator) and record the scan's metadata."""
+    ev = Evaluator(model, objective, data)  # checks the weights first: else NaN weights blame "direction 1"
+    dirs = [check_direction(d, ev.space, f"direction {i + 1}") for i, d in enumerate(dirs_in)]
+    ctx = util.dist_context() if settings.distributed in (None, True) else util.DistContext()
+    path = settings.path
+    save_to = None if path is None else (_part_path(path, ctx.rank) if ctx.active else path)
+    identity = {
+        "model_weights": util.weights_fingerprint(model),
+        "model_buffers": tensors_fingerprint(dict(model.named_buffers())),
+        "model_fingerprint": util.model_fingerprint(model), "directions": [tensors_fingerprint(d) for d in dirs],
+        "data": data_fingerprint(ev.prepared), "objective": objective.describe(), "metrics": list(result.metrics),
+    }
+    result.meta.update(result_meta(
+        model, settings.describe(), identity=identity, directions=[dict(getattr(d, "meta", {}) or {}) for d in dirs_in],
+        n_examples=ev.n_examples, n_terms=ev.n_terms, world_size=ctx.world_size,
+        setting="theta0 + sum_i c_i d_i from a saved theta0 (foreach copy + add)"))
+    return _Scan(ev, dirs, ctx, save_to)
+
+
+def _resume(result: _GridResult, path: Path, ctx: util.DistContext) -> None:
+    """Merge the points of ``path`` and of any per-rank partial files (each checked to match)."""
+    for f in ([path] if path.is_file() else []) + _part_files(path):
+        old = _GridResult.load(f)
+        _check_resumable(old, result, f)
+        result._merge_from(old)
+        result.meta.setdefault("resumed_from", []).append({"file": f.name, "points": old.n_done})
     if ctx.active:
         import torch.distributed as dist
 
         dist.barrier()  # every rank has read the files before anyone rewrites them
-    pending = np.flatnonzero(~result.done.ravel())
-    mine = pending[ctx.rank :: ctx.world_size]
-    points = result.points()
-    evaluator = PointEvaluator(model, objective, prepared, dirs, space, result.metrics)
-    save_to = None if path is None else (_part_path(path, ctx.rank) if ctx.active else path)
-    computed = 0
-    last_save = time.time()
-    t_eval = 0.0
-    snapshot = space.snapshot()
+
+
+def _evaluate_chunk(scan: _Scan, result: _GridResult, points: np.ndarray, chunk: np.ndarray, batched: bool) -> None:
+    """Evaluate the grid points ``chunk`` (one at a time, or all through ``vmap``) into ``result``."""
+    t0 = time.perf_counter()
+    metrics = cast(tuple[Metric, ...], result.metrics)  # checked by _check_metrics
+    if batched:
+        outs = scan.ev.metrics_batched(scan.dirs, points[chunk], metrics)
+    else:
+        outs = []
+        for k in chunk:
+            scan.ev.set(points[k], scan.dirs)
+            outs.append(scan.ev.metrics(metrics))
+    scan.t_eval += time.perf_counter() - t0
+    for k, o in zip(chunk, outs):
+        result._set_flat(int(k), o)
+    scan.computed += len(chunk)
+
+
+def _evaluate_points(scan: _Scan, result: _GridResult, settings: ScanSettings) -> None:
+    """This rank's share of the missing points, saved every ``save_every`` seconds (call inside
+    ``scan.ev.evaluating()``)."""
     from tqdm.auto import tqdm
 
+    ctx = scan.ctx
+    mine = np.flatnonzero(~result.done.ravel())[ctx.rank :: ctx.world_size]
+    points = result.points()
     bar = tqdm(total=len(mine), desc=f"{result.kind} scan" + (f" rank {ctx.rank}" if ctx.active else ""),
-               disable=not progress or not ctx.is_main, leave=False)
+               disable=not settings.progress or not ctx.is_main, leave=False)
     try:
-        with util.deterministic_eval(model):
-            per_call, start = (batch_points if isinstance(batch_points, int) else 1), 0
-            if batch_points == "auto":
-                per_call, start, calib = _calibrate(evaluator, points, mine, result, ctx)
-                computed += start
-                result.meta["batch_calibration"] = calib
-                bar.update(start)
-            result.meta["batch_points"] = int(per_call)
-            for start in range(start, len(mine), per_call):
-                chunk = mine[start : start + per_call]
-                t0 = time.perf_counter()
-                if per_call == 1:
-                    evaluator.set(points[chunk[0]])
-                    outs = [evaluator.evaluate()]
-                else:
-                    evaluator.restore()
-                    outs = evaluator.evaluate_batched(points[chunk])
-                t_eval += time.perf_counter() - t0
-                for k, o in zip(chunk, outs):
-                    result._set_flat(int(k), o)
-                computed += len(chunk)
-                bar.update(len(chunk))
-                if save_to is not None and time.time() - last_save >= save_every:
-                    result.save(save_to)
-                    last_save = time.time()
+        per_call, start = (1, 0) if settings.batch_points == "auto" else (int(settings.batch_points), 0)
+        if settings.batch_points == "auto":
+            per_call, start, result.meta["batch_calibration"] = _calibrate(scan, points, mine, result)
+            bar.update(start)
+        result.meta["batch_points"] = int(per_call)
+        last_save = time.time()
+        for first in range(start, len(mine), per_call):
+            chunk = mine[first : first + per_call]
+            _evaluate_chunk(scan, result, points, chunk, batched=per_call > 1)
+            bar.update(len(chunk))
+            if scan.save_to is not None and time.time() - last_save >= settings.save_every:
+                result.save(scan.save_to)
+                last_save = time.time()
     finally:
         bar.close()
-        snapshot.restore()
-        result.meta["timing"] = {"points_computed": computed, "seconds_eval": t_eval, "seconds_total": time.time() - t_start}
-        if save_to is not None and computed:
-            result.save(save_to)  # keeps finished points, also when the scan raised
-    result.meta["n_evaluated_here"] = computed
+
+
+def _finish(scan: _Scan, result: _GridResult, path: Path | None) -> _GridResult:
+    """Gather every rank's points, write ``path`` on rank 0 and remove the partial files."""
+    ctx = scan.ctx
+    result.meta["n_evaluated_here"] = scan.computed
     if ctx.active:
         result = _gather(result, ctx)
     result.meta["nonfinite_points"] = int(result.nonfinite.sum())
@@ -304,8 +257,29 @@ def _run(model: nn.Module, objective: Objective, data: Iterable[Any], dirs_in: S
     return result
 
 
-def _calibrate(evaluator: PointEvaluator, points: np.ndarray, mine: np.ndarray, result: _GridResult,
-               ctx: util.DistContext) -> tuple[int, int, dict[str, Any]]:
+def _run(model: nn.Module, objective: Objective, data: Iterable[Any], dirs_in: Sequence[Any], result: _GridResult,
+         settings: ScanSettings) -> _GridResult:
+    """The stages of a scan: start, resume, evaluate (weights and mode restored however it ends), finish."""
+    scan = _start(model, objective, data, dirs_in, result, settings)
+    if settings.path is not None and settings.resume:
+        _resume(result, settings.path, scan.ctx)
+    elif scan.ctx.active:
+        import torch.distributed as dist
+
+        dist.barrier()
+    try:
+        with scan.ev.evaluating():
+            _evaluate_points(scan, result, settings)
+    finally:
+        result.meta["timing"] = {"points_computed": scan.computed, "seconds_eval": scan.t_eval,
+                                 "seconds_total": time.time() - scan.t_start}
+        if scan.save_to is not None and scan.computed:
+            result.save(scan.save_to)  # keeps finished points, also when the scan raised
+    return _finish(scan, result, settings.path)
+
+
+def _calibrate(scan: _Scan, points: np.ndarray, mine: np.ndarray,
+               result: _GridResult) -> tuple[int, int, dict[str, Any]]:
     """Pick the points per call for ``batch_points="auto"`` by timing real grid points (kept as results).
 
     One point at a time on 3 points (the first a warm-up) against ``vmap`` over k points on two
@@ -317,8 +291,10 @@ def _calibrate(evaluator: PointEvaluator, points: np.ndarray, mine: np.ndarray, 
     """
     from landscape.curvature.products import available_memory
 
-    moved = sum(t.numel() * t.element_size() for t in evaluator.theta0)
-    k = int(min(AUTO_MAX_BATCH, available_memory(util.model_device(evaluator.model)) // max(4 * 3 * moved, 1)))
+    ctx = scan.ctx
+    moved = sum(t.numel() * t.element_size() for n, t in zip(scan.ev.names, scan.ev.theta0)
+                if any(n in d for d in scan.dirs))
+    k = int(min(AUTO_MAX_BATCH, available_memory(util.model_device(scan.ev.model)) // max(4 * 3 * moved, 1)))
     n_min = torch.tensor([float(len(mine))])
     if ctx.active:
         import torch.distributed as dist
@@ -329,16 +305,13 @@ def _calibrate(evaluator: PointEvaluator, points: np.ndarray, mine: np.ndarray, 
     done, single, batched = 0, [], []
     for _ in range(3):
         t0 = time.perf_counter()
-        evaluator.set(points[mine[done]])
-        result._set_flat(int(mine[done]), evaluator.evaluate())
+        _evaluate_chunk(scan, result, points, mine[done : done + 1], batched=False)
         single.append(time.perf_counter() - t0)
         done += 1
-    evaluator.restore()
     for _ in range(2):
         chunk = mine[done : done + k]
         t0 = time.perf_counter()
-        for idx, o in zip(chunk, evaluator.evaluate_batched(points[chunk])):
-            result._set_flat(int(idx), o)
+        _evaluate_chunk(scan, result, points, chunk, batched=True)
         batched.append((time.perf_counter() - t0) / len(chunk))
         done += len(chunk)
     times = torch.tensor([float(np.mean(single[1:])), batched[1]], dtype=torch.float64)
@@ -362,16 +335,19 @@ def _gather(result: _GridResult, ctx: util.DistContext) -> _GridResult:
     per_rank = []
     for part in parts:
         other = type(result).__new__(type(result))
-        other.shape, other.done, other.nonfinite, other.values = result.shape, part["done"], part["nonfinite"], part["values"]
+        other.shape, other.done = result.shape, part["done"]
+        other.nonfinite, other.values = part["nonfinite"], part["values"]
         result._merge_from(other)
         per_rank.append(int(part["computed"]))
     result.meta["points_per_rank"] = per_rank
     return result
 
 
-def scan_1d(model: nn.Module, objective: Objective, data: Iterable[Any], d: Mapping[str, Tensor], alphas: Sequence[float] | np.ndarray,
-            *, path: str | Path | None = None, resume: bool = False, metrics: Sequence[str] = ("loss",),
-            progress: bool = True, batch_points: int | str = "auto", save_every: float = 5.0, distributed: bool | None = None) -> Curve:
+
+def scan_1d(model: nn.Module, objective: Objective, data: Iterable[Any], d: Mapping[str, Tensor],  # noqa: PLR0913
+            alphas: Sequence[float] | np.ndarray, *, path: str | Path | None = None, resume: bool = False,
+            metrics: Sequence[Metric] = ("loss",), progress: bool = True, batch_points: int | Literal["auto"] = "auto",
+            save_every: float = 5.0, distributed: bool | None = None) -> Curve:
     """L(θ₀ + α·d) for each α in ``alphas`` → :class:`Curve` (``values[m] [n]``).
 
     Args:
@@ -387,17 +363,22 @@ def scan_1d(model: nn.Module, objective: Objective, data: Iterable[Any], d: Mapp
             Batched and single points agree to rounding (~1e-7 relative in float32), not bit for bit.
         distributed: ``None`` shards across ``torchrun`` ranks when present; ``False`` never.
     """
+    settings = ScanSettings(None if path is None else Path(path), resume, progress, batch_points, save_every,
+                            distributed)
     res = Curve(_check_grid(alphas, "alphas"), metrics=_check_metrics(metrics))
-    _run(model, objective, data, [d], res, path, resume, progress, batch_points, save_every, distributed)
+    _run(model, objective, data, [d], res, settings)
     return res
 
 
-def scan_2d(model: nn.Module, objective: Objective, data: Iterable[Any], d1: Mapping[str, Tensor], d2: Mapping[str, Tensor],
-            xs: Sequence[float] | np.ndarray, ys: Sequence[float] | np.ndarray, *, path: str | Path | None = None, resume: bool = False,
-            metrics: Sequence[str] = ("loss",), progress: bool = True, batch_points: int | str = "auto", save_every: float = 5.0,
+def scan_2d(model: nn.Module, objective: Objective, data: Iterable[Any], d1: Mapping[str, Tensor],  # noqa: PLR0913
+            d2: Mapping[str, Tensor], xs: Sequence[float] | np.ndarray, ys: Sequence[float] | np.ndarray, *,
+            path: str | Path | None = None, resume: bool = False, metrics: Sequence[Metric] = ("loss",),
+            progress: bool = True, batch_points: int | Literal["auto"] = "auto", save_every: float = 5.0,
             distributed: bool | None = None) -> Surface:
     """L(θ₀ + x·d1 + y·d2) over the grid → :class:`Surface` with ``values[m][iy, ix]`` at
     ``(xs[ix], ys[iy])`` (``np.meshgrid(xs, ys)`` layout). Arguments as :func:`scan_1d`."""
+    settings = ScanSettings(None if path is None else Path(path), resume, progress, batch_points, save_every,
+                            distributed)
     res = Surface(_check_grid(xs, "xs"), _check_grid(ys, "ys"), metrics=_check_metrics(metrics))
-    _run(model, objective, data, [d1, d2], res, path, resume, progress, batch_points, save_every, distributed)
+    _run(model, objective, data, [d1, d2], res, settings)
     return res

@@ -73,7 +73,7 @@ def test_average_sharpness_matches_half_rho_squared_trace():
     ada = sharpness.average_sharpness(model, OBJ, DATA, rho=0.1, num_samples=400, adaptive=True, progress=False)
     exact_ada = 0.5 * 0.01 * float((torch.diag(A) * c**2).sum())
     assert abs(ada.value - exact_ada) < 4 * ada.stderr
-    assert res.meta["n_samples"] == 400 and res.meta["seeds"] == [0, 399] and util.weights_fingerprint(model) == before
+    assert res.meta["settings"]["n_samples"] == 400 and res.meta["settings"]["seeds"] == [0, 399] and util.weights_fingerprint(model) == before
 
 
 def test_worst_case_sharpness_reaches_the_top_eigenvalue_bound():
@@ -86,7 +86,7 @@ def test_worst_case_sharpness_reaches_the_top_eigenvalue_bound():
     S = torch.diag(c.abs())
     bound = 0.5 * 0.01 * float(torch.linalg.eigvalsh(S @ A @ S)[-1])
     assert ada.value <= bound * (1 + 1e-9) and ada.value == pytest.approx(bound, rel=1e-3)
-    assert ada.meta["steps"] == 40 and ada.meta["step_size"] == 0.1 and torch.equal(model.w.detach(), c.double())
+    assert ada.meta["settings"]["steps"] == 40 and ada.meta["settings"]["step_size"] == 0.1 and torch.equal(model.w.detach(), c.double())
 
 
 def test_keskar_sharpness_on_a_diagonal_quadratic_hits_the_box_corner():
