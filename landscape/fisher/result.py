@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,6 +64,32 @@ class FisherDiagonal:
         for n, s in self.scores.items():
             groups.setdefault(layer_group(n), []).append(s.reshape(-1))
         return {g: _reduce(torch.cat(groups[g]), reduce) for g in sorted(groups, key=layer_order)}
+
+    def restrict(self, space_or_names: ParamSpace | Sequence[str]) -> FisherDiagonal:
+        """The same scores over the given tensors only (masks then rank within them).
+
+        ``meta["restricted"]`` records the tensors kept and how many were scored; the convergence
+        curves described all the scored tensors, so the restricted result has none.
+
+        Raises:
+            ValueError: names that were not scored, or a space of another model than these scores'.
+        """
+        if isinstance(space_or_names, ParamSpace):
+            space = space_or_names
+            if self.space is not None and space.model is not self.space.model:
+                raise ValueError("restrict: the ParamSpace was built on another model than these scores; "
+                                 "build it with ParamSpace(model, ...) on the scored model.")
+        elif self.space is not None:
+            space = ParamSpace.from_names(self.space.model, list(space_or_names))
+        else:
+            raise ValueError("these scores were loaded without a model: use FisherDiagonal.load(path, model=model), "
+                             "or pass a ParamSpace, to restrict them.")
+        missing = [n for n in space.names if n not in self.scores]
+        if missing:
+            raise ValueError(f"restrict: {', '.join(map(repr, missing[:3]))} were not scored "
+                             f"(scored: {len(self.scores)} tensors); recompute the Fisher with params= covering them.")
+        meta = {**self.meta, "restricted": {"names": space.names, "n_scored": len(self.scores)}}
+        return FisherDiagonal({n: self.scores[n] for n in space.names}, meta, None, space)
 
     # ------------------------------------------------------------------ masks
     def mask(self, fraction: float, which: str = "top", granularity: str = "element", seed: int = 0) -> ParamMask:
@@ -164,7 +190,7 @@ class FisherDiagonal:
             if want is not None and want != have:
                 raise ValueError(
                     f"{st} holds Fisher scores for a different model (fingerprint {want}, "
-                    f"{meta.get('model_class', '?')}); this {type(model).__name__} has {have}. "
+                    f"{meta.get('model', {}).get('class', '?')}); this {type(model).__name__} has {have}. "
                     "Recompute the scores for this model."
                 )
             space = ParamSpace.from_names(model, names)
