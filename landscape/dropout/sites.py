@@ -57,7 +57,8 @@ def _bert_like(query: str = "query", key: str = "key", value: str = "value") -> 
               "{base}.LayerNorm", "{base}.embed_proj")),
         Rule(r"(?P<base>.*\.layer\.\d+\.attention\.self)\.dropout", "attention_probs",
              (f"{{base}}.{query}", f"{{base}}.{key}", f"{{base}}.{value}")),
-        Rule(r"(?P<base>.*\.layer\.\d+\.attention\.output)\.dropout", "attention_output", ("{base}.dense", "{base}.LayerNorm")),
+        Rule(r"(?P<base>.*\.layer\.\d+\.attention\.output)\.dropout", "attention_output",
+             ("{base}.dense", "{base}.LayerNorm")),
         Rule(r"(?P<base>.*\.layer\.\d+\.output)\.dropout", "ffn_output", ("{base}.dense", "{base}.LayerNorm")),
     )
 
@@ -79,15 +80,18 @@ RULES: dict[str, tuple[Rule, ...]] = {
     "distilbert": (
         Rule(r"(?P<base>(?:^|.*\.)embeddings)\.dropout", "embedding",
              ("{base}.word_embeddings", "{base}.position_embeddings", "{base}.LayerNorm")),
-        Rule(r"(?P<base>.*\.layer\.\d+\.attention)\.dropout", "attention_probs", ("{base}.q_lin", "{base}.k_lin", "{base}.v_lin")),
+        Rule(r"(?P<base>.*\.layer\.\d+\.attention)\.dropout", "attention_probs",
+             ("{base}.q_lin", "{base}.k_lin", "{base}.v_lin")),
         Rule(r"(?P<base>.*\.layer\.\d+)\.ffn\.dropout", "ffn_output", ("{base}.ffn.lin2", "{base}.output_layer_norm")),
     ),
     "albert": (
         Rule(r"(?P<base>(?:^|.*\.)embeddings)\.dropout", "embedding",
-             ("{base}.word_embeddings", "{base}.position_embeddings", "{base}.token_type_embeddings", "{base}.LayerNorm")),
+             ("{base}.word_embeddings", "{base}.position_embeddings", "{base}.token_type_embeddings",
+              "{base}.LayerNorm")),
         Rule(r"(?P<base>.*\.albert_layers\.\d+\.attention)\.attention_dropout", "attention_probs",
              ("{base}.query", "{base}.key", "{base}.value")),
-        Rule(r"(?P<base>.*\.albert_layers\.\d+\.attention)\.output_dropout", "attention_output", ("{base}.dense", "{base}.LayerNorm")),
+        Rule(r"(?P<base>.*\.albert_layers\.\d+\.attention)\.output_dropout", "attention_output",
+             ("{base}.dense", "{base}.LayerNorm")),
     ),
     "gpt2": (
         Rule(r"(?P<base>(?:.+\.)?transformer|)\.?drop", "embedding", ("{base}.wte", "{base}.wpe")),
@@ -103,7 +107,8 @@ RULES: dict[str, tuple[Rule, ...]] = {
 
 #: Dropout modules that exist but that ``transformers`` never calls, by model type: (pattern, reason).
 DEAD: dict[str, tuple[tuple[str, str], ...]] = {
-    "albert": ((r".*\.albert_layers\.\d+\.dropout", "AlbertLayer.dropout is never called in forward (no FFN-output dropout)"),),
+    "albert": ((r".*\.albert_layers\.\d+\.dropout",
+                "AlbertLayer.dropout is never called in forward (no FFN-output dropout)"),),
 }
 
 _BLOCK = re.compile(r"(?:^|\.)(layer|layers|h|albert_layer_groups|albert_layers)\.(\d+)(?=\.|$)")
@@ -171,7 +176,8 @@ class SiteMap:
         raise KeyError(f"no dropout site {site_id!r}; this {self.model_class} has {self.ids}.")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model_type": self.model_type, "model_class": self.model_class, "sites": [s.to_dict() for s in self.sites],
+        return {"model_type": self.model_type, "model_class": self.model_class,
+                "sites": [s.to_dict() for s in self.sites],
                 "head": self.head, "unmatched": [list(u) for u in self.unmatched]}
 
 
@@ -239,7 +245,8 @@ def _holds_rate(rule: Rule, mod: nn.Module) -> bool:
     return is_dropout(mod) if rule.attr == "p" else isinstance(getattr(mod, rule.attr, None), (int, float))
 
 
-def _rule_sites(model: nn.Module, mtype: str, rules: Sequence[Rule], modules: dict[str, nn.Module]) -> list[DropoutSite]:
+def _rule_sites(model: nn.Module, mtype: str, rules: Sequence[Rule],
+                modules: dict[str, nn.Module]) -> list[DropoutSite]:
     """The sites the rules match, in rule order then module order."""
     sites: list[DropoutSite] = []
     for rule in rules:
@@ -305,8 +312,10 @@ def _generic_rules(model: nn.Module) -> tuple[Rule, ...]:
             rules.append(Rule(f"(?P<base>{re.escape(path)})", "attention_probs", ("{base}",), attr="attention_dropout"))
         elif is_dropout(mod) and path:
             parent = path.rsplit(".", 1)[0] if "." in path else ""
-            role = "attention_probs" if "attn" in path or "attention" in path else "embedding" if "emb" in path else "ffn_output"
-            rules.append(Rule(f"(?P<base>{re.escape(parent)})\\.{re.escape(path.rsplit('.', 1)[-1])}", role, ("{base}",)))
+            attn = "attn" in path or "attention" in path
+            role = "attention_probs" if attn else "embedding" if "emb" in path else "ffn_output"
+            leaf = re.escape(path.rsplit(".", 1)[-1])
+            rules.append(Rule(f"(?P<base>{re.escape(parent)})\\.{leaf}", role, ("{base}",)))
     return tuple(rules)
 
 

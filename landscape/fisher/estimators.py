@@ -131,29 +131,35 @@ def diagonal(  # noqa: PLR0913 - the documented public settings of one estimate,
                 "seed": int(seed), "chunk_size": int(chunk_size), "per_example": per_example}
     space, mask = _check_inputs(model, objective, params, settings)
     ctx = util.dist_context() if distributed in (None, True) else util.DistContext()
-    engine = SquaredGradients(model, objective, space, estimator, int(mc_samples), int(seed), int(chunk_size), per_example)
+    engine = SquaredGradients(model, objective, space, estimator, int(mc_samples), int(seed), int(chunk_size),
+                              per_example)
     start = time.perf_counter()
     tally = _accumulate(engine, data, max_examples, ctx, progress)
     rows, weights = _all_reduce(tally, ctx)
-    n_informative = sum(weights)
+    conv = None
+    if convergence is not False and sum(weights) > 0:
+        checkpoints = default_checkpoints(tally.n_seen) if convergence is True else list(convergence)
+        conv = _convergence(tally, space, weights, rows, checkpoints)
+    return _result(engine, tally, sum(weights), ctx.world_size, mask, settings, conv, time.perf_counter() - start)
+
+
+def _result(engine: SquaredGradients, tally: _Tally, n_informative: int, world_size: int, mask: ParamMask | None,
+            settings: dict[str, Any], conv: Convergence | None, seconds: float) -> FisherDiagonal:
+    """Scores F = Σ/N in the model's dtype (zero outside a mask) with their nested ``meta``."""
     if n_informative == 0:
         raise ValueError(
             f"no example with a labelled term among the {tally.n_seen} examples read (all labels -100 or no data); "
             "the Fisher needs at least one labelled example: check the masking or pass more data."
         )
-    conv = None
-    if convergence is not False:
-        checkpoints = default_checkpoints(tally.n_seen) if convergence is True else list(convergence)
-        conv = _convergence(tally, space, weights, rows, checkpoints)
+    model, space = engine.model, engine.space
     scores = {n: (tally.acc[n] / n_informative).to(util.model_dtype(model)) for n in tally.names}
     meta = util.result_meta(
-        model, settings, **_counts(engine, tally, n_informative), objective=objective.describe(),
-        world_size=ctx.world_size, seconds=time.perf_counter() - start,
-        model_fingerprint=util.model_fingerprint(model), aliases={n: space.aliases.get(n, []) for n in tally.names})
+        model, settings, **_counts(engine, tally, n_informative), objective=engine.objective.describe(),
+        world_size=world_size, seconds=seconds, model_fingerprint=util.model_fingerprint(model),
+        aliases={n: space.aliases.get(n, []) for n in tally.names})
     if mask is not None:
         scores = mask.apply(scores)
         meta["mask"] = {"granularity": mask.granularity, "n_selected": mask.count(), **plain(mask.meta)}
-        space = ParamSpace.from_names(model, mask.names)
     return FisherDiagonal(scores=scores, meta=meta, convergence=conv, space=space)
 
 

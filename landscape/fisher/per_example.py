@@ -207,7 +207,8 @@ class SquaredGradients:
             except Exception:  # noqa: BLE001 - model refuses 4-D masks: keep the 2-D one
                 return
             try:
-                ref_t, got_t = _output_logits_or_loss(self.objective, ref, prepared), _output_logits_or_loss(self.objective, got, alt)
+                ref_t = _output_logits_or_loss(self.objective, ref, prepared)
+                got_t = _output_logits_or_loss(self.objective, got, alt)
             except Exception:  # noqa: BLE001 - nothing comparable: keep the 2-D mask
                 return
         if ref_t.shape != got_t.shape:

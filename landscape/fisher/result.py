@@ -108,7 +108,8 @@ class FisherDiagonal:
         if granularity not in ("element", "tensor"):
             raise ValueError(f"granularity must be 'element' or 'tensor', got {granularity!r}.")
         if self.space is None:
-            raise ValueError("these scores were loaded without a model: use FisherDiagonal.load(path, model=model) to build masks.")
+            raise ValueError("these scores were loaded without a model: "
+                             "use FisherDiagonal.load(path, model=model) to build masks.")
         meta = {"fraction": float(fraction), "which": which, "granularity": granularity, "seed": int(seed),
                 "estimator": self.estimator, "source": "fisher"}
         names = self.names
@@ -197,7 +198,8 @@ class FisherDiagonal:
             _check_shapes(scores, space.params, st)
             scores = {n: s.to(space.params[n].device) for n, s in scores.items()}
         conv = doc.get("convergence")
-        return cls(scores=scores, meta=meta, convergence=None if conv is None else Convergence.from_dict(conv), space=space)
+        convergence = None if conv is None else Convergence.from_dict(conv)
+        return cls(scores=scores, meta=meta, convergence=convergence, space=space)
 
 
 def _check_shapes(scores: Mapping[str, Tensor], params: Mapping[str, Tensor], where: Path) -> None:
@@ -205,4 +207,5 @@ def _check_shapes(scores: Mapping[str, Tensor], params: Mapping[str, Tensor], wh
         if n not in params:
             raise ValueError(f"{where}: scores name {n!r}, which is not a trainable parameter of the model.")
         if tuple(s.shape) != tuple(params[n].shape):
-            raise ValueError(f"{where}: scores[{n!r}] has shape {tuple(s.shape)}, the parameter {tuple(params[n].shape)}.")
+            raise ValueError(f"{where}: scores[{n!r}] has shape {tuple(s.shape)}, "
+                             f"the parameter {tuple(params[n].shape)}.")

@@ -252,7 +252,7 @@ def _run(model: nn.Module, objective: Objective, data: Iterable[Any], dirs_in: S
     computed = 0
     last_save = time.time()
     t_eval = 0.0
-    snapshot = space.snapshot()
+    snapshot = Perturbation(space.params)
     from tqdm.auto import tqdm
 
     bar = tqdm(total=len(mine), desc=f"{result.kind} scan" + (f" rank {ctx.rank}" if ctx.active else ""),

@@ -42,7 +42,10 @@ def raw_batch_size(batch: Any) -> int | None:
 
     Dicts, tuples/lists and bare tensors qualify; anything else (strings, mixed entries) gives ``None``.
     """
-    values = list(batch.values()) if isinstance(batch, dict) else list(batch) if isinstance(batch, (tuple, list)) else [batch]
+    if isinstance(batch, dict):
+        values = list(batch.values())
+    else:
+        values = list(batch) if isinstance(batch, (tuple, list)) else [batch]
     sizes = {int(v.shape[0]) for v in values if isinstance(v, Tensor) and v.ndim}
     return sizes.pop() if len(sizes) == 1 and all(isinstance(v, Tensor) for v in values) else None
 
