@@ -7,8 +7,8 @@ import sys
 import time
 from pathlib import Path
 from transformers import BertConfig, BertForMaskedLM
-from landscape.models.default_model import DefaultModelConfig, build_tokenizer
-from landscape.models.corpus import stdlib_docstrings, split_texts
+from landscape.models.default_model import DefaultModelConfig
+from landscape.models.corpus import build_tokenizer, stdlib_docstrings, split_texts
 t = time.time()
 cfg = DefaultModelConfig()
 texts = stdlib_docstrings(min_chars=cfg.min_chars)

@@ -106,7 +106,7 @@ def dist_worker(n: int, chunk: int) -> None:
     if ctx.active:
         torch.distributed.barrier()
     t, c = time.perf_counter(), time.process_time()
-    fisher.diagonal(model, obj, data, chunk_size=chunk, progress=False, convergence=False, dist=ctx)
+    fisher.diagonal(model, obj, data, chunk_size=chunk, progress=False, convergence=False, distributed=ctx.active)
     dt = torch.tensor([time.perf_counter() - t, time.process_time() - c], dtype=torch.float64)
     if ctx.active:
         torch.distributed.all_reduce(dt, op=torch.distributed.ReduceOp.MAX)

@@ -112,7 +112,8 @@ def attach(objective: Any, prepared: dict[str, Any], model: nn.Module) -> dict[s
     if module is None or not usable:
         if setting is True:
             raise ValueError(f"labelled_head=True needs token labels [B, T] and an nn.Linear output embedding; "
-                             f"{type(model).__name__} has {'none' if module is None else 'it, but the labels are not [B, T]'}.")
+                             f"{type(model).__name__} has "
+                             f"{'none' if module is None else 'it, but the labels are not [B, T]'}.")
         return prepared
     assert isinstance(labels, Tensor) and module is not None  # checked by `usable` above
     index, targets = head_rows(labels, objective.shifts(prepared))

@@ -1,9 +1,10 @@
-"""Parameter spaces, masks and exact perturbation.
+"""Parameter spaces and masks.
 
 A :class:`ParamSpace` is the ordered list of a model's trainable parameters that an analysis acts
 on. Tied tensors appear once, under their first name (BERT's MLM decoder weight *is* the word
 embedding), and their other names are kept as aliases. A :class:`ParamMask` selects elements or
-whole tensors of a space. Moving weights is :mod:`landscape.perturb`'s job.
+whole tensors of a space. Moving weights is :mod:`landscape.perturb`'s job
+(``Perturbation(space.params)`` holds θ₀ of a space); this module does not import it.
 """
 
 from __future__ import annotations
@@ -18,11 +19,10 @@ import torch
 from torch import Tensor, nn
 
 from landscape import vectors
-from landscape.perturb import Perturbation, perturbed
 from landscape.util import model_fingerprint
 from landscape.vectors import Vector
 
-__all__ = ["ParamSpace", "ParamMask", "Selection", "select", "perturbed", "layer_group", "layer_order", "group_note", "vectors"]
+__all__ = ["ParamSpace", "ParamMask", "Selection", "select", "layer_group", "layer_order", "group_note"]
 
 
 _BLOCK = re.compile(r"(?:^|\.)(?:layer|layers|h|block|blocks)\.(\d+)\.")
@@ -65,7 +65,8 @@ def layer_order(group: str) -> tuple[int, int]:
 def group_note(group: str) -> str | None:
     """A sentence to show beside a group whose numbers need one (ALBERT's shared layer), else None."""
     if group.startswith(SHARED_GROUP):
-        return "one set of layer weights shared across depths (ALBERT): it serves every depth, so its numbers cover all of them"
+        return ("one set of layer weights shared across depths (ALBERT): it serves every depth, "
+                "so its numbers cover all of them")
     return None
 
 
@@ -176,10 +177,6 @@ class ParamSpace:
         """The current parameter tensors (live, not copies)."""
         return {n: p for n, p in self.params.items()}
 
-    def snapshot(self) -> Perturbation:
-        """θ₀ of this space: ``.set_terms([(c, d), ...])`` sets θ₀ + Σcd, ``.restore()`` is bit-exact."""
-        return Perturbation(self.params)
-
     @classmethod
     def from_names(cls, model: nn.Module, names: Sequence[str], trainable_only: bool = True) -> ParamSpace:
         """The space holding exactly the parameters called ``names`` (or their tied aliases)."""
@@ -284,7 +281,8 @@ class ParamMask:
 
     def apply(self, v: Mapping[str, Tensor]) -> Vector:
         """P·v: ``v`` with unselected coordinates zeroed, restricted to :attr:`names`."""
-        return {n: torch.where(self.masks[n].to(v[n].device), v[n], torch.zeros((), dtype=v[n].dtype, device=v[n].device)) for n in self.names}
+        zero = {n: torch.zeros((), dtype=v[n].dtype, device=v[n].device) for n in self.names}
+        return {n: torch.where(self.masks[n].to(v[n].device), v[n], zero[n]) for n in self.names}
 
     def __repr__(self) -> str:
         return f"ParamMask({self.granularity}, {len(self.masks)} tensors, {self.count()} of {self.space.dim} coords)"
@@ -317,7 +315,8 @@ def select(model: nn.Module, params: Selection = None, what: str = "params") -> 
         return params.space, params
     if isinstance(params, ParamSpace):
         if params.model is not model:
-            raise ValueError(f"{what}: the ParamSpace was built on another model; build it with ParamSpace(model, ...).")
+            raise ValueError(f"{what}: the ParamSpace was built on another model; "
+                             "build it with ParamSpace(model, ...).")
         return params, None
     if isinstance(params, str) or (isinstance(params, Sequence) and all(isinstance(p, str) for p in params)):
         return ParamSpace(model, include=params), None

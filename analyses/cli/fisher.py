@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
                          seed=args.seed, texts=texts, max_length=args.max_length)
     F = fisher.diagonal(target.model, target.objective, target.data, estimator=args.estimator,
                         mc_samples=args.mc_samples, seed=args.seed, chunk_size=args.chunk_size,
-                        params=args.include, progress=not args.no_progress, convergence=True, dist=ctx)
+                        params=args.include, progress=not args.no_progress, convergence=True, distributed=ctx.active)
     F.meta["target"] = {"name": target.name, "task": target.task, **target.meta}
     if not ctx.is_main:
         return 0

@@ -46,11 +46,6 @@ def matrix_space(model: Any) -> ParamSpace:
     return ParamSpace.from_names(model, [n for n, p in full.params.items() if p.ndim >= 2])
 
 
-def restrict(F: FisherDiagonal, space: ParamSpace) -> FisherDiagonal:
-    """The scores of ``space``'s tensors only, with masks built over that space."""
-    return FisherDiagonal({n: F.scores[n] for n in space.names}, dict(F.meta), F.convergence, space)
-
-
 # ----------------------------------------------------------------------------- arm P
 
 

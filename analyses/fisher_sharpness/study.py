@@ -282,7 +282,7 @@ def run(config: FisherSharpnessConfig | None = None, target: Target | None = Non
     # arm E: matched element masks at equal norm
     t0 = time.perf_counter()
     mspace = arms.matrix_space(model)
-    F_matrix = arms.restrict(F, mspace)
+    F_matrix = F.restrict(mspace)
     eig_data = split_examples(eval_data, min(cfg.eig_examples, ev.n_examples), 0, cfg.batch_size)[0]
     raw_e: dict[str, Any] = {}
     for fraction in cfg.fractions:

@@ -56,7 +56,8 @@ class DropoutRates:
         _rates.check_rates(self.rates)
         for sid, u in self.unit_rates.items():
             if u.numel() and (float(u.min()) < 0.0 or float(u.max()) >= 1.0):
-                raise ValueError(f"unit rates for {sid!r} lie outside [0, 1) (range {float(u.min()):g}..{float(u.max()):g}).")
+                raise ValueError(f"unit rates for {sid!r} lie outside [0, 1) "
+                                 f"(range {float(u.min()):g}..{float(u.max()):g}).")
 
     def with_rates(self, rates: Mapping[str, float], **meta: Any) -> DropoutRates:
         """The same provenance with other site rates (controls: reversed, permuted, uniform)."""
@@ -72,7 +73,8 @@ class DropoutRates:
         if doc.get("format") != FORMAT or not isinstance(doc.get("rates"), dict):
             raise ValueError(f"{where} is not a rates file (expected format {FORMAT!r}, written by DropoutRates.save).")
         units = {k: torch.tensor(v, dtype=torch.float64) for k, v in (doc.get("unit_rates") or {}).items()}
-        return cls({k: float(v) for k, v in doc["rates"].items()}, dict(doc.get("scores") or {}), units, dict(doc.get("meta") or {}))
+        rates = {k: float(v) for k, v in doc["rates"].items()}
+        return cls(rates, dict(doc.get("scores") or {}), units, dict(doc.get("meta") or {}))
 
     def save(self, path: str | Path) -> Path:
         """Write the rates as JSON (atomically)."""
@@ -130,8 +132,9 @@ def guided_rates(model: nn.Module, fisher: Any, method: str = "mean_of_means", m
     unit = _rates.unit_rates(_rates.unit_scores(model, sites, scores_t), rates) if units else {}
     from landscape.util import model_fingerprint
 
-    meta = {"model_class": sites.model_class, "model_type": sites.model_type, "model_fingerprint": model_fingerprint(model),
-            "fisher_fingerprint": fisher_fingerprint(scores_t), "fisher_model_fingerprint": meta_f.get("model_fingerprint"),
+    meta = {"model_class": sites.model_class, "model_type": sites.model_type,
+            "model_fingerprint": model_fingerprint(model), "fisher_fingerprint": fisher_fingerprint(scores_t),
+            "fisher_model_fingerprint": meta_f.get("model_fingerprint"),
             "fisher_model_class": meta_f.get("model_class"), "fisher_estimator": meta_f.get("estimator"),
             "fisher_examples": meta_f.get("n_examples"), "method": method, "mapping": mapping, "p_max": p_max,
             "p_min": p_min, "sites": {s.id: s.to_dict() for s in sites}, "head_dropouts": sites.head,

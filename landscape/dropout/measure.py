@@ -26,7 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from landscape.dropout.sites import SiteMap, _is_dropout, find_sites
+from landscape.dropout.sites import DropoutSite, SiteMap, find_sites, is_dropout
 
 __all__ = ["SiteMeasurement", "eager_attention", "measure_rates"]
 
@@ -105,6 +105,58 @@ class _Counter:
             self.unit_dropped[key], self.unit_total[key] = d, t
 
 
+class _Tracer:
+    """Forward hooks and a wrapped ``F.dropout`` that credit each dropout call to its site."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.names = {id(m): n for n, m in model.named_modules()}
+        self.counter = _Counter()
+        self.stack: list[nn.Module] = []
+        self.original = torch.nn.functional.dropout
+
+    def pre(self, mod: nn.Module, args: tuple) -> None:
+        self.stack.append(mod)
+
+    def post(self, mod: nn.Module, args: tuple, out: Any) -> None:
+        if self.stack and self.stack[-1] is mod:
+            self.stack.pop()
+
+    def drop_hook(self, mod: nn.Module, args: tuple, out: Any) -> None:
+        if args and isinstance(args[0], Tensor) and isinstance(out, Tensor):
+            self.counter.add(self.names[id(mod)], args[0], out)
+
+    def traced(self, input: Tensor, p: float = 0.5, training: bool = True, inplace: bool = False) -> Tensor:
+        """``F.dropout``, counted for the innermost running module that is not an ``nn.Dropout``."""
+        top = self.stack[-1] if self.stack else None
+        if top is None or is_dropout(top) or not training:
+            return self.original(input, p, training, inplace)
+        before = input.detach().clone() if inplace else input
+        out = self.original(input, p, training, inplace)
+        self.counter.add(self.names.get(id(top), "?"), before, out)
+        return out
+
+    @contextlib.contextmanager
+    def installed(self, model: nn.Module) -> Iterator[None]:
+        """Hooks and the wrapped dropout in place, train mode; all restored on exit."""
+        handles = []
+        was_training = {m: m.training for m in model.modules()}
+        try:
+            for m in model.modules():
+                handles.append(m.register_forward_pre_hook(self.pre))
+                if is_dropout(m):
+                    handles.append(m.register_forward_hook(self.drop_hook))
+                handles.append(m.register_forward_hook(self.post))
+            torch.nn.functional.dropout = self.traced
+            model.train()
+            yield
+        finally:
+            torch.nn.functional.dropout = self.original
+            for h in handles:
+                h.remove()
+            for m, flag in was_training.items():
+                m.training = flag
+
+
 def measure_rates(model: nn.Module, batches: Iterable[Any], sites: SiteMap | None = None, eager: bool = True,
                   forward: Any = None) -> dict[str, SiteMeasurement]:
     """Realized drop rate per site over one train-mode pass through ``batches``.
@@ -113,6 +165,7 @@ def measure_rates(model: nn.Module, batches: Iterable[Any], sites: SiteMap | Non
         model: the model, with the rates to check already set (e.g. inside :func:`apply`).
         batches: dicts of model inputs (``input_ids``, ``attention_mask``, ...), or anything
             ``forward(model, batch)`` accepts.
+        sites: the sites to report (default :func:`find_sites` of ``model``).
         eager: run attention on the eager path so kernel-internal dropout is observable.
         forward: ``forward(model, batch)``; default ``model(**batch)``.
 
@@ -121,68 +174,28 @@ def measure_rates(model: nn.Module, batches: Iterable[Any], sites: SiteMap | Non
         a rate set on an object the forward pass never reads).
     """
     sites = sites if sites is not None else find_sites(model)
-    names = {id(m): n for n, m in model.named_modules()}
-    counter = _Counter()
-    stack: list[nn.Module] = []
-    handles = []
+    tracer = _Tracer(model)
+    with tracer.installed(model), eager_attention(model) if eager else contextlib.nullcontext(), torch.no_grad():
+        for b in batches:
+            tracer.stack.clear()
+            if forward is not None:
+                forward(model, b)
+            elif isinstance(b, Mapping):
+                model(**b)
+            else:
+                model(b)
+    return {s.id: _measurement(model, s, tracer.counter) for s in sites}
 
-    def pre(mod: nn.Module, args: tuple) -> None:
-        stack.append(mod)
 
-    def post(mod: nn.Module, args: tuple, out: Any) -> None:
-        if stack and stack[-1] is mod:
-            stack.pop()
-
-    def drop_hook(mod: nn.Module, args: tuple, out: Any) -> None:
-        if args and isinstance(args[0], Tensor) and isinstance(out, Tensor):
-            counter.add(names[id(mod)], args[0], out)
-
-    original = torch.nn.functional.dropout
-
-    def traced(input: Tensor, p: float = 0.5, training: bool = True, inplace: bool = False) -> Tensor:
-        top = stack[-1] if stack else None
-        if top is None or _is_dropout(top) or not training:
-            return original(input, p, training, inplace)
-        before = input.detach().clone() if inplace else input
-        out = original(input, p, training, inplace)
-        counter.add(names.get(id(top), "?"), before, out)
-        return out
-
-    was_training = {m: m.training for m in model.modules()}
-    try:
-        for m in model.modules():
-            handles.append(m.register_forward_pre_hook(pre))
-            if _is_dropout(m):
-                handles.append(m.register_forward_hook(drop_hook))
-            handles.append(m.register_forward_hook(post))
-        torch.nn.functional.dropout = traced
-        model.train()
-        ctx = eager_attention(model) if eager else contextlib.nullcontext()
-        with ctx, torch.no_grad():
-            for b in batches:
-                stack.clear()
-                if forward is not None:
-                    forward(model, b)
-                elif isinstance(b, Mapping):
-                    model(**b)
-                else:
-                    model(b)
-    finally:
-        torch.nn.functional.dropout = original
-        for h in handles:
-            h.remove()
-        for m, flag in was_training.items():
-            m.training = flag
-    out: dict[str, SiteMeasurement] = {}
-    for s in sites:
-        keys = [s.module]
-        if s.kind == "module" and s.role == "attention_probs":
-            keys.append(s.module.rsplit(".", 1)[0] if "." in s.module else "")
-        d = int(sum(counter.dropped.get(k, 0) for k in keys))
-        t = int(sum(counter.total.get(k, 0) for k in keys))
-        c = int(sum(counter.calls.get(k, 0) for k in keys))
-        assigned = float(getattr(model.get_submodule(s.module) if s.module else model, s.attr))
-        ud = counter.unit_dropped.get(s.module) if s.role != "attention_probs" else None
-        ut = counter.unit_total.get(s.module) if s.role != "attention_probs" else None
-        out[s.id] = SiteMeasurement(s.id, assigned, d, t, c, ud, ut)
-    return out
+def _measurement(model: nn.Module, s: DropoutSite, counter: _Counter) -> SiteMeasurement:
+    """One site's counts; module attention-probability dropout also counts its parent's calls."""
+    keys = [s.module]
+    if s.kind == "module" and s.role == "attention_probs":
+        keys.append(s.module.rsplit(".", 1)[0] if "." in s.module else "")
+    d = int(sum(counter.dropped.get(k, 0) for k in keys))
+    t = int(sum(counter.total.get(k, 0) for k in keys))
+    c = int(sum(counter.calls.get(k, 0) for k in keys))
+    assigned = float(getattr(model.get_submodule(s.module) if s.module else model, s.attr))
+    ud = counter.unit_dropped.get(s.module) if s.role != "attention_probs" else None
+    ut = counter.unit_total.get(s.module) if s.role != "attention_probs" else None
+    return SiteMeasurement(s.id, assigned, d, t, c, ud, ut)

@@ -53,7 +53,8 @@ SCORE_METHODS = ("mean_of_means", "element_mean", "max_mean")
 MAPPINGS = ("rank_linear", "log_linear")
 
 
-def check_fisher(sites: SiteMap | Sequence[DropoutSite], scores: Mapping[str, Tensor], where: str = "the Fisher scores") -> None:
+def check_fisher(sites: SiteMap | Sequence[DropoutSite], scores: Mapping[str, Tensor],
+                 where: str = "the Fisher scores") -> None:
     """Refuse Fisher scores that lack a guarded tensor or have another shape (one line)."""
     sites = list(sites)
     missing = [p for s in sites for p in s.params if p not in scores]
@@ -66,7 +67,8 @@ def check_fisher(sites: SiteMap | Sequence[DropoutSite], scores: Mapping[str, Te
                 raise ValueError(f"{where}: tensor {p!r} is empty.")
 
 
-def _check_shapes(model: nn.Module | None, sites: Sequence[DropoutSite], scores: Mapping[str, Tensor], where: str) -> None:
+def _check_shapes(model: nn.Module | None, sites: Sequence[DropoutSite], scores: Mapping[str, Tensor],
+                  where: str) -> None:
     if model is None:
         return
     params = dict(model.named_parameters())
@@ -77,7 +79,8 @@ def _check_shapes(model: nn.Module | None, sites: Sequence[DropoutSite], scores:
                                  f"{tuple(params[p].shape)} in this model.")
 
 
-def site_scores(sites: SiteMap | Sequence[DropoutSite], fisher_scores: Mapping[str, Tensor], method: str = "mean_of_means",
+def site_scores(sites: SiteMap | Sequence[DropoutSite], fisher_scores: Mapping[str, Tensor],
+                method: str = "mean_of_means",
                 model: nn.Module | None = None) -> dict[str, float]:
     """One score per site from per-tensor Fisher diagonals (``FisherDiagonal.scores``); see the module doc.
 
@@ -148,7 +151,8 @@ def rank_linear(scores: Mapping[str, float], p_max: float = 0.1, p_min: float = 
     return {k: _clip(p_min + (p_max - p_min) * ((n - 1) - r) / (n - 1), p_min, p_max) for k, r in zip(keys, ranks)}
 
 
-def log_linear(scores: Mapping[str, float], p_max: float = 0.1, p_min: float = 0.0, eps: float = 1e-30) -> dict[str, float]:
+def log_linear(scores: Mapping[str, float], p_max: float = 0.1, p_min: float = 0.0,
+               eps: float = 1e-30) -> dict[str, float]:
     """P = p_max − (p_max − p_min)·(log s − log s_min)/(log s_max − log s_min); all equal → p_max."""
     _check_range(p_max, p_min)
     logs = {k: math.log(max(float(v), eps)) for k, v in scores.items()}
@@ -158,7 +162,8 @@ def log_linear(scores: Mapping[str, float], p_max: float = 0.1, p_min: float = 0
     return {k: _clip(p_min + (p_max - p_min) * (hi - v) / (hi - lo), p_min, p_max) for k, v in logs.items()}
 
 
-def map_scores(scores: Mapping[str, float], mapping: str = "rank_linear", p_max: float = 0.1, p_min: float = 0.0) -> dict[str, float]:
+def map_scores(scores: Mapping[str, float], mapping: str = "rank_linear", p_max: float = 0.1,
+               p_min: float = 0.0) -> dict[str, float]:
     """Dispatch to :func:`rank_linear` or :func:`log_linear` by name."""
     if mapping == "rank_linear":
         return rank_linear(scores, p_max, p_min)
@@ -223,7 +228,8 @@ def _site_width(model: nn.Module, site: DropoutSite) -> int | None:
     return None
 
 
-def unit_scores(model: nn.Module, sites: SiteMap | Sequence[DropoutSite], fisher_scores: Mapping[str, Tensor]) -> dict[str, Tensor]:
+def unit_scores(model: nn.Module, sites: SiteMap | Sequence[DropoutSite],
+                fisher_scores: Mapping[str, Tensor]) -> dict[str, Tensor]:
     """Per-unit scores ``[width]`` for each hidden-state site: the mean Fisher of the elements that
     feed unit u, over all guarded tensors that have a unit axis. Attention-probability sites are
     skipped (their dropout runs inside the attention kernel)."""

@@ -30,7 +30,7 @@ from typing import Any
 
 from torch import nn
 
-__all__ = ["ROLES", "RULES", "DropoutSite", "Rule", "SiteMap", "find_sites", "get_rate", "set_rate"]
+__all__ = ["ROLES", "RULES", "DropoutSite", "Rule", "SiteMap", "find_sites", "get_rate", "is_dropout", "set_rate"]
 
 ROLES = ("embedding", "attention_probs", "attention_output", "ffn_output", "relative_position", "conv")
 
@@ -57,7 +57,8 @@ def _bert_like(query: str = "query", key: str = "key", value: str = "value") -> 
               "{base}.LayerNorm", "{base}.embed_proj")),
         Rule(r"(?P<base>.*\.layer\.\d+\.attention\.self)\.dropout", "attention_probs",
              (f"{{base}}.{query}", f"{{base}}.{key}", f"{{base}}.{value}")),
-        Rule(r"(?P<base>.*\.layer\.\d+\.attention\.output)\.dropout", "attention_output", ("{base}.dense", "{base}.LayerNorm")),
+        Rule(r"(?P<base>.*\.layer\.\d+\.attention\.output)\.dropout", "attention_output",
+             ("{base}.dense", "{base}.LayerNorm")),
         Rule(r"(?P<base>.*\.layer\.\d+\.output)\.dropout", "ffn_output", ("{base}.dense", "{base}.LayerNorm")),
     )
 
@@ -79,15 +80,18 @@ RULES: dict[str, tuple[Rule, ...]] = {
     "distilbert": (
         Rule(r"(?P<base>(?:^|.*\.)embeddings)\.dropout", "embedding",
              ("{base}.word_embeddings", "{base}.position_embeddings", "{base}.LayerNorm")),
-        Rule(r"(?P<base>.*\.layer\.\d+\.attention)\.dropout", "attention_probs", ("{base}.q_lin", "{base}.k_lin", "{base}.v_lin")),
+        Rule(r"(?P<base>.*\.layer\.\d+\.attention)\.dropout", "attention_probs",
+             ("{base}.q_lin", "{base}.k_lin", "{base}.v_lin")),
         Rule(r"(?P<base>.*\.layer\.\d+)\.ffn\.dropout", "ffn_output", ("{base}.ffn.lin2", "{base}.output_layer_norm")),
     ),
     "albert": (
         Rule(r"(?P<base>(?:^|.*\.)embeddings)\.dropout", "embedding",
-             ("{base}.word_embeddings", "{base}.position_embeddings", "{base}.token_type_embeddings", "{base}.LayerNorm")),
+             ("{base}.word_embeddings", "{base}.position_embeddings", "{base}.token_type_embeddings",
+              "{base}.LayerNorm")),
         Rule(r"(?P<base>.*\.albert_layers\.\d+\.attention)\.attention_dropout", "attention_probs",
              ("{base}.query", "{base}.key", "{base}.value")),
-        Rule(r"(?P<base>.*\.albert_layers\.\d+\.attention)\.output_dropout", "attention_output", ("{base}.dense", "{base}.LayerNorm")),
+        Rule(r"(?P<base>.*\.albert_layers\.\d+\.attention)\.output_dropout", "attention_output",
+             ("{base}.dense", "{base}.LayerNorm")),
     ),
     "gpt2": (
         Rule(r"(?P<base>(?:.+\.)?transformer|)\.?drop", "embedding", ("{base}.wte", "{base}.wpe")),
@@ -103,7 +107,8 @@ RULES: dict[str, tuple[Rule, ...]] = {
 
 #: Dropout modules that exist but that ``transformers`` never calls, by model type: (pattern, reason).
 DEAD: dict[str, tuple[tuple[str, str], ...]] = {
-    "albert": ((r".*\.albert_layers\.\d+\.dropout", "AlbertLayer.dropout is never called in forward (no FFN-output dropout)"),),
+    "albert": ((r".*\.albert_layers\.\d+\.dropout",
+                "AlbertLayer.dropout is never called in forward (no FFN-output dropout)"),),
 }
 
 _BLOCK = re.compile(r"(?:^|\.)(layer|layers|h|albert_layer_groups|albert_layers)\.(\d+)(?=\.|$)")
@@ -171,7 +176,8 @@ class SiteMap:
         raise KeyError(f"no dropout site {site_id!r}; this {self.model_class} has {self.ids}.")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model_type": self.model_type, "model_class": self.model_class, "sites": [s.to_dict() for s in self.sites],
+        return {"model_type": self.model_type, "model_class": self.model_class,
+                "sites": [s.to_dict() for s in self.sites],
                 "head": self.head, "unmatched": [list(u) for u in self.unmatched]}
 
 
@@ -206,7 +212,8 @@ def _depths(model: nn.Module, model_type: str, layer: int | None, path: str) -> 
     return () if layer is None else (layer,)
 
 
-def _is_dropout(m: nn.Module) -> bool:
+def is_dropout(m: nn.Module) -> bool:
+    """Whether ``m`` is a torch dropout module (``nn.Dropout``, ``Dropout1d/2d/3d``, ``AlphaDropout``)."""
     return isinstance(m, nn.modules.dropout._DropoutNd)
 
 
@@ -221,35 +228,53 @@ def find_sites(model: nn.Module) -> SiteMap:
             ``nn.Dropout`` modules, or an architecture whose rules match nothing).
     """
     mtype = _model_type(model)
-    rules = RULES.get(mtype)
     modules = dict(model.named_modules())
+    sites = _rule_sites(model, mtype, RULES.get(mtype) or _generic_rules(model), modules)
+    head, unmatched = _leftovers(model, mtype, modules, {s.module for s in sites})
+    if len({s.id for s in sites}) != len(sites):
+        raise ValueError(f"dropout site ids collide in {type(model).__name__}: {[s.id for s in sites]}")
+    if not sites:
+        raise ValueError(f"{type(model).__name__} (model_type {mtype or 'unknown'!r}) has no dropout sites: "
+                         "no nn.Dropout module and no attention_dropout attribute in its backbone.")
+    sites.sort(key=_site_order)
+    return SiteMap(mtype, type(model).__name__, sites, head, unmatched)
+
+
+def _holds_rate(rule: Rule, mod: nn.Module) -> bool:
+    """An ``nn.Dropout`` for ``attr == "p"``, else a module with a numeric ``rule.attr``."""
+    return is_dropout(mod) if rule.attr == "p" else isinstance(getattr(mod, rule.attr, None), (int, float))
+
+
+def _rule_sites(model: nn.Module, mtype: str, rules: Sequence[Rule],
+                modules: dict[str, nn.Module]) -> list[DropoutSite]:
+    """The sites the rules match, in rule order then module order."""
     sites: list[DropoutSite] = []
-    claimed: set[str] = set()
-    if rules is None:
-        rules = _generic_rules(model)
     for rule in rules:
         rx = re.compile(rule.pattern + r"$")
         for path, mod in modules.items():
             m = rx.match(path)
-            if not m:
-                continue
-            if rule.attr == "p" and not _is_dropout(mod):
-                continue
-            if rule.attr != "p" and not isinstance(getattr(mod, rule.attr, None), (int, float)):
+            if not m or not _holds_rate(rule, mod):
                 continue
             params = _guarded(model, m.group("base"), rule.guards)
             if not params:
-                raise ValueError(f"dropout site {path!r} ({rule.role}) guards no parameter; the {mtype} rules do not fit "
-                                 f"this {type(model).__name__}.")
+                raise ValueError(f"dropout site {path!r} ({rule.role}) guards no parameter; the {mtype} rules "
+                                 f"do not fit this {type(model).__name__}.")
             sid, layer = _site_id(path, rule.role)
             kind = "module" if rule.attr == "p" else "attribute"
-            sites.append(DropoutSite(sid, rule.role, path, rule.attr, kind, params, layer, _depths(model, mtype, layer, path)))
-            claimed.add(path)
+            sites.append(DropoutSite(sid, rule.role, path, rule.attr, kind, params, layer,
+                                     _depths(model, mtype, layer, path)))
+    return sites
+
+
+def _leftovers(model: nn.Module, mtype: str, modules: dict[str, nn.Module],
+               claimed: set[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """Dropout modules no site claims: head dropouts, and the others with the reason (dead or no rule)."""
     backbone = _backbone_prefix(model)
-    head, unmatched = [], []
+    head: list[str] = []
+    unmatched: list[tuple[str, str]] = []
     dead = [(re.compile(p + r"$"), why) for p, why in DEAD.get(mtype, ())]
     for path, mod in modules.items():
-        if not _is_dropout(mod) or path in claimed:
+        if not is_dropout(mod) or path in claimed:
             continue
         reason = next((why for rx, why in dead if rx.match(path)), None)
         if reason is not None:
@@ -258,15 +283,16 @@ def find_sites(model: nn.Module) -> SiteMap:
             head.append(path)
         else:
             unmatched.append((path, "no rule for this module"))
-    if len({s.id for s in sites}) != len(sites):
-        raise ValueError(f"dropout site ids collide in {type(model).__name__}: {[s.id for s in sites]}")
-    if not sites:
-        raise ValueError(f"{type(model).__name__} (model_type {mtype or 'unknown'!r}) has no dropout sites: no nn.Dropout "
-                         "module and no attention_dropout attribute in its backbone.")
-    order = {r: i for i, r in enumerate(ROLES)}
-    sites.sort(key=lambda s: (-1 if s.layer is None and s.role == "embedding" else (s.layer if s.layer is not None else 10**6),
-                              order.get(s.role, 99), s.id))
-    return SiteMap(mtype, type(model).__name__, sites, head, unmatched)
+    return head, unmatched
+
+
+_ROLE_ORDER = {r: i for i, r in enumerate(ROLES)}
+
+
+def _site_order(s: DropoutSite) -> tuple[int, int, str]:
+    """Embeddings first, then by layer (shared/unplaced last), then role, then id."""
+    depth = -1 if s.layer is None and s.role == "embedding" else (s.layer if s.layer is not None else 10**6)
+    return depth, _ROLE_ORDER.get(s.role, 99), s.id
 
 
 def _backbone_prefix(model: nn.Module) -> str:
@@ -282,12 +308,14 @@ def _generic_rules(model: nn.Module) -> tuple[Rule, ...]:
     for path, mod in model.named_modules():
         if backbone and path and not path.startswith(backbone + "."):
             continue
-        if isinstance(getattr(mod, "attention_dropout", None), float) and not _is_dropout(mod.attention_dropout):
+        if isinstance(getattr(mod, "attention_dropout", None), float) and not is_dropout(mod.attention_dropout):
             rules.append(Rule(f"(?P<base>{re.escape(path)})", "attention_probs", ("{base}",), attr="attention_dropout"))
-        elif _is_dropout(mod) and path:
+        elif is_dropout(mod) and path:
             parent = path.rsplit(".", 1)[0] if "." in path else ""
-            role = "attention_probs" if "attn" in path or "attention" in path else "embedding" if "emb" in path else "ffn_output"
-            rules.append(Rule(f"(?P<base>{re.escape(parent)})\\.{re.escape(path.rsplit('.', 1)[-1])}", role, ("{base}",)))
+            attn = "attn" in path or "attention" in path
+            role = "attention_probs" if attn else "embedding" if "emb" in path else "ffn_output"
+            leaf = re.escape(path.rsplit(".", 1)[-1])
+            rules.append(Rule(f"(?P<base>{re.escape(parent)})\\.{leaf}", role, ("{base}",)))
     return tuple(rules)
 
 

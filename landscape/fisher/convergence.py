@@ -102,7 +102,8 @@ def convergence_from_rows(names: Sequence[str], numels: Sequence[int], ends: Seq
             continue
         w = float(cum_w[k])
         s = cum[k] / numel / w if w > 0 else torch.zeros_like(final)
-        rel = float(torch.linalg.vector_norm(s - final) / torch.linalg.vector_norm(final)) if float(final.abs().sum()) > 0 else float("nan")
+        norm = torch.linalg.vector_norm(final)
+        rel = float(torch.linalg.vector_norm(s - final) / norm) if float(final.abs().sum()) > 0 else float("nan")
         if len(names) > 1 and float(s.std()) > 0 and float(final.std()) > 0:
             rho = float(spearmanr(_denoised(s), _denoised(final)).statistic)
         else:

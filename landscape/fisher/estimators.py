@@ -28,9 +28,14 @@ expanded to the equivalent 4-D mask first (checked against the 2-D result), beca
 inspects the mask's values. Evaluation runs in eval mode on the math attention backend; the
 caller's train/eval flags are restored and the weights are never written.
 
-Under ``torchrun`` examples are sharded by index (example g to rank g mod world; ``batch``: batch b
-to rank b mod world) and the sums are all-reduced, so the result equals the single-process one to
-floating-point tolerance.
+``params=`` takes names/globs, a :class:`~landscape.params.ParamSpace` or a
+:class:`~landscape.params.ParamMask`. A mask scores only the tensors it touches and zeroes the
+scores of their unselected elements (``meta["mask"]`` says so), so ``F.scores`` equals the full
+Fisher restricted to the mask, elementwise.
+
+Under ``torchrun`` (``distributed=None`` or ``True``) examples are sharded by index (example g to
+rank g mod world; ``batch``: batch b to rank b mod world) and the sums are all-reduced, so the
+result equals the single-process one to floating-point tolerance.
 """
 
 from __future__ import annotations
@@ -38,62 +43,60 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable, Sequence
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Literal, get_args
 
 import torch
 from torch import Tensor, nn
 
 from landscape import util
 from landscape.fisher.convergence import Convergence, convergence_from_rows, default_checkpoints
-from landscape.fisher.per_example import _batch_size, _Engine, _raw_size, _select, _slice_raw, hf_4d_attention_mask
+from landscape.fisher.per_example import SquaredGradients
 from landscape.fisher.result import FisherDiagonal
-from landscape.objectives import Objective
-from landscape.params import ParamSpace, Selection, select
+from landscape.objectives import Objective, Prepared, select_rows
+from landscape.params import ParamMask, ParamSpace, Selection, select
 from landscape.util.checks import check_finite_loss, check_finite_weights
+from landscape.util.results import plain
 
-__all__ = ["diagonal", "ESTIMATORS", "hf_4d_attention_mask"]
+__all__ = ["diagonal", "ESTIMATORS", "Estimator", "PerExample"]
 
 log = logging.getLogger("landscape.fisher")
-ESTIMATORS = ("empirical", "mc", "exact", "batch")
-PER_EXAMPLE = ("auto", "vmap", "loop")
+Estimator = Literal["empirical", "mc", "exact", "batch"]
+PerExample = Literal["auto", "vmap", "loop"]
+ESTIMATORS: tuple[str, ...] = get_args(Estimator)
+PER_EXAMPLE: tuple[str, ...] = get_args(PerExample)
 
 
-def _space_of(model: nn.Module, params: Selection) -> ParamSpace:
-    space, mask = select(model, params)
-    if mask is not None:
-        raise TypeError("Fisher scores a whole ParamSpace, not a ParamMask: pass params=mask.space, then mask the scores.")
-    return space
+@dataclass
+class _Tally:
+    """What one pass accumulates: Σ squares per tensor, and one unit per example (per batch for
+    ``batch``): (examples read after it, examples it counts, its per-tensor row ``[T]`` or None)."""
+
+    acc: dict[str, Tensor]
+    units: list[tuple[int, int, Tensor | None]] = field(default_factory=list)
+    n_seen: int = 0
+    n_empty: int = 0
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.acc)
 
 
-def _check_args(estimator: str, max_examples: int | None, mc_samples: int, chunk_size: int, per_example: str) -> None:
-    if estimator not in ESTIMATORS:
-        raise ValueError(f"unknown Fisher estimator {estimator!r}; choose one of {', '.join(ESTIMATORS)}.")
-    if max_examples is not None and int(max_examples) < 1:
-        raise ValueError(f"max_examples must be at least 1 (got {max_examples}): a Fisher estimate needs examples.")
-    if int(mc_samples) < 1:
-        raise ValueError(f"mc_samples must be at least 1, got {mc_samples}.")
-    if int(chunk_size) < 1:
-        raise ValueError(f"chunk_size must be at least 1, got {chunk_size}.")
-    if per_example not in PER_EXAMPLE:
-        raise ValueError(f"per_example must be one of {PER_EXAMPLE}, got {per_example!r}.")
-
-
-def diagonal(
+def diagonal(  # noqa: PLR0913 - the documented public settings of one estimate, keyword-only
     model: nn.Module,
     objective: Objective,
     data: Iterable[Any],
     *,
-    estimator: str = "empirical",
+    estimator: Estimator = "empirical",
     max_examples: int | None = None,
     mc_samples: int = 1,
     seed: int = 0,
     chunk_size: int = 16,
-    params: ParamSpace | str | Sequence[str] | None = None,
+    params: Selection = None,
+    distributed: bool | None = None,
     progress: bool = True,
     convergence: bool | Sequence[int] = True,
-    per_example: str = "auto",
-    exact_limit: int = 4096,
-    dist: util.DistContext | None = None,
+    per_example: PerExample = "auto",
 ) -> FisherDiagonal:
     """Diagonal Fisher scores of ``model``'s parameters on ``data`` (see the module docstring).
 
@@ -106,163 +109,220 @@ def diagonal(
         mc_samples: label draws K per example for ``"mc"``.
         seed: seeds the ``"mc"`` label draws (example g uses (seed, g)).
         chunk_size: examples per ``vmap`` call (bounds memory: about chunk_size × #params floats);
-            for ``"exact"``, (position, class) pairs per call.
-        params: a ``ParamSpace``, or name glob(s) selecting parameters; ``None``: all trainable.
+            for ``"exact"``, (position, class) pairs per call. ``"exact"`` refuses C×P above
+            :data:`landscape.fisher.per_example.EXACT_LIMIT` per example.
+        params: names/globs, a ``ParamSpace`` or a ``ParamMask`` (scores zero outside the mask,
+            only the tensors it touches); ``None``: all trainable.
+        distributed: shard examples across ``torchrun`` ranks and all-reduce (``None``: when
+            launched by ``torchrun``; ``False``: every rank computes alone).
         progress: show a tqdm bar (rank 0 only).
         convergence: record the convergence curves (``True``: geometric checkpoints 1, 2, 4, ..., N;
             or a list of example counts); ``False`` to skip.
         per_example: ``"auto"`` (vmap, loop fallback), ``"vmap"`` or ``"loop"``.
-        exact_limit: largest C×P (classes × positions) ``"exact"`` accepts per example.
-        dist: distributed context; default ``util.dist_context()``.
 
     Returns:
         :class:`FisherDiagonal` with ``scores[name]`` of the parameter's shape (tied tensors once).
 
     Raises:
         ValueError: unknown estimator, ``max_examples < 1``, data with no labelled example, an
-            ``"exact"`` output space above ``exact_limit``, mc/exact without categorical logits.
+            ``"exact"`` output space above the limit, mc/exact without categorical logits.
     """
-    _check_args(estimator, max_examples, mc_samples, chunk_size, per_example)
-    ctx = dist if dist is not None else util.dist_context()
-    space = _space_of(model, params)
-    check_finite_weights(model)
-    names = space.names
-    engine = _Engine(model, objective, space, estimator, int(mc_samples), int(seed), int(chunk_size), per_example, int(exact_limit))
-    device = util.model_device(model)
-    acc_dtype = torch.float64 if device.type in ("cpu", "cuda") else torch.float32
-    acc = {n: torch.zeros(p.shape, dtype=acc_dtype, device=device) for n, p in space.params.items()}
-    units: list[tuple[int, int, Tensor | None]] = []  # (examples read after this unit, informative count, row)
-    n_seen = n_empty = 0
-    from tqdm.auto import tqdm
-
-    bar = tqdm(total=max_examples, unit="ex", desc=f"fisher[{estimator}]", disable=not progress or not ctx.is_main)
+    settings = {"estimator": estimator, "max_examples": max_examples, "mc_samples": int(mc_samples),
+                "seed": int(seed), "chunk_size": int(chunk_size), "per_example": per_example}
+    space, mask = _check_inputs(model, objective, params, settings)
+    ctx = util.dist_context() if distributed in (None, True) else util.DistContext()
+    engine = SquaredGradients(model, objective, space, estimator, int(mc_samples), int(seed), int(chunk_size),
+                              per_example)
     start = time.perf_counter()
-    try:
-        # torch.func transforms ignore an outer no_grad; it stops plain autograd recording through
-        # the parameters that are not scored.
-        with util.deterministic_eval(model), torch.no_grad():
-            for b_idx, batch in enumerate(util.batches_of(data)):
-                if max_examples is not None and n_seen >= max_examples:
-                    break
-                raw_n = _raw_size(batch) if ctx.active and estimator != "batch" else None
-                if raw_n is not None:  # prepare only this rank's examples
-                    size = raw_n if max_examples is None else min(raw_n, max_examples - n_seen)
-                    local = [i for i in range(size) if (n_seen + i) % ctx.world_size == ctx.rank]
-                    prepared = objective.prepare(_slice_raw(batch, local), model) if local else None
-                else:
-                    prepared = objective.prepare(batch, model)
-                    size = _batch_size(prepared, objective)
-                    take = size if max_examples is None else min(size, max_examples - n_seen)
-                    if take < size:
-                        prepared, size = _select(prepared, torch.arange(take), size), take
-                    local = list(range(size))
-                    if estimator != "batch" and ctx.active:
-                        local = [i for i in local if (n_seen + i) % ctx.world_size == ctx.rank]
-                        prepared = _select(prepared, torch.tensor(local), size)
-                if b_idx == 0 and prepared is not None:  # the loss at θ₀, once (one forward pass)
-                    s0, n0 = objective.loss_sum(model, prepared)
-                    check_finite_loss(float(s0) / max(int(n0), 1), "the loss on the first batch")
-                counts = objective.term_counts(prepared).cpu() if prepared is not None else torch.zeros(0, dtype=torch.long)
-                informative = counts > 0
-                n_empty += int((~informative).sum())
-                if estimator == "batch":
-                    n_b = int(informative.sum())
-                    row = None
-                    if b_idx % ctx.world_size == ctx.rank and n_b > 0 and prepared is not None:
-                        sq = engine.batch_grad_sq(prepared)
-                        row = torch.stack([sq[n].sum().to(acc_dtype) for n in names])
-                        for n in names:
-                            acc[n].add_(sq[n].to(acc_dtype), alpha=1.0 / n_b)
-                        row = row / n_b
-                    units.append((n_seen + size, n_b if b_idx % ctx.world_size == ctx.rank else 0, row))
-                else:
-                    _accumulate_examples(engine, prepared, size, n_seen, local, informative, acc, units, names, acc_dtype)
-                n_seen += size
-                bar.update(size)
-    finally:
-        bar.close()
-    n_units_rows, weights, n_empty = _all_reduce(acc, units, names, ctx, acc_dtype, n_empty)
-    n_informative = sum(weights)
+    tally = _accumulate(engine, data, max_examples, ctx, progress)
+    rows, weights = _all_reduce(tally, ctx)
+    conv = None
+    if convergence is not False and sum(weights) > 0:
+        checkpoints = default_checkpoints(tally.n_seen) if convergence is True else list(convergence)
+        conv = _convergence(tally, space, weights, rows, checkpoints)
+    return _result(engine, tally, sum(weights), ctx.world_size, mask, settings, conv, time.perf_counter() - start)
+
+
+def _result(engine: SquaredGradients, tally: _Tally, n_informative: int, world_size: int, mask: ParamMask | None,
+            settings: dict[str, Any], conv: Convergence | None, seconds: float) -> FisherDiagonal:
+    """Scores F = Σ/N in the model's dtype (zero outside a mask) with their nested ``meta``."""
     if n_informative == 0:
         raise ValueError(
-            f"no example with a labelled term among the {n_seen} examples read (all labels -100 or no data); "
+            f"no example with a labelled term among the {tally.n_seen} examples read (all labels -100 or no data); "
             "the Fisher needs at least one labelled example: check the masking or pass more data."
         )
-    dtype = util.model_dtype(model)
-    scores = {n: (acc[n] / n_informative).to(dtype) for n in names}
-    conv: Convergence | None = None
-    if convergence is not False:
-        checkpoints = default_checkpoints(n_seen) if convergence is True else list(convergence)
-        numels = [space.params[n].numel() for n in names]
-        ends = [u[0] for u in units]
-        conv = convergence_from_rows(names, numels, ends, weights, n_units_rows, checkpoints)
-    meta = {
-        "estimator": estimator,
-        "biased": estimator == "batch",
-        "n_examples": n_informative,
-        "n_examples_read": n_seen,
-        "n_examples_empty": n_empty,
-        "n_gradients": engine.n_grads,
-        "mc_samples": int(mc_samples) if estimator == "mc" else None,
-        "seed": int(seed),
-        "chunk_size": int(chunk_size),
-        "per_example": "batched" if estimator == "batch" else engine.mode if engine.mode != "auto" else "vmap",
-        "hf_4d_mask": bool(engine.use_4d),
-        "weighting": "N counts examples with ≥1 labelled term; sᵢ sums the example's loss terms",
-        "objective": objective.describe(),
-        "world_size": ctx.world_size,
-        "seconds": time.perf_counter() - start,
-        "model_fingerprint": util.model_fingerprint(model),
-        "model_class": type(model).__name__,
-        "aliases": {n: space.aliases.get(n, []) for n in names},
-        "versions": util.versions(),
-    }
+    model, space = engine.model, engine.space
+    scores = {n: (tally.acc[n] / n_informative).to(util.model_dtype(model)) for n in tally.names}
+    meta = util.result_meta(
+        model, settings, **_counts(engine, tally, n_informative), objective=engine.objective.describe(),
+        world_size=world_size, seconds=seconds, model_fingerprint=util.model_fingerprint(model),
+        aliases={n: space.aliases.get(n, []) for n in tally.names})
+    if mask is not None:
+        scores = mask.apply(scores)
+        meta["mask"] = {"granularity": mask.granularity, "n_selected": mask.count(), **plain(mask.meta)}
     return FisherDiagonal(scores=scores, meta=meta, convergence=conv, space=space)
 
 
-def _accumulate_examples(engine: _Engine, prepared: dict[str, Any] | None, size: int, offset: int, local: list[int],
-                         informative: Tensor, acc: dict[str, Tensor], units: list, names: list[str],
-                         acc_dtype: torch.dtype) -> None:
+def _check_inputs(model: nn.Module, objective: Objective, params: Selection,
+                  settings: dict[str, Any]) -> tuple[ParamSpace, ParamMask | None]:
+    """Refuse bad settings and non-finite weights; the scored space (a mask's touched tensors) and mask."""
+    estimator, max_examples = settings["estimator"], settings["max_examples"]
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"unknown Fisher estimator {estimator!r}; choose one of {', '.join(ESTIMATORS)}.")
+    if max_examples is not None and int(max_examples) < 1:
+        raise ValueError(f"max_examples must be at least 1 (got {max_examples}): a Fisher estimate needs examples.")
+    for key in ("mc_samples", "chunk_size"):
+        if settings[key] < 1:
+            raise ValueError(f"{key} must be at least 1, got {settings[key]}.")
+    if settings["per_example"] not in PER_EXAMPLE:
+        raise ValueError(f"per_example must be one of {PER_EXAMPLE}, got {settings['per_example']!r}.")
+    if not isinstance(objective, Objective):
+        raise TypeError(f"objective must be a landscape Objective (e.g. objectives.Criterion(loss_fn)), "
+                        f"got {type(objective).__name__}.")
+    space, mask = select(model, params)
+    if mask is not None:
+        space = ParamSpace.from_names(model, mask.names)
+    check_finite_weights(model)
+    return space, mask
+
+
+def _counts(engine: SquaredGradients, tally: _Tally, n_informative: int) -> dict[str, Any]:
+    """The counts and choices the pass made, for ``meta``."""
+    estimator = engine.estimator
+    return {"estimator": estimator, "biased": estimator == "batch", "n_examples": n_informative,
+            "n_examples_read": tally.n_seen, "n_examples_empty": tally.n_empty, "n_gradients": engine.n_grads,
+            "mc_samples": engine.mc_samples if estimator == "mc" else None,
+            "per_example": "batched" if estimator == "batch" else engine.mode if engine.mode != "auto" else "vmap",
+            "hf_4d_mask": bool(engine.use_4d),
+            "weighting": "N counts examples with ≥1 labelled term; sᵢ sums the example's loss terms"}
+
+
+def _convergence(tally: _Tally, space: ParamSpace, weights: list[int], rows: Tensor,
+                 checkpoints: list[int]) -> Convergence:
+    numels = [space.params[n].numel() for n in tally.names]
+    ends = [u[0] for u in tally.units]
+    return convergence_from_rows(tally.names, numels, ends, weights, rows, checkpoints)
+
+
+def _shards(objective: Objective, model: nn.Module, data: Iterable[Any], max_examples: int | None,
+            ctx: util.DistContext, by_example: bool) -> Iterable[tuple[Prepared | None, int, list[int]]]:
+    """Prepare each batch, cut at ``max_examples``: (this rank's rows or None, examples read, their indices).
+
+    Under ``torchrun`` with ``by_example``, example g goes to rank g mod world; a raw batch of
+    tensors is sliced before ``prepare`` so each rank prepares only its own examples.
+    """
+    n_seen = 0
+    for batch in util.batches_of(data):
+        if max_examples is not None and n_seen >= max_examples:
+            return
+        raw_n = util.raw_batch_size(batch) if ctx.active and by_example else None
+        if raw_n is not None:
+            size = raw_n if max_examples is None else min(raw_n, max_examples - n_seen)
+            local = [i for i in range(size) if (n_seen + i) % ctx.world_size == ctx.rank]
+            yield (objective.prepare(util.raw_batch_rows(batch, local), model) if local else None), size, local
+        else:
+            prepared = objective.prepare(batch, model)
+            size = objective.count(prepared)[0]
+            take = size if max_examples is None else min(size, max_examples - n_seen)
+            if take < size:
+                prepared, size = select_rows(prepared, torch.arange(take), size), take
+            local = list(range(size))
+            if by_example and ctx.active:
+                local = [i for i in local if (n_seen + i) % ctx.world_size == ctx.rank]
+                prepared = select_rows(prepared, torch.tensor(local), size)
+            yield prepared, size, local
+        n_seen += size
+
+
+def _accumulate(engine: SquaredGradients, data: Iterable[Any], max_examples: int | None,
+                ctx: util.DistContext, progress: bool) -> _Tally:
+    """One pass over ``data``: Σ per-example squares (or the batch estimator's) into a :class:`_Tally`."""
+    from tqdm.auto import tqdm
+
+    model, objective, estimator = engine.model, engine.objective, engine.estimator
+    device = util.model_device(model)
+    acc_dtype = torch.float64 if device.type in ("cpu", "cuda") else torch.float32
+    tally = _Tally({n: torch.zeros(p.shape, dtype=acc_dtype, device=device) for n, p in engine.space.params.items()})
+    bar = tqdm(total=max_examples, unit="ex", desc=f"fisher[{estimator}]", disable=not progress or not ctx.is_main)
+    # torch.func transforms ignore an outer no_grad; it stops plain autograd recording through the
+    # parameters that are not scored.
+    with bar, util.deterministic_eval(model), torch.no_grad():
+        shards = _shards(objective, model, data, max_examples, ctx, by_example=estimator != "batch")
+        for b_idx, (prepared, size, local) in enumerate(shards):
+            if b_idx == 0 and prepared is not None:  # the loss at θ₀, once (one forward pass)
+                s0, n0 = objective.loss_sum(model, prepared)
+                check_finite_loss(float(s0) / max(int(n0), 1), "the loss on the first batch")
+            if estimator == "batch" and b_idx % ctx.world_size != ctx.rank:
+                prepared = None  # another rank's batch
+            counts = objective.term_counts(prepared).cpu() if prepared is not None else torch.zeros(0, dtype=torch.long)
+            tally.n_empty += int((counts == 0).sum())
+            if estimator == "batch":
+                _add_batch(engine, prepared, counts, size, tally)
+            else:
+                _add_examples(engine, prepared, size, local, counts > 0, tally)
+            tally.n_seen += size
+            bar.update(size)
+    return tally
+
+
+def _add_batch(engine: SquaredGradients, prepared: Prepared | None, counts: Tensor, size: int, tally: _Tally) -> None:
+    """The batch estimator's (Σᵢ∇sᵢ)²/n_b for one batch (``prepared`` None: another rank's batch)."""
+    n_b = int((counts > 0).sum()) if prepared is not None else 0
+    row = None
+    if n_b > 0 and prepared is not None:
+        sq = engine.batch_grad_sq(prepared)
+        dtype = next(iter(tally.acc.values())).dtype
+        row = torch.stack([sq[n].sum().to(dtype) for n in tally.names]) / n_b
+        for n in tally.names:
+            tally.acc[n].add_(sq[n].to(dtype), alpha=1.0 / n_b)
+    tally.units.append((tally.n_seen + size, n_b, row))
+
+
+def _add_examples(engine: SquaredGradients, prepared: Prepared | None, size: int, local: list[int],
+                  informative: Tensor, tally: _Tally) -> None:
     """Squared per-example gradients of the informative examples in ``prepared``, whose rows are
     the examples ``local`` (indices in the batch of ``size``) of this rank."""
     rows: dict[int, Tensor] = {}
     todo = [j for j in range(len(local)) if bool(informative[j])]
-    n_rows = len(local)
+    names, offset = tally.names, tally.n_seen
+    dtype = next(iter(tally.acc.values())).dtype
     for c0 in range(0, len(todo), engine.chunk_size):
         part_rows = todo[c0 : c0 + engine.chunk_size]
         assert prepared is not None
-        chunk = _select(prepared, torch.tensor(part_rows), n_rows)
+        chunk = select_rows(prepared, torch.tensor(part_rows), len(local))
         sq = engine.squared_grads(chunk, len(part_rows), [offset + local[j] for j in part_rows])
-        part = torch.stack([sq[n].reshape(len(part_rows), -1).sum(1).to(acc_dtype) for n in names], dim=1)
+        part = torch.stack([sq[n].reshape(len(part_rows), -1).sum(1).to(dtype) for n in names], dim=1)
         for n in names:
-            acc[n].add_(sq[n].sum(0).to(acc_dtype))
+            tally.acc[n].add_(sq[n].sum(0).to(dtype))
         for k, j in enumerate(part_rows):
             rows[local[j]] = part[k]
     for i in range(size):
-        units.append((offset + i + 1, 1 if i in rows else 0, rows.get(i)))
+        tally.units.append((offset + i + 1, 1 if i in rows else 0, rows.get(i)))
 
 
-def _all_reduce(acc: dict[str, Tensor], units: list, names: list[str], ctx: util.DistContext,
-                acc_dtype: torch.dtype, n_empty: int) -> tuple[Tensor, list[int], int]:
-    """Sum ``acc`` across ranks in place; return the summed per-unit rows ``[U, T]``, the per-unit
-    counted examples and the number of examples without a labelled term."""
-    device = next(iter(acc.values())).device
-    rows = torch.zeros(len(units), len(names), dtype=acc_dtype, device=device)
-    for u, (_, _, row) in enumerate(units):
+def _all_reduce(tally: _Tally, ctx: util.DistContext) -> tuple[Tensor, list[int]]:
+    """Sum the tally across ranks in place (``acc``, ``n_empty``); return the summed per-unit rows
+    ``[U, T]`` (on the CPU) and the per-unit counted examples."""
+    names, acc = tally.names, tally.acc
+    first = next(iter(acc.values()))
+    rows = torch.zeros(len(tally.units), len(names), dtype=first.dtype, device=first.device)
+    for u, (_, _, row) in enumerate(tally.units):
         if row is not None:
             rows[u] = row
-    if ctx.active:
-        import torch.distributed as tdist
+    weights = [u[1] for u in tally.units]
+    if not ctx.active:
+        return rows.cpu(), weights
+    import torch.distributed as tdist
 
-        extra = torch.tensor([u[1] for u in units] + [n_empty], dtype=acc_dtype, device=device)
-        flat = torch.cat([acc[n].reshape(-1) for n in names] + [rows.reshape(-1), extra])
-        tdist.all_reduce(flat)
-        o = 0
-        for n in names:
-            k = acc[n].numel()
-            acc[n].copy_(flat[o : o + k].view_as(acc[n]))
-            o += k
-        rows = flat[o : o + rows.numel()].view_as(rows)
-        counts = [round(float(x)) for x in flat[o + rows.numel() :]]
-        return rows.cpu(), counts[:-1], counts[-1]
-    return rows.cpu(), [u[1] for u in units], n_empty
+    extra = torch.tensor([*weights, tally.n_empty], dtype=first.dtype, device=first.device)
+    flat = torch.cat([acc[n].reshape(-1) for n in names] + [rows.reshape(-1), extra])
+    tdist.all_reduce(flat)
+    o = 0
+    for n in names:
+        k = acc[n].numel()
+        acc[n].copy_(flat[o : o + k].view_as(acc[n]))
+        o += k
+    rows = flat[o : o + rows.numel()].view_as(rows)
+    counts = [round(float(x)) for x in flat[o + rows.numel() :]]
+    tally.n_empty = counts[-1]
+    return rows.cpu(), counts[:-1]

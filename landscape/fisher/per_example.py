@@ -21,29 +21,8 @@ from landscape.objectives import IGNORE_INDEX, Objective, select_rows
 from landscape.params import ParamSpace
 
 log = logging.getLogger("landscape.fisher")
-
-
-def _batch_size(prepared: dict[str, Any], objective: Objective) -> int:
-    return int(objective.term_counts(prepared).numel())
-
-
-_select = select_rows  # rows of a prepared batch: the objectives' one implementation
-
-
-def _raw_size(batch: Any) -> int | None:
-    """Examples in a raw batch whose tensors all share the first dimension (dict, tuple, tensor)."""
-    values = list(batch.values()) if isinstance(batch, dict) else list(batch) if isinstance(batch, (tuple, list)) else [batch]
-    sizes = {int(v.shape[0]) for v in values if isinstance(v, Tensor) and v.ndim}
-    return sizes.pop() if len(sizes) == 1 and all(isinstance(v, Tensor) for v in values) else None
-
-
-def _slice_raw(batch: Any, rows: list[int]) -> Any:
-    idx = torch.tensor(rows)
-    if isinstance(batch, dict):
-        return {k: v.index_select(0, idx.to(v.device)) for k, v in batch.items()}
-    if isinstance(batch, (tuple, list)):
-        return type(batch)(v.index_select(0, idx.to(v.device)) for v in batch)
-    return batch.index_select(0, idx.to(batch.device))
+#: Largest C×P (classes × labelled positions) the ``exact`` estimator accepts per example.
+EXACT_LIMIT = 4096
 
 
 def _in_dims(chunk: dict[str, Any], size: int) -> dict[str, int | None]:
@@ -73,14 +52,19 @@ def hf_4d_attention_mask(model: nn.Module, prepared: dict[str, Any], causal: boo
     return {**prepared, "attention_mask": keep.contiguous()}
 
 
-class _Engine:
-    """Per-example squared gradients of one estimator, vmapped in chunks or looped."""
+class SquaredGradients:
+    """Per-example squared gradients of one Fisher estimator, vmapped in chunks or looped.
+
+    ``squared_grads(chunk)`` returns ``{name: [B, *shape]}`` (empirical: (∇sᵢ)²; mc: the mean over
+    K label draws; exact: the closed-form expectation); ``batch_grad_sq`` the batch estimator's
+    (∇Σᵢsᵢ)². ``n_grads`` counts the gradients taken, ``use_4d`` whether the 4-D mask is used.
+    """
 
     def __init__(self, model: nn.Module, objective: Objective, space: ParamSpace, estimator: str,
-                 mc_samples: int, seed: int, chunk_size: int, per_example: str, exact_limit: int) -> None:
+                 mc_samples: int, seed: int, chunk_size: int, per_example: str) -> None:
         self.model, self.objective, self.space = model, objective, space
         self.estimator, self.mc_samples, self.seed = estimator, mc_samples, seed
-        self.chunk_size, self.mode, self.exact_limit = chunk_size, per_example, exact_limit
+        self.chunk_size, self.mode = chunk_size, per_example
         self.values = {n: p.detach() for n, p in space.params.items()}
         self.use_4d: bool | None = None  # decided on the first batch
         self.n_grads = 0
@@ -160,7 +144,7 @@ class _Engine:
     def _chunk_loop(self, chunk: dict[str, Any], size: int, ys: Tensor | None) -> dict[str, Tensor]:
         rows = []
         for i in range(size):
-            ex1 = _select(chunk, torch.tensor([i]), size)
+            ex1 = select_rows(chunk, torch.tensor([i]), size)
             rows.append(self._one(ex1, None if ys is None else ys[i], False))
         return {n: torch.stack([r[n] for r in rows]) for n in rows[0]}
 
@@ -181,11 +165,11 @@ class _Engine:
                 ) from None
         n_pos, n_cls = logits.shape[1], logits.shape[2]
         if self.estimator == "exact":
-            if n_pos * n_cls > self.exact_limit:
+            if n_pos * n_cls > EXACT_LIMIT:
                 raise ValueError(
                     f"estimator='exact' needs C×P = {n_cls}×{n_pos} = {n_cls * n_pos} gradients per example "
-                    f"(C classes, P positions), above exact_limit={self.exact_limit}; use estimator='mc' "
-                    "with mc_samples=... for large output spaces, or raise exact_limit."
+                    f"(C classes, P positions), above exact_limit={EXACT_LIMIT}; use estimator='mc' "
+                    "with mc_samples=... for large output spaces, or raise landscape.fisher.per_example.EXACT_LIMIT."
                 )
             return None
         prob = torch.softmax(logits.detach().double(), dim=-1).cpu()
@@ -208,11 +192,11 @@ class _Engine:
         (ModernBERT's sliding-window layers drop them given a 4-D mask) fails and keeps the 2-D
         mask; the per-example losses alone (2 examples at 1e-4) let that through before."""
         self.use_4d = False
-        size = _batch_size(prepared, self.objective)
+        size = self.objective.count(prepared)[0]
         am = prepared.get("attention_mask")
         lengths = am.ne(0).sum(-1) if isinstance(am, Tensor) and am.ndim == 2 else torch.zeros(size)
         idx = torch.argsort(lengths.cpu(), descending=True, stable=True)[: min(4, size)]
-        prepared = _select(prepared, idx, size)
+        prepared = select_rows(prepared, idx, size)
         alt = hf_4d_attention_mask(self.model, prepared, self._causal(prepared))
         if alt is None:
             return
@@ -223,7 +207,8 @@ class _Engine:
             except Exception:  # noqa: BLE001 - model refuses 4-D masks: keep the 2-D one
                 return
             try:
-                ref_t, got_t = _output_logits_or_loss(self.objective, ref, prepared), _output_logits_or_loss(self.objective, got, alt)
+                ref_t = _output_logits_or_loss(self.objective, ref, prepared)
+                got_t = _output_logits_or_loss(self.objective, got, alt)
             except Exception:  # noqa: BLE001 - nothing comparable: keep the 2-D mask
                 return
         if ref_t.shape != got_t.shape:

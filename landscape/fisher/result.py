@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +65,32 @@ class FisherDiagonal:
             groups.setdefault(layer_group(n), []).append(s.reshape(-1))
         return {g: _reduce(torch.cat(groups[g]), reduce) for g in sorted(groups, key=layer_order)}
 
+    def restrict(self, space_or_names: ParamSpace | Sequence[str]) -> FisherDiagonal:
+        """The same scores over the given tensors only (masks then rank within them).
+
+        ``meta["restricted"]`` records the tensors kept and how many were scored; the convergence
+        curves described all the scored tensors, so the restricted result has none.
+
+        Raises:
+            ValueError: names that were not scored, or a space of another model than these scores'.
+        """
+        if isinstance(space_or_names, ParamSpace):
+            space = space_or_names
+            if self.space is not None and space.model is not self.space.model:
+                raise ValueError("restrict: the ParamSpace was built on another model than these scores; "
+                                 "build it with ParamSpace(model, ...) on the scored model.")
+        elif self.space is not None:
+            space = ParamSpace.from_names(self.space.model, list(space_or_names))
+        else:
+            raise ValueError("these scores were loaded without a model: use FisherDiagonal.load(path, model=model), "
+                             "or pass a ParamSpace, to restrict them.")
+        missing = [n for n in space.names if n not in self.scores]
+        if missing:
+            raise ValueError(f"restrict: {', '.join(map(repr, missing[:3]))} were not scored "
+                             f"(scored: {len(self.scores)} tensors); recompute the Fisher with params= covering them.")
+        meta = {**self.meta, "restricted": {"names": space.names, "n_scored": len(self.scores)}}
+        return FisherDiagonal({n: self.scores[n] for n in space.names}, meta, None, space)
+
     # ------------------------------------------------------------------ masks
     def mask(self, fraction: float, which: str = "top", granularity: str = "element", seed: int = 0) -> ParamMask:
         """Select a ``fraction`` of elements (or tensors) by score.
@@ -82,7 +108,8 @@ class FisherDiagonal:
         if granularity not in ("element", "tensor"):
             raise ValueError(f"granularity must be 'element' or 'tensor', got {granularity!r}.")
         if self.space is None:
-            raise ValueError("these scores were loaded without a model: use FisherDiagonal.load(path, model=model) to build masks.")
+            raise ValueError("these scores were loaded without a model: "
+                             "use FisherDiagonal.load(path, model=model) to build masks.")
         meta = {"fraction": float(fraction), "which": which, "granularity": granularity, "seed": int(seed),
                 "estimator": self.estimator, "source": "fisher"}
         names = self.names
@@ -164,14 +191,15 @@ class FisherDiagonal:
             if want is not None and want != have:
                 raise ValueError(
                     f"{st} holds Fisher scores for a different model (fingerprint {want}, "
-                    f"{meta.get('model_class', '?')}); this {type(model).__name__} has {have}. "
+                    f"{meta.get('model', {}).get('class', '?')}); this {type(model).__name__} has {have}. "
                     "Recompute the scores for this model."
                 )
             space = ParamSpace.from_names(model, names)
             _check_shapes(scores, space.params, st)
             scores = {n: s.to(space.params[n].device) for n, s in scores.items()}
         conv = doc.get("convergence")
-        return cls(scores=scores, meta=meta, convergence=None if conv is None else Convergence.from_dict(conv), space=space)
+        convergence = None if conv is None else Convergence.from_dict(conv)
+        return cls(scores=scores, meta=meta, convergence=convergence, space=space)
 
 
 def _check_shapes(scores: Mapping[str, Tensor], params: Mapping[str, Tensor], where: Path) -> None:
@@ -179,4 +207,5 @@ def _check_shapes(scores: Mapping[str, Tensor], params: Mapping[str, Tensor], wh
         if n not in params:
             raise ValueError(f"{where}: scores name {n!r}, which is not a trainable parameter of the model.")
         if tuple(s.shape) != tuple(params[n].shape):
-            raise ValueError(f"{where}: scores[{n!r}] has shape {tuple(s.shape)}, the parameter {tuple(params[n].shape)}.")
+            raise ValueError(f"{where}: scores[{n!r}] has shape {tuple(s.shape)}, "
+                             f"the parameter {tuple(params[n].shape)}.")

@@ -12,8 +12,7 @@ Builds run in a child process with ``OMP_WAIT_POLICY=PASSIVE``: with the default
 (spinning) OpenMP waits, two torch threads sharing two cores with any other busy
 process ran pretraining 5-25x slower (a 2.5-minute build took 12 minutes).
 
-The module is a little over 400 lines: config, cache, pretraining loop and the child-process build
-are one recipe, and splitting them would scatter the cache key's inputs.
+The pretraining loop itself is :mod:`landscape.models.pretraining`.
 """
 
 from __future__ import annotations
@@ -28,19 +27,17 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from landscape.models import corpus
-from landscape.models.corpus import SPECIAL_TOKENS, build_tokenizer, chunk_texts, unigram_entropy
+from landscape.models import corpus, pretraining
+from landscape.models.corpus import build_tokenizer, chunk_texts, unigram_entropy
 from landscape.util.files import write_text
 
-__all__ = ["DefaultModelConfig", "DefaultModel", "load_default", "cached_path", "cache_root", "heldout_loss", "build_tokenizer",
-           "chunk_texts", "unigram_entropy", "pretrain"]
+__all__ = ["DefaultModelConfig", "DefaultModel", "load_default", "cached_path", "cache_root", "heldout_loss"]
 
 CACHE_FORMAT = 1
 #: Build in a child process with passive OpenMP waits (tests switch this off to monkeypatch).
@@ -157,92 +154,6 @@ def _load_texts(cfg: DefaultModelConfig) -> list[str]:
     return texts if cfg.max_docstrings is None else texts[: cfg.max_docstrings]
 
 
-# --------------------------------------------------------------------------- training / eval
-
-
-def _maskable(input_ids: torch.Tensor, attention_mask: torch.Tensor, special_ids: list[int]) -> torch.Tensor:
-    return attention_mask.bool() & ~torch.isin(input_ids, torch.tensor(special_ids))
-
-
-def _mask_batch(ids: torch.Tensor, attn: torch.Tensor, cfg: DefaultModelConfig, special_ids: list[int],
-                mask_id: int, vocab_size: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """BERT 80/10/10 masking. Returns (corrupted ids, boolean selection of predicted positions)."""
-    sel = (torch.rand(ids.shape, generator=gen) < cfg.train_mask_prob) & _maskable(ids, attn, special_ids)
-    u = torch.rand(ids.shape, generator=gen)
-    rand_ids = torch.randint(len(SPECIAL_TOKENS), vocab_size, ids.shape, generator=gen)
-    out = torch.where(sel & (u < 0.8), torch.full_like(ids, mask_id), ids)
-    out = torch.where(sel & (u >= 0.8) & (u < 0.9), rand_ids, out)
-    return out, sel
-
-
-def _masked_loss(model: Any, ids: torch.Tensor, attn: torch.Tensor, targets: torch.Tensor,
-                 sel: torch.Tensor, bucket: int = 128) -> torch.Tensor:
-    """Mean MLM cross-entropy, running the LM head only on the selected positions.
-
-    The gathered positions are padded (with ignored targets) to a multiple of ``bucket``:
-    a different size every step fragments glibc's heap (RSS grew by GBs over a build).
-    """
-    am = None if bool(attn.all()) else attn
-    hidden = model.bert(input_ids=ids, attention_mask=am).last_hidden_state
-    idx = sel.flatten().nonzero().squeeze(1)
-    pad = -idx.numel() % bucket
-    tgt = torch.cat([targets.flatten()[idx], targets.new_full((pad,), -100)])
-    idx = torch.cat([idx, idx.new_zeros(pad)])
-    logits = model.cls(hidden.reshape(-1, hidden.shape[-1])[idx])
-    return torch.nn.functional.cross_entropy(logits.float(), tgt, ignore_index=-100)
-
-
-def pretrain(model: Any, data: dict[str, torch.Tensor], cfg: DefaultModelConfig, special_ids: list[int],
-             mask_id: int, progress: bool = True, callback: Callable[[int], None] | None = None) -> list[float]:
-    """Pretrain ``model`` in place with MLM (AdamW, linear warmup + decay). Returns per-step losses.
-
-    ``callback(step)`` is called after each optimizer step (e.g. for evaluation during tuning).
-    """
-    from tqdm.auto import tqdm
-
-    gen = torch.Generator().manual_seed(cfg.seed)
-    ids_all, attn_all = data["input_ids"], data["attention_mask"]
-    n = ids_all.shape[0]
-    decay = [p for name, p in model.named_parameters() if p.ndim >= 2 and "LayerNorm" not in name]
-    no_decay = [p for name, p in model.named_parameters() if not (p.ndim >= 2 and "LayerNorm" not in name)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
-
-    def lr_lambda(step: int) -> float:
-        if step < cfg.warmup_steps:
-            return (step + 1) / cfg.warmup_steps
-        return max(0.0, (cfg.steps - step) / max(1, cfg.steps - cfg.warmup_steps))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
-    model.train()
-    order = torch.randperm(n, generator=gen)
-    pos, losses = 0, []
-    bar = tqdm(range(cfg.steps), desc="pretraining default model", disable=not progress, mininterval=1.0)
-    for _ in bar:
-        if pos + cfg.batch_size > n:
-            order, pos = torch.randperm(n, generator=gen), 0
-        idx = order[pos:pos + cfg.batch_size]
-        pos += cfg.batch_size
-        ids, attn = ids_all[idx], attn_all[idx]
-        corrupted, sel = _mask_batch(ids, attn, cfg, special_ids, mask_id, model.config.vocab_size, gen)
-        if not bool(sel.any()):
-            continue
-        loss = _masked_loss(model, corrupted, attn, ids, sel)
-        loss.backward()
-        if cfg.grad_clip:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        sched.step()
-        losses.append(loss.item())
-        if callback is not None:
-            callback(len(losses))
-        if len(losses) % 20 == 0:
-            bar.set_postfix(loss=f"{sum(losses[-20:]) / 20:.3f}")
-    model.eval()
-    return losses
-
-
 def heldout_loss(dm: DefaultModel, batch_size: int = 16) -> float:
     """Held-out MLM loss with fixed masks: ``landscape.objectives.MaskedLM(mask_prob=0.15, seed=0)``."""
     from landscape.objectives import MaskedLM
@@ -256,22 +167,29 @@ def heldout_loss(dm: DefaultModel, batch_size: int = 16) -> float:
 # --------------------------------------------------------------------------- build / load
 
 
-def _build(cfg: DefaultModelConfig, texts: list[str], chash: str, final: Path, progress: bool,
-           replace: bool = False) -> None:
-    """Build the model into a temp dir next to ``final`` and rename it into place
-    (``replace``: swap out an existing entry)."""
-    import transformers
-    from safetensors.torch import save_file
+@dataclass
+class _Trained:
+    """What one pretraining run made: the model, its tokenizer, the tokenized splits, the losses."""
+
+    model: Any
+    tok: Any
+    train: dict[str, torch.Tensor]
+    heldout: dict[str, torch.Tensor]
+    losses: list[float]
+    pretrain_s: float
+    n_docs: tuple[int, int, int]  # docstrings: all, train, held-out
+
+
+def _train(cfg: DefaultModelConfig, texts: list[str], progress: bool) -> _Trained:
+    """Tokenizer, tokenized splits and the pretrained model for ``cfg`` (seeded: same weights)."""
     from transformers import BertConfig, BertForMaskedLM
 
-    t_build = time.perf_counter()
     train_texts, heldout_texts = corpus.split_texts(texts, cfg.heldout_fraction)
     if not train_texts or not heldout_texts:
         raise ValueError("corpus too small: empty train or held-out split")
     tok = build_tokenizer(train_texts, cfg.vocab_size, cfg.lowercase, cfg.max_seq_len)
     train = chunk_texts(tok, train_texts, cfg.max_seq_len)
     heldout = chunk_texts(tok, heldout_texts, cfg.max_seq_len)
-    special = tok.all_special_ids
 
     torch.manual_seed(cfg.seed)
     bcfg = BertConfig(vocab_size=len(tok), hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_layers,
@@ -284,39 +202,56 @@ def _build(cfg: DefaultModelConfig, texts: list[str], chash: str, final: Path, p
     model = BertForMaskedLM._from_config(bcfg, attn_implementation=cfg.attn_implementation)
 
     t0 = time.perf_counter()
-    losses = pretrain(model, train, cfg, special, tok.mask_token_id, progress)
-    pretrain_s = time.perf_counter() - t0
+    losses = pretraining.pretrain(model, train, cfg, tok.all_special_ids, tok.mask_token_id, progress)
+    return _Trained(model, tok, train, heldout, losses, time.perf_counter() - t0,
+                    (len(texts), len(train_texts), len(heldout_texts)))
 
+
+def _metadata(cfg: DefaultModelConfig, t: _Trained, key: str, chash: str, loss: float,
+              t_build: float) -> dict[str, Any]:
+    """The cache entry's ``metadata.json``: config, corpus, sizes, losses and versions."""
+    import transformers
+
+    special, train, heldout, losses = t.tok.all_special_ids, t.train, t.heldout, t.losses
+    return {
+        "config": cfg.to_dict(), "cache_key": key, "corpus_hash": chash,
+        "n_docstrings": t.n_docs[0], "n_train_docstrings": t.n_docs[1], "n_heldout_docstrings": t.n_docs[2],
+        "n_train_sequences": int(train["input_ids"].shape[0]),
+        "n_heldout_sequences": int(heldout["input_ids"].shape[0]),
+        "n_train_tokens": int(pretraining.maskable(train["input_ids"], train["attention_mask"], special).sum()),
+        "n_parameters": int(sum(p.numel() for p in t.model.parameters())),
+        "pretrain_seconds": round(t.pretrain_s, 2),
+        "build_seconds": round(time.perf_counter() - t_build, 2),
+        "final_train_loss": sum(losses[-20:]) / max(1, len(losses[-20:])),
+        "train_loss_curve": pretraining.loss_curve(losses),
+        "heldout_loss": loss, "heldout_loss_evaluator": "landscape.objectives.MaskedLM(mask_prob=0.15, seed=0)",
+        "unigram_entropy": unigram_entropy(train["input_ids"], special),
+        "heldout_unigram_xent": _unigram_xent(train["input_ids"], heldout["input_ids"], special, len(t.tok)),
+        "seed": cfg.seed, "built_at": time.time(), "python": sys.version.split()[0],
+        "torch": torch.__version__, "transformers": transformers.__version__,
+    }
+
+
+def _build(cfg: DefaultModelConfig, texts: list[str], chash: str, final: Path, progress: bool,
+           replace: bool = False) -> None:
+    """Build the model into a temp dir next to ``final`` and rename it into place
+    (``replace``: swap out an existing entry)."""
+    from safetensors.torch import save_file
+
+    t_build = time.perf_counter()
+    t = _train(cfg, texts, progress)
     final.parent.mkdir(parents=True, exist_ok=True)
     _sweep_leftovers(final.parent)
     tmp = final.parent / f".tmp-{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     stale = tmp
     try:
         tmp.mkdir()
-        dm = DefaultModel(model, tok, tmp, {}, _train=train, _heldout=heldout)
-        loss = heldout_loss(dm)
-        model.save_pretrained(tmp, safe_serialization=True)
-        tok.save_pretrained(tmp)
-        save_file(train, str(tmp / "train.safetensors"))
-        save_file(heldout, str(tmp / "heldout.safetensors"))
-        meta = {
-            "config": cfg.to_dict(), "cache_key": final.name, "corpus_hash": chash,
-            "n_docstrings": len(texts), "n_train_docstrings": len(train_texts),
-            "n_heldout_docstrings": len(heldout_texts),
-            "n_train_sequences": int(train["input_ids"].shape[0]),
-            "n_heldout_sequences": int(heldout["input_ids"].shape[0]),
-            "n_train_tokens": int(_maskable(train["input_ids"], train["attention_mask"], special).sum()),
-            "n_parameters": int(sum(p.numel() for p in model.parameters())),
-            "pretrain_seconds": round(pretrain_s, 2),
-            "build_seconds": round(time.perf_counter() - t_build, 2),
-            "final_train_loss": sum(losses[-20:]) / max(1, len(losses[-20:])),
-            "train_loss_curve": _curve(losses),
-            "heldout_loss": loss, "heldout_loss_evaluator": "landscape.objectives.MaskedLM(mask_prob=0.15, seed=0)",
-            "unigram_entropy": unigram_entropy(train["input_ids"], special),
-            "heldout_unigram_xent": _unigram_xent(train["input_ids"], heldout["input_ids"], special, len(tok)),
-            "seed": cfg.seed, "built_at": time.time(), "python": sys.version.split()[0],
-            "torch": torch.__version__, "transformers": transformers.__version__,
-        }
+        loss = heldout_loss(DefaultModel(t.model, t.tok, tmp, {}, _train=t.train, _heldout=t.heldout))
+        t.model.save_pretrained(tmp, safe_serialization=True)
+        t.tok.save_pretrained(tmp)
+        save_file(t.train, str(tmp / "train.safetensors"))
+        save_file(t.heldout, str(tmp / "heldout.safetensors"))
+        meta = _metadata(cfg, t, final.name, chash, loss, t_build)
         (tmp / "metadata.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
         stale = final.with_name(f".old-{final.name}-{uuid.uuid4().hex[:8]}")
         if replace and final.exists():
@@ -390,12 +325,6 @@ def _sweep_leftovers(folder: Path, max_age_s: float = 86400.0) -> None:
                 shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink()
         except OSError:
             pass
-
-
-def _curve(losses: list[float], points: int = 20) -> list[list[float]]:
-    """[[step, mean train loss over the preceding window], ...] at ``points`` evenly spaced steps."""
-    w = max(1, len(losses) // points)
-    return [[i + w, round(sum(losses[i:i + w]) / len(losses[i:i + w]), 4)] for i in range(0, len(losses), w)]
 
 
 def _load(path: Path) -> DefaultModel:

@@ -1,9 +1,12 @@
-"""Checks on the data argument shared by every estimator: re-iterable and non-empty."""
+"""The data argument shared by every estimator: checks (re-iterable, non-empty) and raw-batch rows."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from typing import Any
+
+import torch
+from torch import Tensor
 
 
 def check_reiterable(data: Any, what: str = "data") -> None:
@@ -32,3 +35,26 @@ def batches_of(data: Iterable[Any], what: str = "data") -> Iterator[Any]:
         yield batch
     if empty:
         raise ValueError(f"{what} is empty: it yielded no batch.")
+
+
+def raw_batch_size(batch: Any) -> int | None:
+    """Examples in a raw batch whose entries are all tensors sharing the first dimension.
+
+    Dicts, tuples/lists and bare tensors qualify; anything else (strings, mixed entries) gives ``None``.
+    """
+    if isinstance(batch, dict):
+        values = list(batch.values())
+    else:
+        values = list(batch) if isinstance(batch, (tuple, list)) else [batch]
+    sizes = {int(v.shape[0]) for v in values if isinstance(v, Tensor) and v.ndim}
+    return sizes.pop() if len(sizes) == 1 and all(isinstance(v, Tensor) for v in values) else None
+
+
+def raw_batch_rows(batch: Any, rows: list[int]) -> Any:
+    """Rows ``rows`` of a raw batch that :func:`raw_batch_size` accepts, in the batch's own type."""
+    idx = torch.tensor(rows)
+    if isinstance(batch, dict):
+        return {k: v.index_select(0, idx.to(v.device)) for k, v in batch.items()}
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(v.index_select(0, idx.to(v.device)) for v in batch)
+    return batch.index_select(0, idx.to(batch.device))

@@ -19,7 +19,7 @@ from conftest import make_tiny_bert
 from saved_models import png_size, save_tiny_checkpoint, tiny_texts, write_texts
 from landscape import objectives
 from landscape.scans import directions
-from landscape.params import perturbed
+from landscape.perturb import perturbed
 
 SMALL = dict(fisher_examples=6, eval_examples=3, batch_size=4, points_1d=5, eig_max_iter=4, trace_matvecs=3,
              full_trace_matvecs=3, avg_samples=2, worst_steps=1, progress=False)

@@ -83,9 +83,9 @@ def test_stratified_random_keeps_per_tensor_counts_and_moves_elements():
 
     target = _target()
     F = fisher.diagonal(target.model, target.objective, target.data[:1], params=ParamSpace(target.model), progress=False)
-    from analyses.fisher_sharpness.arms import matrix_space, restrict
+    from analyses.fisher_sharpness.arms import matrix_space
 
-    Fm = restrict(F, matrix_space(target.model))
+    Fm = F.restrict(matrix_space(target.model))
     top = Fm.mask(0.2, which="top")
     strat = stratified_random(top, seed=3)
     assert {n: int(m.sum()) for n, m in strat.masks.items()} == {n: int(m.sum()) for n, m in top.masks.items()}

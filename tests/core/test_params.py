@@ -8,7 +8,8 @@ from torch import nn
 
 from conftest import make_mlp, mlm_objective
 from landscape import vectors
-from landscape.params import ParamMask, ParamSpace, perturbed
+from landscape.params import ParamMask, ParamSpace
+from landscape.perturb import Perturbation, perturbed
 
 
 def test_tied_decoder_weight_appears_once(tiny_bert):
@@ -132,7 +133,7 @@ def test_perturbed_sets_theta0_plus_delta_and_rejects_bad_names():
 def test_snapshot_offsets_from_theta0_without_drift():
     model = make_mlp(dtype=torch.float32)
     space = ParamSpace(model)
-    snap = space.snapshot()
+    snap = Perturbation(space.params)
     d = space.randn(0)
     for alpha in torch.linspace(-1, 1, 101).tolist():
         snap.set_terms([(alpha, d)])

@@ -84,8 +84,9 @@ def test_save_load_round_trips_bit_for_bit(bert_fisher, tmp_path):
     with pytest.raises(ValueError, match="without a model"):
         H.mask(0.1)
     meta = json.loads((tmp_path / "scores.json").read_text())["meta"]
-    for key in ("estimator", "n_examples", "seed", "model_fingerprint", "versions"):
+    for key in ("estimator", "n_examples", "model_fingerprint", "versions", "settings", "model"):
         assert key in meta
+    assert meta["settings"]["seed"] == 0 and meta["model"]["fingerprint"] == meta["model_fingerprint"]
 
 
 def test_loading_scores_for_a_different_model_is_refused(bert_fisher, tmp_path):

@@ -10,6 +10,7 @@ import math
 import pytest
 import torch
 
+from landscape.models import corpus, pretraining
 from landscape.models import default_model as dmm
 from landscape.models.default_model import DefaultModelConfig, load_default
 
@@ -65,7 +66,7 @@ def test_build_writes_complete_cache_entry(built, cache):
 
 
 def test_second_call_loads_cache_without_training(built, cache, monkeypatch):
-    monkeypatch.setattr(dmm, "pretrain", _no_training)
+    monkeypatch.setattr(pretraining, "pretrain", _no_training)
     monkeypatch.setattr(dmm.corpus, "stdlib_docstrings", _no_training)  # nor re-parse the stdlib
     again = load_default(TINY, cache_dir=cache, progress=False)
     assert again.from_cache and again.path == built.path
@@ -119,7 +120,7 @@ def test_interrupted_build_leaves_nothing_then_builds_and_rebuilds_reproducibly(
     def interrupt(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(dmm, "pretrain", interrupt)  # interrupted while training
+    monkeypatch.setattr(pretraining, "pretrain", interrupt)  # interrupted while training
     with pytest.raises(KeyboardInterrupt):
         load_default(cfg, cache_dir=tmp_path, progress=False)
     entries = tmp_path / "default-model"
@@ -150,7 +151,7 @@ def test_interrupted_build_leaves_nothing_then_builds_and_rebuilds_reproducibly(
 
 def test_build_in_child_process(tmp_path, monkeypatch):
     monkeypatch.setattr(dmm, "BUILD_IN_SUBPROCESS", True)
-    monkeypatch.setattr(dmm, "pretrain", _no_training)  # not called here: the child trains
+    monkeypatch.setattr(pretraining, "pretrain", _no_training)  # not called here: the child trains
     cfg = dataclasses.replace(TINY, steps=2, max_docstrings=120)
     dm = load_default(cfg, cache_dir=tmp_path, progress=False)
     assert not dm.from_cache and dm.metadata["config"] == cfg.to_dict()
@@ -180,14 +181,14 @@ def test_cache_root_env(monkeypatch, tmp_path):
 
 def test_unigram_entropy():
     ids = torch.tensor([[2, 5, 5, 6, 6, 3, 0]])
-    assert dmm.unigram_entropy(ids, [0, 1, 2, 3, 4]) == pytest.approx(math.log(2))
+    assert corpus.unigram_entropy(ids, [0, 1, 2, 3, 4]) == pytest.approx(math.log(2))
 
 
 def test_cli_reports_cached_model(built, cache, monkeypatch, capsys):
     from analyses.cli import default_model as cmd
 
     monkeypatch.setattr(dmm, "DefaultModelConfig", lambda: TINY)
-    monkeypatch.setattr(dmm, "pretrain", _no_training)
+    monkeypatch.setattr(pretraining, "pretrain", _no_training)
     parser = argparse.ArgumentParser()
     cmd.add_arguments(parser)
     args = parser.parse_args(["--cache-dir", str(cache), "--no-progress"])

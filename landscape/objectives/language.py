@@ -1,28 +1,13 @@
-"""Objectives: the loss as a deterministic function of the weights.
+"""Token-weighted objectives for Hugging Face models: ``MaskedLM``, ``CausalLM`` and ``HFLoss``.
 
-Every objective turns a raw batch into a *prepared* batch (a dict of tensors on the model's
-device, with any randomness such as MLM masks fixed once) and computes, for each example i of a
-prepared batch, a loss sum sᵢ and a count nᵢ of loss terms:
-
-* token weighting (``MaskedLM``, ``CausalLM``, ``HFLoss``): sᵢ = Σ_t CE(logits_t, label_t) over the
-  example's labelled positions (label ≠ -100), nᵢ = number of labelled positions;
-* example weighting (``Criterion``): sᵢ = loss_fn on example i alone, nᵢ = 1.
-
-The loss over a whole dataset is L(θ) = Σᵢ sᵢ / Σᵢ nᵢ, independent of how the data is batched or
-sharded across ranks. With token weighting this is Hugging Face's loss for one batch holding all
-the data (a mean over labelled tokens); an example whose labels are all -100 adds 0 to both sums.
-"Per-example loss" (used by Fisher estimators) means sᵢ: a sequence's loss *summed* over its
-labelled tokens.
-
-The module is a little over 400 lines on purpose: it is the one definition of the loss, so every
-objective (and the MLM masking they share) stays in one place.
+sᵢ = Σ_t CE(logits_t, label_t) over example i's labelled positions (label ≠ -100), nᵢ = their
+number; L = Σᵢsᵢ/Σᵢnᵢ is Hugging Face's loss for one batch holding all the data.
 """
 
 from __future__ import annotations
 
-import copy
 import hashlib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -30,127 +15,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from landscape import heads
-from landscape.util import batches_of, deterministic_eval, model_device, model_dtype
-
-IGNORE_INDEX = -100
-#: Key of a prepared batch that records whether labels are shifted (HFLoss decides it per model).
-SHIFT_KEY = "_shift_labels"
-Prepared = dict[str, Any]
-
-
-def _to_model(value: Any, device: torch.device, dtype: torch.dtype) -> Any:
-    if isinstance(value, Tensor):
-        if value.is_floating_point():
-            return value.to(device=device, dtype=dtype)
-        return value.to(device=device)
-    return value
-
-
-def _output_logits(output: Any) -> Tensor:
-    if isinstance(output, Tensor):
-        return output
-    logits = getattr(output, "logits", None)
-    if logits is None and isinstance(output, Mapping):
-        logits = output.get("logits")
-    if logits is None:
-        raise TypeError(f"model output {type(output).__name__} has no logits.")
-    return logits
-
-
-class Objective:
-    """Base class. Subclasses define :meth:`prepare`, :meth:`model_inputs` and :meth:`loss_terms`."""
-
-    name: str = "objective"
-    weighting: str = "token"  # "token" or "example"
-
-    # -- to implement
-    def prepare(self, batch: Any, model: nn.Module) -> Prepared:
-        """Raw batch → prepared batch on the model's device, with all randomness fixed."""
-        raise NotImplementedError
-
-    def model_inputs(self, prepared: Prepared) -> tuple[tuple, dict]:
-        """The ``(args, kwargs)`` to call the model with."""
-        raise NotImplementedError
-
-    def loss_terms(self, output: Any, prepared: Prepared) -> tuple[Tensor, Tensor]:
-        """Per-example loss sums sᵢ and term counts nᵢ, both of shape ``[B]``.
-
-        Written without data-dependent indexing, so it runs under ``torch.func.vmap``.
-        """
-        raise NotImplementedError
-
-    def logits_and_targets(self, output: Any, prepared: Prepared) -> tuple[Tensor, Tensor]:
-        """Logits ``[B, P, C]`` and integer targets ``[B, P]`` (-100 = no term) of the
-        categorical predictions the loss scores. Used for accuracy and sampled-label Fisher."""
-        raise NotImplementedError(f"{type(self).__name__} has no categorical predictions.")
-
-    def describe(self) -> dict[str, Any]:
-        """JSON-able description for result metadata."""
-        return {"name": self.name, "weighting": self.weighting}
-
-    # -- derived
-    def prepare_data(self, model: nn.Module, data: Iterable[Any]) -> list[Prepared]:
-        """Prepare every batch of ``data`` once (refuses one-shot iterators and empty data)."""
-        return [self.prepare(b, model) for b in batches_of(data)]
-
-    def forward(self, model: nn.Module, prepared: Prepared, params: Mapping[str, Tensor] | None = None) -> Any:
-        """Call the model on a prepared batch, optionally with substituted ``params``
-        (``torch.func.functional_call``)."""
-        args, kwargs = self.model_inputs(prepared)
-        if params is None:
-            return model(*args, **kwargs)
-        return torch.func.functional_call(model, dict(params), args, kwargs, tie_weights=True, strict=False)
-
-    def loss_sum(self, model: nn.Module, prepared: Prepared) -> tuple[Tensor, Tensor]:
-        """(Σᵢ sᵢ, Σᵢ nᵢ) over one prepared batch; differentiable in the weights."""
-        s, n = self.loss_terms(self.forward(model, prepared), prepared)
-        return s.sum(), n.sum()
-
-    def batch_loss(self, model: nn.Module, batch: Any) -> Tensor:
-        """Mean loss Σsᵢ/Σnᵢ of one raw batch, differentiable (runs in the model's current mode)."""
-        s, n = self.loss_sum(model, self.prepare(batch, model))
-        return s / n.clamp_min(1)
-
-    def per_example_losses(self, model: nn.Module, batch: Any) -> Tensor:
-        """sᵢ for each example of one raw batch, shape ``[B]``."""
-        prepared = self.prepare(batch, model)
-        return self.loss_terms(self.forward(model, prepared), prepared)[0]
-
-    def count(self, prepared: Prepared) -> tuple[int, int]:
-        """(number of examples, number of loss terms) in a prepared batch."""
-        n = self.term_counts(prepared)
-        return int(n.numel()), int(n.sum())
-
-    def term_counts(self, prepared: Prepared) -> Tensor:
-        """nᵢ without running the model, shape ``[B]``."""
-        raise NotImplementedError
-
-    @torch.no_grad()
-    def evaluate(self, model: nn.Module, data: Iterable[Any] | Sequence[Prepared], prepared: bool = False) -> float:
-        """The data loss L = Σsᵢ/Σnᵢ in eval mode (caller's mode restored); a Python float."""
-        batches = data if prepared else self.prepare_data(model, data)
-        total = torch.zeros((), dtype=torch.float64)
-        count = 0
-        with deterministic_eval(model):
-            for p in batches:
-                s, n = self.loss_sum(model, p)
-                total += s.detach().double().cpu()
-                count += int(n)
-        if count == 0:
-            raise ValueError("data holds no loss term (every label is -100 / no example).")
-        return float(total / count)
-
-
-def select_rows(prepared: Prepared, rows: Tensor | Sequence[int], size: int) -> Prepared:
-    """Rows ``rows`` of every batched tensor of a prepared batch (first dim == ``size``); other
-    entries (flags, 0-d tensors) pass through. Used to take examples apart (per-example Fisher) and
-    to shard a batch across ranks."""
-    idx = torch.as_tensor(rows, dtype=torch.long) if not isinstance(rows, Tensor) else rows
-    return {k: v.index_select(0, idx.to(v.device)) if isinstance(v, Tensor) and v.ndim and v.shape[0] == size else v
-            for k, v in prepared.items()}
-
-
-# ----------------------------------------------------------------------------- HF objectives
+from landscape.objectives.base import IGNORE_INDEX, SHIFT_KEY, Objective, Prepared, output_logits, to_model
+from landscape.util import model_device, model_dtype
 
 
 def _hf_batch(batch: Any) -> dict[str, Any]:
@@ -205,7 +71,7 @@ class _HFTokenObjective(Objective):
         return labels[..., 1:] if self.shifts(prepared) else labels
 
     def logits_and_targets(self, output: Any, prepared: Prepared) -> tuple[Tensor, Tensor]:
-        logits = _output_logits(output)
+        logits = output_logits(output)
         head_labels = prepared.get(heads.HEAD_LABELS)
         if head_labels is not None and logits.shape[:-1] == head_labels.shape:  # labelled-position head
             return logits, head_labels
@@ -230,7 +96,7 @@ class _HFTokenObjective(Objective):
 
     def _move(self, batch: Mapping[str, Any], model: nn.Module) -> Prepared:
         device, dtype = model_device(model), model_dtype(model)
-        return heads.attach(self, {k: _to_model(v, device, dtype) for k, v in batch.items()}, model)
+        return heads.attach(self, {k: to_model(v, device, dtype) for k, v in batch.items()}, model)
 
 
 class HFLoss(_HFTokenObjective):
@@ -340,7 +206,8 @@ class MaskedLM(_HFTokenObjective):
         self.special_token_ids = None if special_token_ids is None else sorted(set(int(i) for i in special_token_ids))
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "mask_prob": self.mask_prob, "seed": self.seed, "mask_token_id": self.mask_token_id}
+        return {**super().describe(), "mask_prob": self.mask_prob, "seed": self.seed,
+                "mask_token_id": self.mask_token_id}
 
     def _resolve_ids(self, model: nn.Module) -> tuple[int, list[int], int]:
         config = getattr(model, "config", None)
@@ -395,68 +262,3 @@ class MaskedLM(_HFTokenObjective):
         b["input_ids"], b["labels"] = self.mask_batch(b["input_ids"], b.get("attention_mask"), model)
         return self._move(b, model)
 
-
-# ----------------------------------------------------------------------------- generic criterion
-
-
-class Criterion(Objective):
-    """``loss_fn(model(inputs), targets)`` on ``(inputs, targets)`` batches, weighted by example.
-
-    sᵢ is ``loss_fn`` applied to example i alone (with the loss function's own reduction over
-    non-batch dimensions), nᵢ = 1; so L is the mean over examples. ``nn.CrossEntropyLoss``,
-    ``nn.NLLLoss``, ``nn.MSELoss``, ``nn.L1Loss`` and ``nn.BCEWithLogitsLoss`` are evaluated in one
-    vectorised call; any other callable one example at a time.
-    """
-
-    name = "criterion"
-    weighting = "example"
-    _vectorised = (nn.CrossEntropyLoss, nn.NLLLoss, nn.MSELoss, nn.L1Loss, nn.BCEWithLogitsLoss)
-
-    def __init__(self, loss_fn: Callable[[Any, Tensor], Tensor] | None = None) -> None:
-        self.loss_fn = loss_fn if loss_fn is not None else nn.CrossEntropyLoss()
-        self._none_fn = None
-        # One vectorised call with reduction="none" gives each example's loss alone, except with class
-        # weights: then it returns w_y·ℓᵢ, while the example alone (mean reduction) gives ℓᵢ.
-        weighted = getattr(self.loss_fn, "weight", None) is not None
-        if isinstance(self.loss_fn, self._vectorised) and getattr(self.loss_fn, "reduction", "mean") == "mean" and not weighted:
-            self._none_fn = copy.copy(self.loss_fn)
-            self._none_fn.reduction = "none"
-
-    def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "loss_fn": type(self.loss_fn).__name__}
-
-    def prepare(self, batch: Any, model: nn.Module) -> Prepared:
-        if isinstance(batch, Mapping) and {"inputs", "targets"} <= set(batch):
-            inputs, targets = batch["inputs"], batch["targets"]
-        elif isinstance(batch, (tuple, list)) and len(batch) == 2:
-            inputs, targets = batch
-        else:
-            raise TypeError(
-                f"Criterion batches are (inputs, targets) pairs; got {type(batch).__name__}"
-                + (f" of length {len(batch)}" if isinstance(batch, (tuple, list)) else "")
-                + "."
-            )
-        device, dtype = model_device(model), model_dtype(model)
-        return {"inputs": _to_model(inputs, device, dtype), "targets": _to_model(targets, device, dtype)}
-
-    def model_inputs(self, prepared: Prepared) -> tuple[tuple, dict]:
-        return (prepared["inputs"],), {}
-
-    def loss_terms(self, output: Any, prepared: Prepared) -> tuple[Tensor, Tensor]:
-        out, targets = _output_logits(output), prepared["targets"]
-        if self._none_fn is not None:
-            per = self._none_fn(out, targets)
-            per = per.reshape(per.shape[0], -1).mean(dim=1) if per.ndim > 1 else per
-        else:
-            per = torch.stack([self.loss_fn(out[i : i + 1], targets[i : i + 1]) for i in range(out.shape[0])])
-        return per, torch.ones(per.shape[0], dtype=torch.long, device=per.device)
-
-    def logits_and_targets(self, output: Any, prepared: Prepared) -> tuple[Tensor, Tensor]:
-        targets = prepared["targets"]
-        if targets.is_floating_point() or not isinstance(self.loss_fn, (nn.CrossEntropyLoss, nn.NLLLoss)):
-            raise NotImplementedError("categorical predictions need a CrossEntropyLoss/NLLLoss criterion.")
-        logits = _output_logits(output)  # for NLLLoss: log-probabilities, valid logits up to a constant
-        return logits.unsqueeze(1), targets.reshape(-1, 1)
-
-    def term_counts(self, prepared: Prepared) -> Tensor:
-        return torch.ones(prepared["targets"].shape[0], dtype=torch.long)
