@@ -29,7 +29,7 @@ from matplotlib.figure import Figure
 
 from figures import style
 from figures.fisher import draw_bars
-from figures.sources import as_mapping, float_dict
+from figures.sources import float_dict
 
 PANELS: dict[str, tuple[str, ...]] = {
     "fisher_per_layer": ("fisher_per_layer", "per_layer_fisher", "fisher"),
@@ -101,7 +101,9 @@ def plot_audit(audit: Mapping[str, Any] | str | os.PathLike | Any, *, log_bars: 
 
     Raises ``ValueError`` if the audit holds none of the known panels.
     """
-    d = as_mapping(audit)
+    from landscape.util.results import as_dict  # deferred: `import figures` stays free of torch
+
+    d = as_dict(audit)
     if isinstance(d.get("blocks"), Mapping):
         d = panels_from_audit_result(d)
     present = {key: _find(d, names) for key, names in PANELS.items()}

@@ -9,7 +9,6 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from figures import style
-from figures.sources import as_mapping
 
 
 def threshold_crossing(n: Any, spearman: Any, threshold: float = 0.95) -> float | None:
@@ -43,7 +42,9 @@ def plot_convergence(n: Any, rel_change: Any = None, spearman: Any = None, *, th
     if rel_change is None and spearman is None:
         if callable(getattr(n, "examples_to_reach", None)):  # fisher_convergence.Convergence: its own rule
             crossing, known = n.examples_to_reach(threshold), True
-        d = as_mapping(n)
+        from landscape.util.results import as_dict  # deferred: `import figures` stays free of torch
+
+        d = as_dict(n)
         try:
             n, rel_change, spearman = d["n"], d["rel_change"], d["spearman"]
         except KeyError as exc:
