@@ -13,13 +13,14 @@ settings is refused with every differing field named; a fresh run clears the fin
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
-from collections.abc import Callable
-from dataclasses import MISSING, asdict, dataclass, field
+from dataclasses import MISSING, asdict, field
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Protocol, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
+from analyses.cli.config_flags import CliArg
 from landscape.util.files import read_json, write_json
 from landscape.util.fingerprints import settings_fingerprint
 from landscape.util.results import as_dict
@@ -29,19 +30,6 @@ from landscape.util.results import as_dict
 Affects = Literal["result", "grid", "nothing"]
 
 R = TypeVar("R", bound="FolderResult")
-
-
-@dataclass(frozen=True)
-class CliArg:
-    """How a config field reads from the command line when its flag is not a plain value.
-
-    ``convert(value, args)`` maps the parsed flag (and the other parsed flags) to the field value."""
-
-    type: Callable[[str], Any] | None = None
-    nargs: str | None = None
-    default: Any = None
-    metavar: str | None = None
-    convert: Callable[[Any, Any], Any] | None = None
 
 
 def setting(default: Any = MISSING, help: str = "", *, affects: Affects = "result", flag: str | None = None,
@@ -149,17 +137,28 @@ class FolderResult:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
-class Study(Protocol):
-    """An analysis: ``name`` (the ``landscape analyze NAME`` command), ``help``, the ``config`` dataclass,
-    ``run(config) -> result`` and ``summary(result) -> str`` (what the command prints)."""
+class Study:
+    """An analysis: ``name`` (its ``landscape analyze NAME`` command), ``help``, the ``config`` dataclass,
+    :meth:`run` and :meth:`summary`. Subclass it, fill these in, and :func:`register` an instance."""
 
-    name: str
-    help: str
-    config: type
+    name: ClassVar[str] = ""
+    help: ClassVar[str] = ""
+    config: ClassVar[type] = object
 
-    def run(self, config: Any) -> Any: ...
+    def run(self, config: Any) -> Any:
+        """Compute and write the result under ``config.out``; return the result object."""
+        raise NotImplementedError
 
-    def summary(self, result: Any) -> str: ...
+    def summary(self, result: Any) -> str:
+        """What ``landscape analyze NAME`` prints when the run is done."""
+        out = getattr(result, "out", "") or getattr(getattr(result, "config", None), "out", "")
+        return f"wrote {out}/result.json"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Flags beyond the config fields (none by default)."""
+
+    def adjust(self, args: argparse.Namespace) -> None:
+        """Rewrite parsed flags before the config is built (e.g. a preset); nothing by default."""
 
 
 #: name -> Study, in registration order (``landscape analyze --help`` lists them so)

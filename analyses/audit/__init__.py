@@ -15,8 +15,8 @@ from analyses.audit.study import (
     audit_blocks,
     block_space,
     run,
-    summary_table,
 )
+from analyses.audit.report import summary_table
 
 __all__ = ["AuditConfig", "AuditResult", "run", "audit_blocks", "block_space", "summary_table", "RESULT_FIELDS",
            "BLOCK_FIELDS", "OVERALL_FIELDS", "FIGURES"]

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from analyses.common import result_dict
+from landscape.util.results import as_dict
 from landscape.util.files import write_text
 
 TITLE = "Sensitivity audit"
@@ -38,7 +38,7 @@ def render(out: str | Path, result: Any = None, fmt: str = "png") -> dict[str, P
     from figures.fisher import plot_fisher
 
     out = Path(out)
-    res = result_dict(out, result)
+    res = as_dict(out if result is None else result)
     figdir = out / "figures"
     paths = {name: figdir / f"{name}.{fmt}" for name in ("audit", "fisher", "convergence", "sensitivity")}
     name = res["meta"]["target"]
@@ -174,8 +174,37 @@ def report_html(res: dict[str, Any], figures: dict[str, Path]) -> str:
 def write_outputs(result: Any, out: str | Path) -> dict[str, Path]:
     """Figures, ``report.md`` and ``report.html`` for a finished audit."""
     out = Path(out)
-    res = result_dict(None, result)
+    res = as_dict(result)
     figures = render(out, res)
     write_text(out / "report.md", report_markdown(res, figures, out))
     write_text(out / "report.html", report_html(res, figures))
     return figures
+
+
+def summary_table(res: dict[str, Any]) -> str:
+    """Per-block and overall numbers as a plain-text table."""
+    cols = ("n_params", "fisher", "top_eig", "trace", "trace/param", "curvature", "edge_loss")
+    head = f"{'block':<12}" + "".join(f"{c:>13}" for c in cols)
+    rows = [head, "-" * len(head)]
+    fl = res["fisher"]["per_layer"]
+    for name, b in res["blocks"].items():
+        s = b["sensitivity"]
+        vals = (b["n_params"], fl.get(name, float("nan")), b["top_eigenvalue"], b["trace"], b["trace_per_param"],
+                s["curvature"], s["loss_at_edge"])
+        rows.append(f"{name:<12}" + "".join(f"{_num(v):>13}" for v in vals))
+    o = res["overall"]
+    rows.append(f"{'all':<12}" + "".join(f"{_num(v):>13}" for v in (
+        o["n_params"], res["fisher"]["mean"], o["top_eigenvalue"], o["trace"], o["trace_per_param"], o["curvature"],
+        o["loss_at_edge"])))
+    rows += [f"{g}: {note}" for g, note in (res.get("meta", {}).get("block_notes") or {}).items()]
+    rows += ["", f"loss {o['loss0']:.4g}; average sharpness {o['avg_sharpness']:.4g} ± {_num(o['avg_sharpness_stderr'])}, "
+                 f"worst-case sharpness ≥ {o['worst_sharpness']:.4g} (radius {o['radius']:.4g})"]
+    return "\n".join(rows)
+
+
+def _num(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return f"{float(v):.4g}"

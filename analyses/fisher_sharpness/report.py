@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from analyses.common import result_dict
+from landscape.util.results import as_dict
 
 ANSWERS_HEADING = "## The two answers"
 
@@ -27,7 +27,7 @@ def render(out: str | Path, result: Any = None, fmt: str = "png") -> dict[str, P
     from figures.intervals import plot_intervals, plot_surface_rows
 
     out = Path(out)
-    res = result_dict(out, result)
+    res = as_dict(out if result is None else result)
     figdir = out / "figures"
     paths: dict[str, Path] = {}
     fish = res["fisher"]
@@ -227,7 +227,31 @@ def write_outputs(result: Any, out: str | Path) -> dict[str, Path]:
     from landscape.util.files import write_text
 
     out = Path(out)
-    res = result_dict(None, result)
+    res = as_dict(result)
     figures = render(out, res)
     write_text(out / "report.md", report_markdown(res, figures, out))
     return figures
+
+
+def summary_text(res: dict[str, Any]) -> str:
+    """The arm P table, arm E endpoints and the verdict, as plain text."""
+    rows = ["Arm P (the paper's tensor halves):",
+            f"  {'half':<7}{'tensors':>8}{'moving':>8}{'params moved':>14}{'|d|':>9}{'dHd':>10}  {'95% CI':<20}{'dHd/|d|^2':>11}"]
+    for half, h in res["arm_p"]["halves"].items():
+        if "skipped" in h:
+            rows.append(f"  {half:<7}{h['n_tensors']:>8}{0:>8}{0:>14}  {h['skipped']}")
+            continue
+        c, n = h["curvature"], h["curvature_per_norm2"]
+        rows.append(f"  {half:<7}{h['n_tensors']:>8}{h['n_moving_tensors']:>8}{h['n_params_moved']:>14,}{h['norm']:>9.3g}"
+                    f"{c['estimate']:>10.3g}  [{c['interval'][0]:.3g}, {c['interval'][1]:.3g}]".ljust(20) + f"{n['estimate']:>11.3e}")
+    rows.append("Arm E endpoints (ratio of dHd, top / control, 95% interval):")
+    for group, eps in res["arm_e"]["endpoints"].items():
+        for control, e in eps.items():
+            if e["kind"] == "log_ratio":
+                lo, hi = (math.exp(x) for x in e["interval"])
+                rows.append(f"  {group} vs {control:<11} x{math.exp(e['estimate']):.3g} [{lo:.3g}, {hi:.3g}]  ({e['outcome']})")
+            else:
+                rows.append(f"  {group} vs {control:<11} diff {e['estimate']:+.3g} [{e['interval'][0]:+.3g}, {e['interval'][1]:+.3g}]  ({e['outcome']})")
+    rows += ["", "Variance: " + res["variance"]["summary"], "", "Verdict:"]
+    rows += [f"- {line}" for line in res["verdict"]["arm_p"] + res["verdict"]["arm_e"]]
+    return "\n".join(rows)

@@ -119,11 +119,11 @@ def render_report(res: dict[str, Any]) -> str:
 
 def write_outputs(result: Any, out: str | Path) -> None:
     """``figures/metric_vs_size.png``, ``figures/site_rates.png`` and ``report.md`` in ``out``."""
-    from analyses.common import result_dict
     from figures.dropout import plot_metric_vs_size, plot_site_rates
+    from landscape.util.results import as_dict
 
     out = Path(out)
-    res = result_dict(out, result)
+    res = as_dict(out if result is None else result)
     plot_metric_vs_size(res, save=out / "figures" / "metric_vs_size.png")
     plot_site_rates(res, save=out / "figures" / "site_rates.png")
     write_text(out / "report.md", render_report(res))
