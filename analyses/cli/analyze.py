@@ -39,11 +39,13 @@ def run_study(study: Study, args: argparse.Namespace) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One subparser per registered analysis."""
     sub = parser.add_subparsers(dest="analysis", metavar="ANALYSIS", required=True)
     for name, study in studies().items():
         doc = (type(study).__doc__ or study.help).strip()
         add_study_arguments(sub.add_parser(name, help=study.help, description=doc), study)
 
 
-def run(args: argparse.Namespace) -> int:  # pragma: no cover - every analysis sets its own _run
-    return int(args._run(args))
+def run(args: argparse.Namespace) -> int:
+    """Run the analysis named on the command line."""
+    return run_study(studies()[args.analysis], args)

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import argparse
 
-from analyses.cli.analyze import add_study_arguments, studies
+from analyses.cli.analyze import add_study_arguments, run_study, studies
 
 NAME = "audit"
 HELP = "sensitivity audit of a checkpoint (alias of `landscape analyze audit`)"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of ``landscape analyze audit``, generated from :class:`analyses.audit.AuditConfig`."""
     add_study_arguments(parser, studies()["audit"])
 
 
-def run(args: argparse.Namespace) -> int:  # pragma: no cover - add_study_arguments sets _run
-    return int(args._run(args))
+def run(args: argparse.Namespace) -> int:
+    """Run the registered audit analysis."""
+    return run_study(studies()["audit"], args)
