@@ -123,7 +123,7 @@ class FolderResult:
 
     def save(self, out: str | Path | None = None) -> Path:
         """Write ``result.json`` under ``out`` (default: the result's own ``out`` field)."""
-        return write_json(Path(out or getattr(self, "out", "")) / "result.json", self.to_dict())
+        return write_json(Path(out or str(getattr(self, "out", ""))) / "result.json", self.to_dict())
 
     @classmethod
     def load(cls: type[R], out: str | Path) -> R:

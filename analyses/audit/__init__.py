@@ -5,6 +5,7 @@
 - ``report``: tables, figures and the Markdown / HTML reports, from a result or its folder.
 """
 
+from analyses.audit.report import summary_table
 from analyses.audit.study import (
     BLOCK_FIELDS,
     FIGURES,
@@ -16,7 +17,6 @@ from analyses.audit.study import (
     block_space,
     run,
 )
-from analyses.audit.report import summary_table
 
 __all__ = ["AuditConfig", "AuditResult", "run", "audit_blocks", "block_space", "summary_table", "RESULT_FIELDS",
            "BLOCK_FIELDS", "OVERALL_FIELDS", "FIGURES"]

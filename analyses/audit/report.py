@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from landscape.util.results import as_dict
 from landscape.util.files import write_text
+from landscape.util.results import as_dict
 
 TITLE = "Sensitivity audit"
 CAPTIONS = {

@@ -74,7 +74,7 @@ class AuditConfig:
     texts: list[str] | None = setting(None, "UTF-8 file of texts, one per line, or .csv / .jsonl with labels for "
                                       "sequence classifiers (default: the held-out stdlib docstrings)",
                                       cli=CliArg(type=str, metavar="FILE", convert=_texts_file))
-    seeds: tuple[int, ...] = setting((0,), "direction seeds per sensitivity curve (seed, seed+1, ...)",
+    seeds: tuple[int, ...] = setting((0,), "direction seeds per sensitivity curve (≥ 1: seed, seed+1, ...)",
                                      cli=seed_count(1))
     points_1d: int = setting(9, "points of each 1D curve (≥ 5)", flag="--points")
     range_1d: float = setting(1.0, "curve coefficients α", flag="--range", cli=symmetric_range(1.0))

@@ -70,10 +70,9 @@ def _value_kwargs(f: dataclasses.Field, hint: Any) -> dict[str, Any]:
     choices = f.metadata.get("choices")
     if base is bool:
         return {"action": "store_false" if f.default is True else "store_true"}
+    kw: dict[str, Any] = {}
     if typing.get_origin(base) is tuple:
-        base, kw = typing.get_args(base)[0], {"nargs": "+"}
-    else:
-        kw = {}
+        base, kw["nargs"] = typing.get_args(base)[0], "+"
     if typing.get_origin(base) is Literal:
         choices = choices or typing.get_args(base)
         base = type(typing.get_args(base)[0])
@@ -102,6 +101,7 @@ def add_config_arguments(parser: argparse.ArgumentParser, config: type) -> None:
             parser.add_argument(f.name, nargs="?", default=default, help=help_text)
             continue
         cli: CliArg | None = f.metadata.get("cli")
+        kw: dict[str, Any]
         if cli is not None:
             kw = {k: v for k, v in (("type", cli.type), ("nargs", cli.nargs), ("metavar", cli.metavar)) if v is not None}
             default = cli.default

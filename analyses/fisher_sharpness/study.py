@@ -230,7 +230,8 @@ def _arm_p(r: _Run, F: fisher.FisherDiagonal) -> tuple[dict[str, Any], dict[str,
     cfg = r.cfg
     halves = arms.tensor_halves(F)
     surface_data = split_examples(r.eval_data, min(cfg.surface_examples, r.ev.n_examples), 0, cfg.batch_size)[0]
-    grid = scans.coefficients(-cfg.range_2d, cfg.range_2d, cfg.grid_2d)
+    r2 = cfg.range_1d if cfg.range_2d is None else cfg.range_2d
+    grid = scans.coefficients(-r2, r2, cfg.grid_2d)
     raw: dict[str, Any] = {}
     for half in arms.ARM_P_HALVES:
         r.bar.set_postfix_str(f"arm P {half}")
