@@ -133,7 +133,8 @@ class FolderResult:
         missing = [f.name for f in dataclasses.fields(cls)  # type: ignore[arg-type]
                    if f.default is MISSING and f.default_factory is MISSING and f.name not in d]
         if missing:
-            raise ValueError(f"{out} is not a {cls.__name__} of this version (no {', '.join(missing)}); rerun the analysis.")
+            raise ValueError(f"{out} is not a {cls.__name__} of this version (no {', '.join(missing)}); rerun the "
+                             "analysis.")
         return cls(**{k: v for k, v in d.items() if k in names})
 
 

@@ -67,26 +67,27 @@ def _find(audit: Mapping[str, Any], names: tuple[str, ...]) -> Any:
 
 
 def _curve(block: str, c: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(alphas [n], mean loss [n]) of one block's curve, from a dict, a Curve or a pair."""
     if isinstance(c, Mapping):
-        a, l = c.get("alphas"), c.get("losses", c.get("loss"))
+        a, loss = c.get("alphas"), c.get("losses", c.get("loss"))
     elif hasattr(c, "alphas") and hasattr(c, "values"):
-        a, l = c.alphas, c.values["loss"] if isinstance(c.values, Mapping) else c.values
+        a, loss = c.alphas, c.values["loss"] if isinstance(c.values, Mapping) else c.values
     else:
-        a, l = c
-    a, l = np.asarray(a, dtype=np.float64).ravel(), np.asarray(l, dtype=np.float64)
-    if l.ndim == 2:  # several seeds: mean
-        l = np.nanmean(l, axis=0)
-    if a.shape != l.shape:
-        raise ValueError(f"sensitivity curve {block!r}: alphas {a.shape} and losses {l.shape} differ in length.")
-    return a, l
+        a, loss = c
+    a, loss = np.asarray(a, dtype=np.float64).ravel(), np.asarray(loss, dtype=np.float64)
+    if loss.ndim == 2:  # several seeds: mean
+        loss = np.nanmean(loss, axis=0)
+    if a.shape != loss.shape:
+        raise ValueError(f"sensitivity curve {block!r}: alphas {a.shape} and losses {loss.shape} differ in length.")
+    return a, loss
 
 
 def _draw_sensitivity(ax: Axes, curves: Mapping[str, Any], logy: bool) -> None:
     if not isinstance(curves, Mapping) or not curves:
         raise ValueError("sensitivity must be a non-empty dict block -> (alphas, losses).")
     for i, (block, c) in enumerate(curves.items()):
-        a, l = _curve(block, c)
-        ax.plot(a, l, color=style.color(i), label=block, lw=1.4)
+        a, loss = _curve(block, c)
+        ax.plot(a, loss, color=style.color(i), label=block, lw=1.4)
     if logy:
         ax.set_yscale("log")
     ax.axvline(0.0, color="0.5", lw=0.8, ls=":")

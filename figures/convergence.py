@@ -48,10 +48,12 @@ def plot_convergence(n: Any, rel_change: Any = None, spearman: Any = None, *, th
         try:
             n, rel_change, spearman = d["n"], d["rel_change"], d["spearman"]
         except KeyError as exc:
-            raise ValueError(f"convergence result lacks key {exc.args[0]!r}; it needs n, rel_change and spearman.") from None
+            raise ValueError(f"convergence result lacks key {exc.args[0]!r}; it needs n, rel_change and "
+                             "spearman.") from None
     arrays = [np.asarray(a, dtype=np.float64).ravel() for a in (n, rel_change, spearman)]
     if len({a.size for a in arrays}) != 1 or arrays[0].size == 0:
-        raise ValueError(f"n, rel_change and spearman must have the same non-zero length, got {[a.size for a in arrays]}.")
+        raise ValueError(f"n, rel_change and spearman must have the same non-zero length, got "
+                         f"{[a.size for a in arrays]}.")
     nn, rc, sp = arrays
     if not known:
         crossing = threshold_crossing(nn, sp, threshold)

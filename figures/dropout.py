@@ -69,11 +69,13 @@ def plot_site_rates(result: Any, save: str | os.PathLike | None = None) -> Figur
         fig = style.new_figure(max(6.0, 0.55 * len(sites) + 2), 5.5)
         top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[2, 1])
         width = 0.27
-        for j, (key, label) in enumerate((("guided", "guided"), ("reversed", "reversed control"), ("uniform", "uniform"))):
+        arms = (("guided", "guided"), ("reversed", "reversed control"), ("uniform", "uniform"))
+        for j, (key, label) in enumerate(arms):
             vals = [rates[key].get(s, 0.0) for s in sites]
             top.bar([i + (j - 1) * width for i in range(len(sites))], vals, width, label=label, color=style.color(j))
         top.set_ylabel("dropout rate p")
-        top.set_title(f"rates per site ({rates.get('mapping', '')}, p from {rates.get('p_max')} to {rates.get('p_min')})")
+        top.set_title(f"rates per site ({rates.get('mapping', '')}, p from {rates.get('p_max')} to "
+                      f"{rates.get('p_min')})")
         top.legend(fontsize=8)
         bottom.bar(range(len(sites)), [rates["scores"][s] for s in sites], color=style.color(7))
         bottom.set_yscale("log")

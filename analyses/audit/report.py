@@ -86,6 +86,7 @@ def block_rows(res: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 
 
 def overall_rows(res: dict[str, Any]) -> list[list[str]]:
+    """The overall table's rows: quantity, value, note."""
     o = res["overall"]
     return [
         ["loss L(θ)", _g(o["loss0"])],
@@ -101,6 +102,7 @@ def overall_rows(res: dict[str, Any]) -> list[list[str]]:
 
 
 def setup_lines(res: dict[str, Any]) -> list[str]:
+    """The report's setup paragraph: data, directions, estimators."""
     cfg, meta = res["config"], res["meta"]
     obj = meta["objective"]
     t = meta["timings"]
@@ -114,9 +116,12 @@ def setup_lines(res: dict[str, Any]) -> list[str]:
         f"α ∈ [−{cfg['range_1d']}, {cfg['range_1d']}] in {cfg['points_1d']} points; seeds {list(cfg['seeds'])}.",
         f"Curvature: Lanczos (tol {cfg['eig_tol']}, ≤ {cfg['eig_max_iter']} matvecs) and Hutch++ "
         f"({cfg['trace_matvecs']} matvecs per block, {cfg['full_trace_matvecs']} for the full model); λ₁ reached the "
-        f"tolerance in {sum(bool(b.get('eig_converged')) for b in res['blocks'].values())} of {len(res['blocks'])} blocks "
-        f"({'and' if res['overall'].get('eig_converged') else 'but not'} for the full model); otherwise it is a lower bound.",
-        f"Run time {t.get('total_s', 0):.0f} s (Fisher {t.get('fisher_s', 0):.0f} s, overall {t.get('overall_s', 0):.0f} s, "
+        f"tolerance in {sum(bool(b.get('eig_converged')) for b in res['blocks'].values())} of {len(res['blocks'])} "
+        "blocks "
+        f"({'and' if res['overall'].get('eig_converged') else 'but not'} for the full model); otherwise it is a lower "
+        "bound.",
+        f"Run time {t.get('total_s', 0):.0f} s (Fisher {t.get('fisher_s', 0):.0f} s, overall "
+        f"{t.get('overall_s', 0):.0f} s, "
         f"blocks {t.get('blocks_s', 0):.0f} s). Weights and train/eval flags restored: {meta.get('restored')}.",
         *[f"Block {g}: {note}." for g, note in (meta.get("block_notes") or {}).items()],
     ]
@@ -197,7 +202,8 @@ def summary_table(res: dict[str, Any]) -> str:
         o["n_params"], res["fisher"]["mean"], o["top_eigenvalue"], o["trace"], o["trace_per_param"], o["curvature"],
         o["loss_at_edge"])))
     rows += [f"{g}: {note}" for g, note in (res.get("meta", {}).get("block_notes") or {}).items()]
-    rows += ["", f"loss {o['loss0']:.4g}; average sharpness {o['avg_sharpness']:.4g} ± {_num(o['avg_sharpness_stderr'])}, "
+    rows += ["", f"loss {o['loss0']:.4g}; average sharpness {o['avg_sharpness']:.4g} ± "
+                 f"{_num(o['avg_sharpness_stderr'])}, "
                  f"worst-case sharpness ≥ {o['worst_sharpness']:.4g} (radius {o['radius']:.4g})"]
     return "\n".join(rows)
 

@@ -78,7 +78,8 @@ class AuditConfig:
                                      cli=seed_count(1))
     points_1d: int = setting(9, "points of each 1D curve (≥ 5)", flag="--points")
     range_1d: float = setting(1.0, "curve coefficients α", flag="--range", cli=symmetric_range(1.0))
-    one_dim: Literal["zero", "filter", "radial"] = setting("filter", "biases/LayerNorm: moved as one filter (every block "
+    one_dim: Literal["zero", "filter", "radial"] = setting("filter", "biases/LayerNorm: moved as one filter (every "
+                                                                     "block "
                                                            "gets a direction), held at zero, or radial")
     block_curvature: bool = setting(True, "compute the per-block Hessian (off: curves only)")
     # "auto" times both HVP modes first (4 extra products); on CPU double backward won on the default
@@ -105,14 +106,16 @@ class AuditConfig:
         if not self.full_trace_matvecs:
             self.full_trace_matvecs = max(3, (3 * self.trace_matvecs) // 2)
         if not self.out:
-            name = "default" if self.checkpoint in ("", "default") else Path(self.checkpoint).expanduser().resolve().name
+            name = "default" if self.checkpoint in ("",
+                                                    "default") else Path(self.checkpoint).expanduser().resolve().name
             self.out = f"runs/audit-{name}"
         if not self.seeds:
             raise ValueError("give at least one direction seed.")
         if self.fisher_examples < 1 or self.eval_examples < 1:
             raise ValueError("fisher_examples and eval_examples must be at least 1.")
         if self.points_1d < 5 or not self.range_1d > 0:
-            raise ValueError(f"use at least 5 scan points and a positive range (got {self.points_1d}, {self.range_1d}).")
+            raise ValueError(f"use at least 5 scan points and a positive range (got {self.points_1d}, "
+                             f"{self.range_1d}).")
         if self.trace_matvecs < 3 or self.full_trace_matvecs < 3:
             raise ValueError("Hutch++ needs trace_matvecs ≥ 3 (it uses multiples of 3).")
         if self.hvp_mode not in ("auto", *curvature.MODES):
@@ -158,7 +161,8 @@ def block_space(model: nn.Module, names: list[str]) -> ParamSpace:
     return ParamSpace.from_names(model, names)
 
 
-def _sensitivity(cfg: AuditConfig, target: Target, data: list, space: ParamSpace, tag: str, arrays: Path) -> dict[str, Any]:
+def _sensitivity(cfg: AuditConfig, target: Target, data: list, space: ParamSpace, tag: str, arrays: Path) -> dict[str,
+                                                                                                                  Any]:
     """1D scans along block-masked filter-normalized directions, one per seed, and their summaries."""
     alphas = scans.coefficients(-cfg.range_1d, cfg.range_1d, cfg.points_1d)
     losses: list[list[float]] = []
@@ -189,7 +193,8 @@ def _finite(x: Any) -> float | None:
 
 def _curvature(cfg: AuditConfig, target: Target, data: list, space: ParamSpace, mode: str, matvecs: int,
                check: bool = False) -> tuple[dict[str, Any], str]:
-    op = curvature.HessianOperator(target.model, target.objective, data, params=space, mode=mode, check_determinism=check)
+    op = curvature.HessianOperator(target.model, target.objective, data, params=space, mode=mode,
+                                   check_determinism=check)
     with warnings.catch_warnings():  # a capped Lanczos run is expected; eig_converged records it
         warnings.filterwarnings("ignore", message="Lanczos did not reach")
         eig = curvature.top_eigenvalues(op, k=1, tol=cfg.eig_tol, max_iter=min(cfg.eig_max_iter, op.dim), seed=cfg.seed,
@@ -209,10 +214,12 @@ def _check_checkpoint(checkpoint: str) -> None:
         return
     path = Path(checkpoint).expanduser()
     if not path.exists():
-        raise FileNotFoundError(f"checkpoint {checkpoint} does not exist; give a local Hugging Face checkpoint directory "
+        raise FileNotFoundError(f"checkpoint {checkpoint} does not exist; give a local Hugging Face checkpoint "
+                                "directory "
                                 "(or omit it to audit the embedded default model).")
     if path.is_dir() and not (path / "config.json").is_file():
-        raise FileNotFoundError(f"{checkpoint} is not a Hugging Face checkpoint directory (no config.json); point to the "
+        raise FileNotFoundError(f"{checkpoint} is not a Hugging Face checkpoint directory (no config.json); point to "
+                                "the "
                                 "folder that save_pretrained wrote.")
 
 
@@ -317,7 +324,8 @@ def _result(cfg: AuditConfig, target: Target, F: fisher.FisherDiagonal, full: Pa
     total = sum(float(s.double().sum()) for s in F.scores.values())
     conv = F.convergence
     return AuditResult(
-        config={k: v for k, v in asdict(cfg).items() if k != "texts"} | {"texts": None if cfg.texts is None else len(cfg.texts)},
+        config={k: v for k,
+                v in asdict(cfg).items() if k != "texts"} | {"texts": None if cfg.texts is None else len(cfg.texts)},
         blocks=results,
         fisher={"path": "fisher.safetensors", "per_tensor": F.per_tensor("mean"), "per_layer": F.per_layer("mean"),
                 "per_layer_sum": F.per_layer("sum"), "mean": total / full.dim,
@@ -330,7 +338,8 @@ def _result(cfg: AuditConfig, target: Target, F: fisher.FisherDiagonal, full: Pa
                             "block_masking": "ParamSpace of the block (other blocks get no direction)"},
               "estimators": {"fisher": "empirical diagonal, per-sequence gradients",
                              "top_eigenvalue": f"lanczos, tol {cfg.eig_tol}, at most {cfg.eig_max_iter} matvecs",
-                             "trace": "hutch++", "worst_sharpness": "projected normalized gradient ascent (lower bound)"},
+                             "trace": "hutch++", "worst_sharpness": "projected normalized gradient ascent (lower "
+                                                                    "bound)"},
               "block_notes": {g: note for g in results if (note := group_note(g))},
               "timings": timings, "resumed": cfg.resume, "versions": versions(), "checkpoint": target.meta},
         out=str(cfg.out),
@@ -364,7 +373,8 @@ def _save_arrays(path: Path, blocks: dict[str, dict[str, Any]], overall: dict[st
         "blocks": np.asarray(list(blocks), dtype=str),
         "losses": np.asarray([b["sensitivity"]["curve"]["losses"] for b in blocks.values()], dtype=np.float64),
         "full": np.asarray(overall["curve"]["losses"], dtype=np.float64),
-        "top_eigenvalue": np.asarray([np.nan if b["top_eigenvalue"] is None else b["top_eigenvalue"] for b in blocks.values()]),
+        "top_eigenvalue": np.asarray([np.nan if b["top_eigenvalue"] is None else b["top_eigenvalue"]
+                                      for b in blocks.values()]),
         "trace": np.asarray([np.nan if b["trace"] is None else b["trace"] for b in blocks.values()]),
     })
 

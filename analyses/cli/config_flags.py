@@ -65,7 +65,7 @@ def _base(hint: Any) -> Any:
 
 
 def _value_kwargs(f: dataclasses.Field, hint: Any) -> dict[str, Any]:
-    """argparse keywords for a plain field: type, nargs, choices, action."""
+    """Argparse keywords for a plain field: type, nargs, choices, action."""
     base = _base(hint)
     choices = f.metadata.get("choices")
     if base is bool:
@@ -103,7 +103,8 @@ def add_config_arguments(parser: argparse.ArgumentParser, config: type) -> None:
         cli: CliArg | None = f.metadata.get("cli")
         kw: dict[str, Any]
         if cli is not None:
-            kw = {k: v for k, v in (("type", cli.type), ("nargs", cli.nargs), ("metavar", cli.metavar)) if v is not None}
+            kw = {k: v for k, v in (("type", cli.type), ("nargs", cli.nargs), ("metavar",
+                                                                               cli.metavar)) if v is not None}
             default = cli.default
         else:
             kw = _value_kwargs(f, hints[f.name])

@@ -16,7 +16,8 @@ __all__ = ["NAME", "HELP", "add_arguments", "run", "rates_table", "run_rates"]
 # step with landscape.dropout.SCORE_METHODS / MAPPINGS).
 SCORE_METHODS = ("mean_of_means", "element_mean", "max_mean")
 MAPPINGS = ("rank_linear", "log_linear")
-RATES_HELP = "Fisher-guided dropout rates for a checkpoint (Sharma et al., 2024): sites, scores and rates, saved as JSON"
+RATES_HELP = ("Fisher-guided dropout rates for a checkpoint (Sharma et al., 2024): sites, scores and rates, saved as "
+              "JSON")
 
 
 NAME = "guided-dropout"
@@ -31,7 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                                                    "compute the empirical MLM Fisher on held-out text")
     p.add_argument("--out", default="rates.json", help="where to write the rates JSON (default: rates.json)")
     p.add_argument("--examples", type=int, default=128, help="held-out sequences for the Fisher when computed here")
-    p.add_argument("--texts", default=None, help="text file, one example per line, for the Fisher (default: held-out corpus)")
+    p.add_argument("--texts", default=None, help="text file, one example per line, for the Fisher (default: held-out "
+                                                 "corpus)")
     p.add_argument("--p-max", type=float, default=0.1, help="rate of the lowest-score site (paper: 0.1)")
     p.add_argument("--p-min", type=float, default=0.0, help="rate of the highest-score site (paper: 0)")
     p.add_argument("--score", default="mean_of_means", choices=SCORE_METHODS, help="site score (paper: mean_of_means)")
@@ -44,6 +46,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """``landscape guided-dropout``: the rates tool."""
     return run_rates(args)
 
 
@@ -70,7 +73,8 @@ def run_rates(args: argparse.Namespace) -> int:
     if args.examples is not None and args.examples < 1:
         raise ValueError(f"--examples must be at least 1, got {args.examples}.")
     texts = None if args.texts is None else read_texts(args.texts)
-    target = load_target(args.checkpoint, examples=args.examples, batch_size=8, device=args.device, seed=args.seed, texts=texts)
+    target = load_target(args.checkpoint, examples=args.examples, batch_size=8, device=args.device, seed=args.seed,
+                         texts=texts)
     dropout.find_sites(target.model)  # fail before the Fisher pass when there is nothing to guide
     if args.fisher is not None:
         F = fisher.FisherDiagonal.load(args.fisher, model=target.model)
@@ -80,7 +84,8 @@ def run_rates(args: argparse.Namespace) -> int:
     rates = dropout.guided_rates(target.model, F, method=args.score, mapping=args.mapping, p_max=args.p_max,
                                  p_min=args.p_min, units=args.units)
     rates.meta["checkpoint"] = str(args.checkpoint)
-    rates.meta["fisher_source"] = str(args.fisher) if args.fisher else f"computed: MLM/causal loss on {target.n_examples} held-out sequences"
+    rates.meta["fisher_source"] = (str(args.fisher) if args.fisher
+                                   else f"computed: MLM/causal loss on {target.n_examples} held-out sequences")
     check = None
     if args.check:
         with dropout.apply(target.model, rates):

@@ -24,6 +24,7 @@ HELP = "loss along filter-normalized random directions (1D curve or 2D surface),
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``landscape scan``."""
     add_common_arguments(parser)
     parser.add_argument("--dims", type=int, choices=(1, 2), default=2, help="1: a curve, 2: a surface (default)")
     parser.add_argument("--grid", type=int, nargs="+", default=[21], metavar="N",

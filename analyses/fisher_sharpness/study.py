@@ -65,7 +65,8 @@ class FisherSharpnessConfig:
     fractions: tuple[float, ...] = setting((0.1,), "arm E mask sizes as fractions in (0, 0.5]")
     seeds: tuple[int, ...] = setting((0, 1, 2, 3, 4, 5, 6, 7), "number of direction seeds, SEED, SEED+1, ... (at "
                                      "least 2; random masks are redrawn per seed)", cli=seed_count(8, minimum=2))
-    curve_seeds: int = setting(3, "the first seeds that also get 1D curves, loss rise and basin width (at most --seeds)")
+    curve_seeds: int = setting(3, "the first seeds that also get 1D curves, loss rise and basin width (at most "
+                                  "--seeds)")
     fd_step: float = setting(0.01, "h of the second difference, in units of the direction")
     range_1d: float = setting(1.5, "1D and 2D scan range", flag="--range", cli=symmetric_range(1.5))
     points_1d: int = setting(7, "points of each 1D curve", flag="--points")
@@ -95,16 +96,21 @@ class FisherSharpnessConfig:
         self.range_2d = self.range_1d if self.range_2d is None else self.range_2d
         self.curve_seeds = min(self.curve_seeds, len(self.seeds))
         if not self.fractions or any(not 0.0 < f <= 0.5 for f in self.fractions):
-            raise ValueError(f"fractions must lie in (0, 0.5] (top and bottom masks must not overlap), got {self.fractions}.")
+            raise ValueError("fractions must lie in (0, 0.5] (top and bottom masks must not overlap), got "
+                             f"{self.fractions}.")
         if len(self.seeds) < 2 or len(set(self.seeds)) != len(self.seeds):
-            raise ValueError(f"give at least two distinct direction seeds (--seeds 2 or more: a spread needs two), got {self.seeds}.")
+            raise ValueError("give at least two distinct direction seeds (--seeds 2 or more: a spread needs two), got "
+                             f"{self.seeds}.")
         if not 1 <= self.curve_seeds <= len(self.seeds):
-            raise ValueError(f"curve_seeds must be between 1 and the number of seeds ({len(self.seeds)}), got {self.curve_seeds}.")
+            raise ValueError(f"curve_seeds must be between 1 and the number of seeds ({len(self.seeds)}), got "
+                             f"{self.curve_seeds}.")
         if self.fisher_examples < 1 or self.eval_examples < 2:
-            raise ValueError("fisher_examples must be ≥ 1 and eval_examples ≥ 2 (a bootstrap over sequences needs two).")
+            raise ValueError("fisher_examples must be ≥ 1 and eval_examples ≥ 2 (a bootstrap over sequences needs "
+                             "two).")
         if self.points_1d < 3 or self.grid_2d < 3:
             raise ValueError("use at least 3 points in 1D and a 3×3 grid in 2D.")
-        if not (self.fd_step > 0 and self.range_1d > 0 and self.range_2d > 0 and 0 < self.loss_rise_step <= self.range_1d):
+        if not (self.fd_step > 0 and self.range_1d > 0 and self.range_2d > 0
+                and 0 < self.loss_rise_step <= self.range_1d):
             raise ValueError("fd_step, range_1d and range_2d must be > 0, and loss_rise_step within (0, range_1d].")
         if self.surface_examples < 1 or self.eig_examples < 1 or self.n_blocks < 2:
             raise ValueError("surface_examples and eig_examples must be ≥ 1 and n_blocks ≥ 2.")
@@ -182,7 +188,8 @@ class _Run:
 def _load(cfg: FisherSharpnessConfig, target: Target | None) -> tuple[Target, list, list]:
     """Stage 1: the target and its Fisher / evaluation split (disjoint sequences)."""
     if target is None:
-        target = load_target(cfg.checkpoint, examples=cfg.fisher_examples + cfg.eval_examples, batch_size=cfg.batch_size,
+        target = load_target(cfg.checkpoint, examples=cfg.fisher_examples + cfg.eval_examples,
+                             batch_size=cfg.batch_size,
                              device=cfg.device, seed=cfg.seed, texts=read_texts(cfg.texts), max_length=cfg.max_length,
                              mask_prob=cfg.mask_prob)
     fisher_data, eval_data = split_examples(target.data, cfg.fisher_examples, cfg.eval_examples, cfg.batch_size)
@@ -214,7 +221,8 @@ def _arm_p_half(r: _Run, half: str, names: list[str] | None, grid: np.ndarray, s
     done |= measure.per_seed(r.ev, r.s0, make, seeds, **r.common)
     t_s = time.perf_counter()
     key = f"P-{half}"
-    surf = scans.scan_2d(model, r.target.objective, surface_data, make(seeds[0]), make(seeds[0] + arms.SECOND_DIRECTION),
+    surf = scans.scan_2d(model, r.target.objective, surface_data, make(seeds[0]),
+                         make(seeds[0] + arms.SECOND_DIRECTION),
                          grid, grid, path=r.out / "arrays" / f"{key}_2d.npz", resume=cfg.resume, progress=False,
                          distributed=False)
     r.timed("surfaces_s", t_s)
@@ -256,7 +264,8 @@ def _arm_e_mask(r: _Run, masks: Any, which: str, eig_data: list) -> dict[str, An
     done["trace"] = measure.masked_trace(r.ev, r.s0, m0, cfg.trace_matvecs, cfg.fd_step, cfg.seed)
     r.timed("trace_s", t_s)
     t_e = time.perf_counter()
-    done["top_eigenvalue"] = measure.masked_top_eigenvalue(model, r.target.objective, eig_data, m0, max_iter=cfg.eig_iters,
+    done["top_eigenvalue"] = measure.masked_top_eigenvalue(model, r.target.objective, eig_data, m0,
+                                                           max_iter=cfg.eig_iters,
                                                            tol=cfg.eig_tol, seed=cfg.seed)
     r.timed("eigenvalue_s", t_e)
     return done
@@ -284,7 +293,8 @@ def _arm_e(r: _Run, F: fisher.FisherDiagonal, mspace: ParamSpace) -> dict[str, A
     return raw
 
 
-def _start(cfg: FisherSharpnessConfig, target: Target, fisher_data: list, eval_data: list, bar: Any) -> tuple[_Run, dict]:
+def _start(cfg: FisherSharpnessConfig, target: Target, fisher_data: list, eval_data: list, bar: Any) -> tuple[_Run,
+                                                                                                              dict]:
     """The resume record (settings hash over the config, weights, data, objective) and the evaluation pool."""
     model, obj = target.model, target.objective
     settings = result_settings(cfg) | {"model_weights": weights_fingerprint(model),
@@ -343,13 +353,16 @@ def _result(r: _Run, F: fisher.FisherDiagonal, halves: dict[str, Any], mspace: P
     """Stage 5: the result object (``r.timings`` is shared, so later timings still reach it)."""
     conv, space, target = F.convergence, r.space, r.target
     return FisherSharpnessResult(
-        config=asdict(r.cfg), pool={k: v for k, v in pool.items() if k not in ("sums0", "counts")} | summary.pop("pool"),
+        config=asdict(r.cfg), pool={k: v for k, v in pool.items() if k not in ("sums0",
+                                                                               "counts")} | summary.pop("pool"),
         fisher={"path": "fisher.safetensors", "per_tensor": F.per_tensor("mean"), "per_layer": F.per_layer("mean"),
                 "convergence": None if conv is None else conv.to_dict(), "meta": F.meta, "halves": halves},
         meta={"target": target.name, "task": target.task, "objective": target.objective.describe(),
               "settings_hash": r.parts.hash,
-              "space": {"tensors": len(space), "dim": space.dim, "matrix_tensors": len(mspace), "matrix_dim": mspace.dim},
-              "timings": r.timings, "versions": versions(), "checkpoint": target.meta, "forward_passes": r.ev.n_forward},
+              "space": {"tensors": len(space), "dim": space.dim, "matrix_tensors": len(mspace),
+                        "matrix_dim": mspace.dim},
+              "timings": r.timings, "versions": versions(), "checkpoint": target.meta,
+              "forward_passes": r.ev.n_forward},
         out=str(r.out), **summary,
     )
 

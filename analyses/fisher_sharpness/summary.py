@@ -44,7 +44,8 @@ def _secondaries(s: dict[str, Any], entry: dict[str, Any]) -> dict[str, Value]:
     if "loss_rise" in s:
         vals["loss_rise"] = Value(s["loss_rise"]["estimate"], interval=tuple(s["loss_rise"]["interval"]))
         b = s["basin_width"]
-        vals["basin_width"] = Value(b["median"] if b["median"] is not None else b["lower_bound"], censored=b["median"] is None)
+        vals["basin_width"] = Value(b["median"] if b["median"] is not None else b["lower_bound"],
+                                    censored=b["median"] is None)
     if "top_eigenvalue" in entry:
         vals["top_eigenvalue"] = Value(entry["top_eigenvalue"]["value"])
     if "trace" in entry:
@@ -89,7 +90,8 @@ def _summarize_e_group(cfg: Any, fraction: float, raw_e: dict[str, Any], counts:
     for which, key in keys.items():
         entry = raw_e[key]
         arm_e["masks"][key] = {"which": which, "fraction": fraction, "count": entry["count"],
-                               "n_tensors": entry["n_tensors"], **mask_stats(entry, counts, cfg), "trace": entry["trace"],
+                               "n_tensors": entry["n_tensors"], **mask_stats(entry, counts,
+                                                                             cfg), "trace": entry["trace"],
                                "top_eigenvalue": entry["top_eigenvalue"], "curves": f"arrays/{key}_curves.npz"}
     group = f"{fraction:g}"
     arm_e["endpoints"][group], arm_e["secondary"][group] = {}, {}
@@ -130,20 +132,24 @@ def summarize(cfg: Any, raw_p: dict[str, Any], raw_e: dict[str, Any], pool: dict
 def _slice_losses(sums0: np.ndarray, counts: np.ndarray, size: int) -> dict[str, Any]:
     n = sums0.size // size
     losses = [float(sums0[i * size:(i + 1) * size].sum() / counts[i * size:(i + 1) * size].sum()) for i in range(n)]
-    return {"size": size, "n": n, "min": min(losses) if losses else math.nan, "max": max(losses) if losses else math.nan,
+    return {"size": size, "n": n, "min": min(losses) if losses else math.nan,
+            "max": max(losses) if losses else math.nan,
             "losses": losses}
 
 
 def _arm_p_lines(arm_p: dict[str, Any]) -> list[str]:
     h = arm_p["halves"]
     raw, norm = arm_p["endpoints"]["top_vs_bottom"], arm_p["endpoints"]["top_vs_bottom_per_norm2"]
-    pic = {"flatter": "yes", "sharper": "no, the opposite (top half sharper)", "unclear": "not resolved"}[raw["outcome"]]
+    pic = {"flatter": "yes", "sharper": "no, the opposite (top half "
+                                        "sharper)", "unclear": "not resolved"}[raw["outcome"]]
     keeps = {"flatter": "yes", "sharper": "no, it reverses (top half sharper per unit ‖d‖²)",
              "unclear": "no, it vanishes (no clear difference per unit ‖d‖²)"}[norm["outcome"]]
     moved = (f"the top half ({h['top']['n_tensors']} tensors) moves {h['top']['n_moving_tensors']} of them, "
              f"{h['top']['n_params_moved']:,} parameters with ‖d‖ = {h['top']['norm']:.3g}; the bottom half moves "
-             f"{h['bottom']['n_moving_tensors']} tensors, {h['bottom']['n_params_moved']:,} parameters with ‖d‖ = {h['bottom']['norm']:.3g}")
-    return [f"**Arm P (the paper's protocol)**: does the top-Fisher half look flatter? {pic}. {raw['sentence']} Here {moved}.",
+             f"{h['bottom']['n_moving_tensors']} tensors, {h['bottom']['n_params_moved']:,} parameters with ‖d‖ = "
+             f"{h['bottom']['norm']:.3g}")
+    return [f"**Arm P (the paper's protocol)**: does the top-Fisher half look flatter? {pic}. {raw['sentence']} Here "
+            f"{moved}.",
             f"**Arm P per unit ‖d‖²**: does it survive normalizing by ‖d‖²? {keeps}. {norm['sentence']}"]
 
 
@@ -151,7 +157,8 @@ def _arm_e_lines(fraction: float, endpoints: dict[str, Any], count: int) -> list
     lines = []
     for control, c in endpoints.items():
         answer = {"sharper": "yes", "flatter": "no, the opposite", "unclear": "no clear difference"}[c["outcome"]]
-        lines.append(f"**Arm E ({fraction:g} of the matrix parameters, {count:,} elements, equal ‖d‖), top vs {control}**: "
+        lines.append(f"**Arm E ({fraction:g} of the matrix parameters, {count:,} elements, equal ‖d‖), top vs "
+                     f"{control}**: "
                      f"is the top-Fisher mask sharper? {answer}. {c['sentence']}")
     return lines
 
@@ -164,25 +171,32 @@ def _variance_summary(arm_p: dict[str, Any], arm_e: dict[str, Any]) -> dict[str,
         v = s.get("variance")
         if v is None:
             continue
-        rows[name] = {"data_se": v["data_se"], "seed_se": v["seed_se"], "block_sd": v["block_sd"], "seed_sd": v["seed_sd"],
-                      "block_size": v["block_size"], "se_ratio": v["data_se"] / v["seed_se"] if v["seed_se"] else math.nan,
+        rows[name] = {"data_se": v["data_se"], "seed_se": v["seed_se"], "block_sd": v["block_sd"],
+                      "seed_sd": v["seed_sd"],
+                      "block_size": v["block_size"],
+                      "se_ratio": v["data_se"] / v["seed_se"] if v["seed_se"] else math.nan,
                       "sd_ratio": v["block_sd"] / v["seed_sd"] if v["seed_sd"] else math.nan}
     endpoints = {}
     for name, e in arm_p.get("endpoints", {}).items():
         endpoints[f"P {name}"] = {"sd_data": e["sd_data"], "sd_seeds": e["sd_seeds"], "kind": e["kind"]}
     for group, eps in arm_e["endpoints"].items():
         for control, e in eps.items():
-            endpoints[f"E {group} top vs {control}"] = {"sd_data": e["sd_data"], "sd_seeds": e["sd_seeds"], "kind": e["kind"]}
+            endpoints[f"E {group} top vs "
+                      f"{control}"] = {"sd_data": e["sd_data"], "sd_seeds": e["sd_seeds"], "kind": e["kind"]}
     se = [r["se_ratio"] for r in rows.values() if math.isfinite(r["se_ratio"])]
     sd = [r["sd_ratio"] for r in rows.values() if math.isfinite(r["sd_ratio"])]
     ep = [e["sd_data"] / e["sd_seeds"] for e in endpoints.values() if e["sd_seeds"] > 0 and e["kind"] == "log_ratio"]
     text = ""
     if se and sd:
         size = next(iter(rows.values()))["block_size"]
-        text = (f"Per mask, the standard error of the curvature from resampling sequences is {min(se):.2g}–{max(se):.2g}× the one "
-                f"from resampling direction seeds (median {np.median(se):.2g}×); one {size}-sequence block differs from the next "
-                f"{min(sd):.2g}–{max(sd):.2g}× as much as one seed's direction from the next (median {np.median(sd):.2g}×).")
+        text = ("Per mask, the standard error of the curvature from resampling sequences is "
+                f"{min(se):.2g}–{max(se):.2g}× the one "
+                f"from resampling direction seeds (median {np.median(se):.2g}×); one {size}-sequence block differs "
+                "from the next "
+                f"{min(sd):.2g}–{max(sd):.2g}× as much as one seed's direction from the next (median "
+                f"{np.median(sd):.2g}×).")
         if ep:
-            text += (f" For the endpoints (log-ratios of two masks measured on the same sequences), resampling sequences gives "
+            text += (" For the endpoints (log-ratios of two masks measured on the same sequences), resampling "
+                     "sequences gives "
                      f"{min(ep):.2g}–{max(ep):.2g}× the SD of resampling seeds.")
     return {"masks": rows, "endpoints": endpoints, "summary": text}

@@ -107,7 +107,8 @@ def _classifier(st: Setup, task: tasks.Task, seed: int) -> Any:
     from transformers import AutoModelForSequenceClassification
 
     torch.manual_seed(seed)
-    clf = AutoModelForSequenceClassification.from_pretrained(st.ckpt, num_labels=len(task.classes), local_files_only=True)
+    clf = AutoModelForSequenceClassification.from_pretrained(st.ckpt, num_labels=len(task.classes),
+                                                             local_files_only=True)
     if getattr(clf.config, "pad_token_id", None) is None and st.target.tokenizer.pad_token_id is not None:
         clf.config.pad_token_id = st.target.tokenizer.pad_token_id
     return clf
@@ -169,7 +170,8 @@ def _train_seed(cfg: GuidedDropoutConfig, st: Setup, task: tasks.Task, seed: int
                 r = train_run(clf, init, _arm(arm_name, seed, rates, st.guided, cfg), train, val, test, spec, seed,
                               fisher_weight=fw)
                 runs.add(k, {"task": task.name, "size": size, "seed": seed, "arm": arm_name, "run_key": runs.key,
-                             "n_train": len(train), "n_val": len(val), "n_test": len(test), "epochs_run": spec.epochs, **r})
+                             "n_train": len(train), "n_val": len(val), "n_test": len(test),
+                             "epochs_run": spec.epochs, **r})
             runs.bar.update(1)
     return info
 

@@ -8,7 +8,9 @@ Steps (all written to ``out``):
    multiset of rates), uniform (the checkpoint's own rates, or ``uniform_rate`` when they are all 0);
 3. for every task, training size and seed: one fine-tuning run per arm, paired (same examples,
    order, head initialisation and dropout stream start); ``runs.jsonl`` gets one line per finished
-   run, and a rerun skips the runs already there (same settings);
+   run (:mod:`.grid`), and a rerun skips the runs already there. ``settings.json`` records the hash of
+   every setting a run depends on (:class:`analyses.study.Resume`): a rerun under other settings is
+   refused, naming them; the grid (tasks, sizes, seeds, arms) may grow;
 4. ``result.json`` (means with 95% intervals, paired differences and tests, verdicts),
    ``figures/metric_vs_size.png``, ``figures/site_rates.png`` and ``report.md``.
 """
@@ -126,7 +128,8 @@ def _checkpoint(cfg: GuidedDropoutConfig) -> tuple[Any, Path]:
                          texts=texts)
     path = Path(target.meta["path"]) if cfg.checkpoint in (None, "", "default") else Path(cfg.checkpoint)
     if not path.is_dir():
-        raise ValueError(f"{cfg.checkpoint}: the study fine-tunes a classifier and needs a Hugging Face checkpoint directory.")
+        raise ValueError(f"{cfg.checkpoint}: the study fine-tunes a classifier and needs a Hugging Face checkpoint "
+                         "directory.")
     return target, path
 
 
@@ -152,7 +155,8 @@ def _fisher(cfg: GuidedDropoutConfig, target: Any, out: Path) -> tuple[Any, dict
     conv = F.convergence.to_dict() if F.convergence is not None else None
     info = {"estimator": F.estimator, "objective": target.objective.describe(), "n_examples": n,
             "n_examples_empty": F.meta.get("n_examples_empty"), "seconds": F.meta.get("seconds"),
-            "convergence": conv, "examples_to_rho_0.95": F.convergence.examples_to_reach(0.95) if F.convergence else None,
+            "convergence": conv,
+            "examples_to_rho_0.95": F.convergence.examples_to_reach(0.95) if F.convergence else None,
             "site_rank_split_half": {"n_half": half, "spearman": rho,
                                      "same_rates": dropout.rank_linear(full) == dropout.rank_linear(part)},
             "fingerprint": dropout.fisher_fingerprint(F.scores), "model_fingerprint": F.meta.get("model_fingerprint")}
@@ -239,7 +243,8 @@ class GuidedDropout(Study):
 
     def adjust(self, args: argparse.Namespace) -> None:
         if args.full:
-            args.tasks, args.sizes, args.seeds, args.epochs = ["topic", "same_module"], [64, 256, 512], max(args.seeds, 10), 12
+            args.tasks, args.sizes, args.seeds, args.epochs = ["topic", "same_module"], [64, 256, 512], max(args.seeds,
+                                                                                                            10), 12
 
     def run(self, config: GuidedDropoutConfig) -> GuidedDropoutResult:
         return run(config)
@@ -248,8 +253,10 @@ class GuidedDropout(Study):
         from analyses.guided_dropout.report import arm_table
 
         res = result.to_dict()
-        lines = [arm_table(res)] + [f"{task}: {q['sentence']}" for task, qs in res["verdicts"].items() for q in qs.values()]
-        return "\n".join(lines) + (f"\n\nwrote {result.out}/result.json, runs.jsonl, rates.json, report.md and figures/ "
+        lines = [arm_table(res)] + [f"{task}: {q['sentence']}" for task,
+                                    qs in res["verdicts"].items() for q in qs.values()]
+        return "\n".join(lines) + (f"\n\nwrote {result.out}/result.json, runs.jsonl, rates.json, report.md and "
+                                   "figures/ "
                                    f"in {res['meta']['timings']['total_s']:.0f} s")
 
 
