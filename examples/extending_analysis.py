@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from analyses.cli import main
-from analyses.common import load_target
+from analyses.common import load_target, read_texts
 from analyses.study import FolderResult, Study, register, setting
 
 
@@ -27,6 +27,7 @@ class ToyConfig:
 
     checkpoint: str = setting("default", "local checkpoint folder, or 'default'", positional=True)
     out: str = setting("runs/toy", "output folder", affects="nothing")
+    texts: str | None = setting(None, "text file, one text per line (default: the held-out stdlib docstrings)")
     examples: int = setting(16, "held-out sequences to evaluate")
     seed: int = setting(0, "MLM mask seed")
     progress: bool = setting(True, "show progress bars", affects="nothing")
@@ -50,7 +51,8 @@ class Toy(Study):
     config = ToyConfig
 
     def run(self, config: ToyConfig) -> ToyResult:
-        target = load_target(config.checkpoint, examples=config.examples, seed=config.seed)
+        texts = read_texts(config.texts)
+        target = load_target(config.checkpoint, examples=config.examples, seed=config.seed, texts=texts)
         loss = target.objective.evaluate(target.model, target.data)
         result = ToyResult(loss=loss, n_examples=target.n_examples, config=asdict(config), out=config.out)
         result.save(config.out)

@@ -129,5 +129,5 @@ def config_from_args(config: type, args: argparse.Namespace) -> Any:
         cli: CliArg | None = f.metadata.get("cli")
         if cli is not None and cli.convert is not None:
             value = cli.convert(value, args)
-        values[f.name] = tuple(value) if isinstance(value, list) else value
+        values[f.name] = tuple(value) if type(value) is list else value  # list subclasses (Texts) kept
     return config(**values)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -104,28 +105,30 @@ def test_analyze_audit_and_audit_give_the_same_result(bert, tmp_path):
     assert a["overall"] == b["overall"] and a["blocks"] == b["blocks"]
 
 
-def test_a_registered_toy_analysis_gets_its_command(bert, tmp_path, capsys):
+def test_a_registered_toy_analysis_gets_its_command(bert, tmp_path, capsys, monkeypatch):
     spec = importlib.util.spec_from_file_location("extending_analysis", ROOT / "examples" / "extending_analysis.py")
     module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, spec.name, module)  # dataclasses look their module up there
     spec.loader.exec_module(module)
     assert "toy" in studies()
     ck, texts = bert
     flags = _flags(_command("analyze", "toy"))
     assert flags["--examples"].default == 16 and "held-out sequences" in flags["--examples"].help
-    assert main(["analyze", "toy", str(ck), "--examples", "6", "--out", str(tmp_path / "toy")]) == 0
+    assert main(["analyze", "toy", str(ck), "--texts", str(texts), "--examples", "6", "--out", str(tmp_path / "toy")]) == 0
     assert "loss at θ₀" in capsys.readouterr().out
     res = module.ToyResult.load(tmp_path / "toy")
     # independent float64 reference: Σ token cross-entropies / Σ tokens over the same masked sequences
-    from analyses.common import load_target
+    from analyses.common import load_target, read_texts
 
-    target = load_target(str(ck), examples=6, seed=0)
+    target = load_target(str(ck), examples=6, seed=0, texts=read_texts(texts))
     model, obj = target.model.double().eval(), target.objective
     total, count = 0.0, 0
     with torch.no_grad():
         for batch in target.data:
             p = obj.prepare(batch, model)
             logits, y = obj.logits_and_targets(obj.forward(model, p), p)
-            total += float(torch.nn.functional.cross_entropy(logits.double(), y, ignore_index=-100, reduction="sum"))
+            logits, y = logits.double().reshape(-1, logits.shape[-1]), y.reshape(-1)
+            total += float(torch.nn.functional.cross_entropy(logits, y, ignore_index=-100, reduction="sum"))
             count += int((y != -100).sum())
     assert res.n_examples == 6 and res.loss == pytest.approx(total / count, rel=1e-5)
 
