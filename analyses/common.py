@@ -6,9 +6,9 @@ from __future__ import annotations
 import csv
 import json
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar, overload
+from typing import Any, overload
 
 import torch
 from torch import nn
@@ -17,25 +17,6 @@ from landscape import objectives
 from landscape.models.checkpoints import load_checkpoint, max_positions, texts_to_batches
 
 log = logging.getLogger("landscape")
-
-R = TypeVar("R", bound="FolderResult")
-
-
-class FolderResult:
-    """Mixin for an analysis result dataclass that :func:`run` writes to ``<out>/result.json``:
-    ``to_dict()`` and ``load(out)`` (``out``: the run's folder, or its result.json)."""
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)  # type: ignore[call-overload]
-
-    @classmethod
-    def load(cls: type[R], out: str | Path) -> R:
-        """Read ``out/result.json`` back."""
-        from landscape.util.files import read_json
-
-        path = Path(out) / "result.json" if Path(out).is_dir() else Path(out)
-        return cls(**read_json(path, what=f"{cls.__name__} file"))
-
 
 @dataclass
 class Target:
@@ -274,15 +255,3 @@ def split_examples(data: list[dict[str, torch.Tensor]], n_first: int, n_second: 
         return [{k: _cat_padded([r[k] for r in rs[i : i + batch_size]], k) for k in rs[0]} for i in range(0, len(rs), batch_size)]
 
     return rebatch(rows[:n_first]), rebatch(rows[n_first : n_first + n_second])
-
-
-def result_dict(out: str | Path | None, result: Any = None) -> dict[str, Any]:
-    """An analysis result as a dict: ``result`` itself (dict or object with ``to_dict()``), or
-    ``out/result.json`` when ``result`` is None (re-drawing figures from files)."""
-    from landscape.util.files import read_json
-
-    if result is not None:
-        return result if isinstance(result, dict) else result.to_dict()
-    if out is None:
-        raise ValueError("give a result object or the folder holding its result.json.")
-    return read_json(Path(out) / "result.json", what="analysis result")

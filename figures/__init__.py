@@ -16,38 +16,38 @@ given ``save="out.png"`` (``.png``, ``.pdf`` or ``.svg``):
   :func:`~figures.intervals.plot_surface_rows`: rows of surfaces, one colour scale per row;
 * :func:`figures.vtp.write_vtp`: ParaView export.
 
-Submodules import lazily, so ``import figures`` does not import matplotlib.
+* :func:`figures.dropout.plot_metric_vs_size`, :func:`~figures.dropout.plot_site_rates`: the
+  guided-dropout study.
+
+``import figures`` imports matplotlib (without pyplot) and numpy, never torch: renderers that read
+``landscape`` results import it inside the call.
 """
 
-from __future__ import annotations
+from figures.audit import plot_audit
+from figures.comparison import plot_mask_metrics
+from figures.convergence import plot_convergence
+from figures.curves import plot_curves
+from figures.dropout import plot_metric_vs_size, plot_site_rates
+from figures.fisher import plot_fisher
+from figures.intervals import plot_intervals, plot_surface_rows
+from figures.spectrum import plot_spectral_density
+from figures.surfaces import plot_surface, plot_surface_file, plot_surfaces
+from figures.vtp import surface_file_to_vtp, write_vtp
 
-import importlib
-from typing import Any
-
-_SUBMODULES = {"style", "sources", "curves", "surfaces", "fisher", "spectrum", "convergence", "audit", "vtp", "comparison", "intervals"}
-_FUNCTIONS = {
-    "plot_curves": "curves",
-    "plot_surface": "surfaces",
-    "plot_surface_file": "surfaces",
-    "plot_surfaces": "surfaces",
-    "plot_fisher": "fisher",
-    "plot_spectral_density": "spectrum",
-    "plot_convergence": "convergence",
-    "plot_audit": "audit",
-    "write_vtp": "vtp",
-    "surface_file_to_vtp": "vtp",
-    "plot_mask_metrics": "comparison",
-    "plot_intervals": "intervals",
-    "plot_surface_rows": "intervals",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _SUBMODULES:
-        return importlib.import_module(f"figures.{name}")
-    if name in _FUNCTIONS:
-        return getattr(importlib.import_module(f"figures.{_FUNCTIONS[name]}"), name)
-    raise AttributeError(f"module 'figures' has no attribute {name!r}")
-
-
-__all__ = sorted(_SUBMODULES | set(_FUNCTIONS))
+__all__ = [
+    "plot_audit",
+    "plot_convergence",
+    "plot_curves",
+    "plot_fisher",
+    "plot_intervals",
+    "plot_mask_metrics",
+    "plot_metric_vs_size",
+    "plot_site_rates",
+    "plot_spectral_density",
+    "plot_surface",
+    "plot_surface_file",
+    "plot_surface_rows",
+    "plot_surfaces",
+    "surface_file_to_vtp",
+    "write_vtp",
+]

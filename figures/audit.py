@@ -29,7 +29,7 @@ from matplotlib.figure import Figure
 
 from figures import style
 from figures.fisher import draw_bars
-from figures.sources import as_mapping, float_dict
+from figures.sources import float_dict
 
 PANELS: dict[str, tuple[str, ...]] = {
     "fisher_per_layer": ("fisher_per_layer", "per_layer_fisher", "fisher"),
@@ -67,26 +67,27 @@ def _find(audit: Mapping[str, Any], names: tuple[str, ...]) -> Any:
 
 
 def _curve(block: str, c: Any) -> tuple[np.ndarray, np.ndarray]:
+    """(alphas [n], mean loss [n]) of one block's curve, from a dict, a Curve or a pair."""
     if isinstance(c, Mapping):
-        a, l = c.get("alphas"), c.get("losses", c.get("loss"))
+        a, loss = c.get("alphas"), c.get("losses", c.get("loss"))
     elif hasattr(c, "alphas") and hasattr(c, "values"):
-        a, l = c.alphas, c.values["loss"] if isinstance(c.values, Mapping) else c.values
+        a, loss = c.alphas, c.values["loss"] if isinstance(c.values, Mapping) else c.values
     else:
-        a, l = c
-    a, l = np.asarray(a, dtype=np.float64).ravel(), np.asarray(l, dtype=np.float64)
-    if l.ndim == 2:  # several seeds: mean
-        l = np.nanmean(l, axis=0)
-    if a.shape != l.shape:
-        raise ValueError(f"sensitivity curve {block!r}: alphas {a.shape} and losses {l.shape} differ in length.")
-    return a, l
+        a, loss = c
+    a, loss = np.asarray(a, dtype=np.float64).ravel(), np.asarray(loss, dtype=np.float64)
+    if loss.ndim == 2:  # several seeds: mean
+        loss = np.nanmean(loss, axis=0)
+    if a.shape != loss.shape:
+        raise ValueError(f"sensitivity curve {block!r}: alphas {a.shape} and losses {loss.shape} differ in length.")
+    return a, loss
 
 
 def _draw_sensitivity(ax: Axes, curves: Mapping[str, Any], logy: bool) -> None:
     if not isinstance(curves, Mapping) or not curves:
         raise ValueError("sensitivity must be a non-empty dict block -> (alphas, losses).")
     for i, (block, c) in enumerate(curves.items()):
-        a, l = _curve(block, c)
-        ax.plot(a, l, color=style.color(i), label=block, lw=1.4)
+        a, loss = _curve(block, c)
+        ax.plot(a, loss, color=style.color(i), label=block, lw=1.4)
     if logy:
         ax.set_yscale("log")
     ax.axvline(0.0, color="0.5", lw=0.8, ls=":")
@@ -101,7 +102,9 @@ def plot_audit(audit: Mapping[str, Any] | str | os.PathLike | Any, *, log_bars: 
 
     Raises ``ValueError`` if the audit holds none of the known panels.
     """
-    d = as_mapping(audit)
+    from landscape.util.results import as_dict  # deferred: `import figures` stays free of torch
+
+    d = as_dict(audit)
     if isinstance(d.get("blocks"), Mapping):
         d = panels_from_audit_result(d)
     present = {key: _find(d, names) for key, names in PANELS.items()}

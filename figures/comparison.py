@@ -30,7 +30,8 @@ def plot_mask_metrics(masks: Mapping[str, Mapping[str, Any]], metrics: Sequence[
         raise ValueError("no masks to plot.")
     missing = [m for m in metrics if not any(m in e.get("metrics", {}) for e in masks.values())]
     if missing:
-        raise ValueError(f"metrics {missing} are not in the result; available: {sorted(next(iter(masks.values()))['metrics'])}.")
+        raise ValueError(f"metrics {missing} are not in the result; available: "
+                         f"{sorted(next(iter(masks.values()))['metrics'])}.")
     groups = sorted({(e["granularity"], float(e["fraction"])) for e in masks.values()})
     kinds = [k for k in KIND_ORDER if any(e["which"] == k for e in masks.values())]
     index = {(e["granularity"], float(e["fraction"]), e["which"]): e for e in masks.values()}

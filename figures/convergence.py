@@ -9,7 +9,6 @@ import numpy as np
 from matplotlib.figure import Figure
 
 from figures import style
-from figures.sources import as_mapping
 
 
 def threshold_crossing(n: Any, spearman: Any, threshold: float = 0.95) -> float | None:
@@ -43,14 +42,18 @@ def plot_convergence(n: Any, rel_change: Any = None, spearman: Any = None, *, th
     if rel_change is None and spearman is None:
         if callable(getattr(n, "examples_to_reach", None)):  # fisher_convergence.Convergence: its own rule
             crossing, known = n.examples_to_reach(threshold), True
-        d = as_mapping(n)
+        from landscape.util.results import as_dict  # deferred: `import figures` stays free of torch
+
+        d = as_dict(n)
         try:
             n, rel_change, spearman = d["n"], d["rel_change"], d["spearman"]
         except KeyError as exc:
-            raise ValueError(f"convergence result lacks key {exc.args[0]!r}; it needs n, rel_change and spearman.") from None
+            raise ValueError(f"convergence result lacks key {exc.args[0]!r}; it needs n, rel_change and "
+                             "spearman.") from None
     arrays = [np.asarray(a, dtype=np.float64).ravel() for a in (n, rel_change, spearman)]
     if len({a.size for a in arrays}) != 1 or arrays[0].size == 0:
-        raise ValueError(f"n, rel_change and spearman must have the same non-zero length, got {[a.size for a in arrays]}.")
+        raise ValueError(f"n, rel_change and spearman must have the same non-zero length, got "
+                         f"{[a.size for a in arrays]}.")
     nn, rc, sp = arrays
     if not known:
         crossing = threshold_crossing(nn, sp, threshold)

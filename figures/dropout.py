@@ -6,10 +6,7 @@ recomputed.
 
 from __future__ import annotations
 
-import json
 import os
-from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 from matplotlib.figure import Figure
@@ -26,18 +23,13 @@ ARM_LABELS = {
 _ORDER = tuple(ARM_LABELS)
 
 
-def _as_dict(result: Any) -> dict[str, Any]:
-    if isinstance(result, (str, os.PathLike)):
-        p = Path(result)
-        return json.loads((p / "result.json" if p.is_dir() else p).read_text())
-    return dict(result) if isinstance(result, Mapping) else result.to_dict()
-
-
 def plot_metric_vs_size(result: Any, metric_label: str = "test accuracy (fraction)",
                         save: str | os.PathLike | None = None) -> Figure:
     """One panel per task: mean test metric against training size for each arm, with 95% t-intervals
     over seeds as error bars (arms offset slightly along x so the bars do not overlap)."""
-    res = _as_dict(result)
+    from landscape.util.results import as_dict  # deferred: `import figures` stays free of torch
+
+    res = as_dict(result)
     summary = res["summary"]
     with style.context():
         fig = style.new_figure(5.2 * max(1, len(summary)), 4.0)
@@ -68,18 +60,22 @@ def plot_metric_vs_size(result: Any, metric_label: str = "test accuracy (fractio
 def plot_site_rates(result: Any, save: str | os.PathLike | None = None) -> Figure:
     """Bars of the guided, reversed and uniform rate at every site, and the site's Fisher score
     (log scale) on a second panel."""
-    res = _as_dict(result)
+    from landscape.util.results import as_dict  # deferred: `import figures` stays free of torch
+
+    res = as_dict(result)
     rates = res["rates"]
     sites = list(rates["guided"])
     with style.context():
         fig = style.new_figure(max(6.0, 0.55 * len(sites) + 2), 5.5)
         top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[2, 1])
         width = 0.27
-        for j, (key, label) in enumerate((("guided", "guided"), ("reversed", "reversed control"), ("uniform", "uniform"))):
+        arms = (("guided", "guided"), ("reversed", "reversed control"), ("uniform", "uniform"))
+        for j, (key, label) in enumerate(arms):
             vals = [rates[key].get(s, 0.0) for s in sites]
             top.bar([i + (j - 1) * width for i in range(len(sites))], vals, width, label=label, color=style.color(j))
         top.set_ylabel("dropout rate p")
-        top.set_title(f"rates per site ({rates.get('mapping', '')}, p from {rates.get('p_max')} to {rates.get('p_min')})")
+        top.set_title(f"rates per site ({rates.get('mapping', '')}, p from {rates.get('p_max')} to "
+                      f"{rates.get('p_min')})")
         top.legend(fontsize=8)
         bottom.bar(range(len(sites)), [rates["scores"][s] for s in sites], color=style.color(7))
         bottom.set_yscale("log")

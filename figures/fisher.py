@@ -12,13 +12,14 @@ from matplotlib.figure import Figure
 
 from figures import style
 from figures.sources import float_dict
-from landscape.params import layer_group, layer_order
 
 
 def group_by_layer(per_tensor: Mapping[str, float], reduce: str = "mean") -> dict[str, float]:
     """Reduce per-tensor scores to per-layer scores (``mean``/``sum``/``max`` of the tensors' values;
     the mean is over tensors, not weighted by their sizes). Groups are
     :func:`landscape.params.layer_group`'s, in network order."""
+    from landscape.params import layer_group, layer_order  # deferred: `import figures` stays free of torch
+
     ops: dict[str, Any] = {"mean": np.mean, "sum": np.sum, "max": np.max}
     if reduce not in ops:
         raise ValueError(f"unknown reduce {reduce!r}: use one of {', '.join(ops)}.")

@@ -38,7 +38,8 @@ def plot_intervals(rows: Sequence[Mapping[str, Any]], *, log: bool = True, refer
             ax.plot([row["estimate"]], [yi], "o", color=style.color(0), ms=6)
             for j, (name, (elo, ehi)) in enumerate((row.get("extra") or {}).items()):
                 off = -0.18 * (j + 1)
-                ax.plot([elo, ehi], [yi + off, yi + off], color=style.color(j + 1), lw=1.2, label=name if yi == y[0] else None)
+                ax.plot([elo, ehi], [yi + off, yi + off], color=style.color(j + 1), lw=1.2,
+                        label=name if yi == y[0] else None)
         ax.axvline(reference, color="0.3", lw=0.9, ls="--")
         ax.set_yticks(y, [r["label"] for r in rows])
         if log:

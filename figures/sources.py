@@ -14,7 +14,6 @@ Everything here is duck-typed so that figures never depend on how a result was c
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -151,22 +150,6 @@ def as_curve(src: Any, metric: str = "loss") -> tuple[np.ndarray, np.ndarray]:
         f"cannot read a curve from {type(src).__name__}: pass (alphas, values), a path, "
         "or an object with .alphas and .values[metric]."
     )
-
-
-def as_mapping(src: Any) -> dict[str, Any]:
-    """A result as a dict: a dict as is, a ``.json`` path loaded, an object's attributes or ``to_dict()``."""
-    if isinstance(src, PathLike):
-        path = _path(src)
-        if path.suffix.lower() != ".json":
-            raise ValueError(f"expected a .json result file, got {path.name!r}.")
-        return json.loads(path.read_text())
-    if isinstance(src, Mapping):
-        return dict(src)
-    if hasattr(src, "to_dict"):
-        return dict(src.to_dict())
-    if hasattr(src, "__dict__"):
-        return dict(vars(src))
-    raise TypeError(f"cannot read a result from {type(src).__name__}: pass a dict, a .json path or an object.")
 
 
 def float_dict(src: Any, what: str) -> dict[str, float]:

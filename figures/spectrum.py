@@ -42,7 +42,8 @@ def plot_spectral_density(grid: Any, density: Any = None, eigenvalues: Any = Non
     g = np.asarray(grid, dtype=np.float64).ravel()
     d = np.asarray(density, dtype=np.float64).ravel()
     if g.shape != d.shape or g.size < 2:
-        raise ValueError(f"grid and density must be 1D of equal length >= 2, got {np.shape(grid)} and {np.shape(density)}.")
+        raise ValueError(f"grid and density must be 1D of equal length >= 2, got {np.shape(grid)} and "
+                         f"{np.shape(density)}.")
     if not np.all(np.diff(g) > 0):
         raise ValueError("grid must be strictly increasing.")
     if np.any(d[np.isfinite(d)] < 0):

@@ -125,7 +125,7 @@ def _add_axes(fig: Figure, kind: str, nrows: int, ncols: int, index: int) -> Axe
     return fig.add_subplot(nrows, ncols, index, projection="3d" if kind == "surface3d" else None)
 
 
-def plot_surface(xs: Any, ys: Any, z: Any, kind: str = "contourf", *, metric: str = "loss",
+def plot_surface(xs: Any, ys: Any, z: Any, kind: str = "contourf", *, metric: str = "loss",  # noqa: PLR0913 (public keywords)
                  levels: int | Sequence[float] = 20, logz: bool = False, vmin: float | None = None,
                  vmax: float | None = None, title: str | None = None, figsize: tuple[float, float] = (5.5, 4.5),
                  dpi: int = style.DPI, save: str | os.PathLike | None = None) -> Figure:

@@ -17,7 +17,6 @@ from xml.sax.saxutils import quoteattr
 import numpy as np
 
 from figures.sources import as_surface, check_grid
-from landscape.util.files import write_text
 
 
 def _block(values: np.ndarray, fmt: str, per_line: int) -> str:
@@ -91,6 +90,8 @@ def write_vtp(path: str | os.PathLike, xs: Any, ys: Any, z: Any, *, name: str = 
         "      </Polys>\n",
         "    </Piece>\n  </PolyData>\n</VTKFile>\n",
     ])
+    from landscape.util.files import write_text  # deferred: `import figures` stays free of torch
+
     return write_text(path, text)
 
 

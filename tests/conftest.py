@@ -13,15 +13,14 @@ from torch import nn
 from landscape import objectives
 
 def _reference_dir() -> Path:
-    """Li et al.-layout HDF5 surfaces published with the guided-dropout paper, in shared/ beside
-    the repository (CI), /work/shared, or $LANDSCAPE_REFERENCE_DIR."""
-    candidates = [os.environ.get("LANDSCAPE_REFERENCE_DIR", ""),
-                  Path(__file__).resolve().parents[2] / "shared" / "reference" / "guided-dropout-surfaces",
-                  Path("/work/shared/reference/guided-dropout-surfaces")]
-    for c in candidates:
-        if c and (Path(c) / "surf_res256_bert.h5").is_file():
-            return Path(c)
-    return Path(candidates[1])
+    """Li et al.-layout HDF5 surfaces published with the guided-dropout paper, found by the toolkit's
+    one lookup (:func:`analyses.reference.find_reference`: $LANDSCAPE_REFERENCE, ../shared/reference)."""
+    from analyses.reference import REPO_ROOT, SUBFOLDER, find_reference
+
+    try:
+        return find_reference()
+    except FileNotFoundError:
+        return REPO_ROOT.parent / "shared" / "reference" / SUBFOLDER
 
 
 REFERENCE_DIR = _reference_dir()

@@ -5,6 +5,7 @@
 - ``report``: tables, figures and the Markdown / HTML reports, from a result or its folder.
 """
 
+from analyses.audit.report import summary_table
 from analyses.audit.study import (
     BLOCK_FIELDS,
     FIGURES,
@@ -15,7 +16,6 @@ from analyses.audit.study import (
     audit_blocks,
     block_space,
     run,
-    summary_table,
 )
 
 __all__ = ["AuditConfig", "AuditResult", "run", "audit_blocks", "block_space", "summary_table", "RESULT_FIELDS",

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from analyses.common import result_dict
 from landscape.util.files import write_text
+from landscape.util.results import as_dict
 
 TITLE = "Sensitivity audit"
 CAPTIONS = {
@@ -38,7 +38,7 @@ def render(out: str | Path, result: Any = None, fmt: str = "png") -> dict[str, P
     from figures.fisher import plot_fisher
 
     out = Path(out)
-    res = result_dict(out, result)
+    res = as_dict(out if result is None else result)
     figdir = out / "figures"
     paths = {name: figdir / f"{name}.{fmt}" for name in ("audit", "fisher", "convergence", "sensitivity")}
     name = res["meta"]["target"]
@@ -86,6 +86,7 @@ def block_rows(res: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
 
 
 def overall_rows(res: dict[str, Any]) -> list[list[str]]:
+    """The overall table's rows: quantity, value, note."""
     o = res["overall"]
     return [
         ["loss L(θ)", _g(o["loss0"])],
@@ -101,6 +102,7 @@ def overall_rows(res: dict[str, Any]) -> list[list[str]]:
 
 
 def setup_lines(res: dict[str, Any]) -> list[str]:
+    """The report's setup paragraph: data, directions, estimators."""
     cfg, meta = res["config"], res["meta"]
     obj = meta["objective"]
     t = meta["timings"]
@@ -114,9 +116,12 @@ def setup_lines(res: dict[str, Any]) -> list[str]:
         f"α ∈ [−{cfg['range_1d']}, {cfg['range_1d']}] in {cfg['points_1d']} points; seeds {list(cfg['seeds'])}.",
         f"Curvature: Lanczos (tol {cfg['eig_tol']}, ≤ {cfg['eig_max_iter']} matvecs) and Hutch++ "
         f"({cfg['trace_matvecs']} matvecs per block, {cfg['full_trace_matvecs']} for the full model); λ₁ reached the "
-        f"tolerance in {sum(bool(b.get('eig_converged')) for b in res['blocks'].values())} of {len(res['blocks'])} blocks "
-        f"({'and' if res['overall'].get('eig_converged') else 'but not'} for the full model); otherwise it is a lower bound.",
-        f"Run time {t.get('total_s', 0):.0f} s (Fisher {t.get('fisher_s', 0):.0f} s, overall {t.get('overall_s', 0):.0f} s, "
+        f"tolerance in {sum(bool(b.get('eig_converged')) for b in res['blocks'].values())} of {len(res['blocks'])} "
+        "blocks "
+        f"({'and' if res['overall'].get('eig_converged') else 'but not'} for the full model); otherwise it is a lower "
+        "bound.",
+        f"Run time {t.get('total_s', 0):.0f} s (Fisher {t.get('fisher_s', 0):.0f} s, overall "
+        f"{t.get('overall_s', 0):.0f} s, "
         f"blocks {t.get('blocks_s', 0):.0f} s). Weights and train/eval flags restored: {meta.get('restored')}.",
         *[f"Block {g}: {note}." for g, note in (meta.get("block_notes") or {}).items()],
     ]
@@ -174,8 +179,38 @@ def report_html(res: dict[str, Any], figures: dict[str, Path]) -> str:
 def write_outputs(result: Any, out: str | Path) -> dict[str, Path]:
     """Figures, ``report.md`` and ``report.html`` for a finished audit."""
     out = Path(out)
-    res = result_dict(None, result)
+    res = as_dict(result)
     figures = render(out, res)
     write_text(out / "report.md", report_markdown(res, figures, out))
     write_text(out / "report.html", report_html(res, figures))
     return figures
+
+
+def summary_table(res: dict[str, Any]) -> str:
+    """Per-block and overall numbers as a plain-text table."""
+    cols = ("n_params", "fisher", "top_eig", "trace", "trace/param", "curvature", "edge_loss")
+    head = f"{'block':<12}" + "".join(f"{c:>13}" for c in cols)
+    rows = [head, "-" * len(head)]
+    fl = res["fisher"]["per_layer"]
+    for name, b in res["blocks"].items():
+        s = b["sensitivity"]
+        vals = (b["n_params"], fl.get(name, float("nan")), b["top_eigenvalue"], b["trace"], b["trace_per_param"],
+                s["curvature"], s["loss_at_edge"])
+        rows.append(f"{name:<12}" + "".join(f"{_num(v):>13}" for v in vals))
+    o = res["overall"]
+    rows.append(f"{'all':<12}" + "".join(f"{_num(v):>13}" for v in (
+        o["n_params"], res["fisher"]["mean"], o["top_eigenvalue"], o["trace"], o["trace_per_param"], o["curvature"],
+        o["loss_at_edge"])))
+    rows += [f"{g}: {note}" for g, note in (res.get("meta", {}).get("block_notes") or {}).items()]
+    rows += ["", f"loss {o['loss0']:.4g}; average sharpness {o['avg_sharpness']:.4g} ± "
+                 f"{_num(o['avg_sharpness_stderr'])}, "
+                 f"worst-case sharpness ≥ {o['worst_sharpness']:.4g} (radius {o['radius']:.4g})"]
+    return "\n".join(rows)
+
+
+def _num(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return f"{float(v):.4g}"

@@ -24,25 +24,25 @@ and train/eval flags are restored exactly, also when the audit raises midway.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from torch import nn
 from tqdm.auto import tqdm
 
-from analyses.common import FolderResult, Target, heldout_texts, load_target, split_examples
+from analyses.cli.config_flags import CliArg, seed_count, symmetric_range
+from analyses.common import Target, heldout_texts, load_target, split_examples
+from analyses.study import FolderResult, Resume, Study, register, result_settings, setting
 from landscape import curvature, fisher, scans, sharpness
 from landscape.params import ParamSpace, group_note, layer_group, layer_order
 from landscape.perturb import preserved
 from landscape.scans import directions
 from landscape.util import data_fingerprint, settings_fingerprint, versions, weights_fingerprint
-from landscape.util.files import read_json, write_json
 
 RESULT_FIELDS = ("config", "blocks", "fisher", "overall", "meta", "out")
 BLOCK_FIELDS = ("tensors", "n_params", "top_eigenvalue", "trace", "trace_stderr", "trace_per_param",
@@ -53,47 +53,69 @@ OVERALL_FIELDS = ("n_params", "top_eigenvalue", "trace", "trace_stderr", "trace_
 FIGURES = ("audit", "fisher", "convergence", "sensitivity")
 
 
+def _texts_file(path: str | None, args: Any) -> list[str] | None:
+    from analyses.common import read_texts
+
+    return read_texts(path)
+
+
 @dataclass
 class AuditConfig:
     """Settings; the defaults audit the embedded default model in about two minutes on 2 CPU cores."""
 
-    checkpoint: str = "default"
-    out: str = "runs/audit"
-    fisher_examples: int = 24
-    eval_examples: int = 8
-    batch_size: int = 8
-    max_length: int = 128
-    texts: list[str] | None = None  # held-out texts for a non-default checkpoint (default: stdlib docstrings)
-    seeds: tuple[int, ...] = (0,)
-    points_1d: int = 9
-    range_1d: float = 1.0
-    one_dim: directions.OneDim = "filter"  # biases/LayerNorm move as one filter, so every block has a direction
-    block_curvature: bool = True
+    checkpoint: str = setting("default", "local Hugging Face checkpoint directory, .safetensors or .pt file; 'default' "
+                              "audits the embedded default model", positional=True,
+                              affects="nothing")  # the weights fingerprint stands for it
+    out: str = setting("", "output folder (default: runs/audit-<checkpoint name>)", affects="nothing")
+    fisher_examples: int = setting(24, "held-out sequences for the Fisher (≥ 1)", flag="--examples")
+    eval_examples: int = setting(8, "held-out sequences for curvature, scans, sharpness (≥ 1)")
+    batch_size: int = setting(8, "sequences per batch (≥ 1)")
+    max_length: int = setting(128, "tokens per sequence at most (≥ 2; capped at the model's positions)")
+    texts: list[str] | None = setting(None, "UTF-8 file of texts, one per line, or .csv / .jsonl with labels for "
+                                      "sequence classifiers (default: the held-out stdlib docstrings)",
+                                      cli=CliArg(type=str, metavar="FILE", convert=_texts_file))
+    seeds: tuple[int, ...] = setting((0,), "direction seeds per sensitivity curve (≥ 1: seed, seed+1, ...)",
+                                     cli=seed_count(1))
+    points_1d: int = setting(9, "points of each 1D curve (≥ 5)", flag="--points")
+    range_1d: float = setting(1.0, "curve coefficients α", flag="--range", cli=symmetric_range(1.0))
+    one_dim: Literal["zero", "filter", "radial"] = setting("filter", "biases/LayerNorm: moved as one filter (every "
+                                                                     "block "
+                                                           "gets a direction), held at zero, or radial")
+    block_curvature: bool = setting(True, "compute the per-block Hessian (off: curves only)")
     # "auto" times both HVP modes first (4 extra products); on CPU double backward won on the default
     # model (3.9 s vs 5.0 s per product under load) and forward-over-reverse's first call is slow
-    hvp_mode: curvature.ModeChoice = "double_backward"
-    eig_tol: float = 1e-2
-    eig_max_iter: int = 10
-    trace_matvecs: int = 6
-    full_trace_matvecs: int = 9
-    radius: float = 0.01  # sharpness radius as a fraction of ‖θ‖
-    avg_samples: int = 6
-    worst_steps: int = 3
-    basin_delta: float = 1.0
-    mask_prob: float = 0.15
-    seed: int = 0
-    device: str = "cpu"
-    resume: bool = False
-    progress: bool = True
+    hvp_mode: Literal["auto", "double_backward", "forward_over_reverse"] = setting(
+        "double_backward", "Hessian-vector product mode (auto times both first)")
+    eig_tol: float = setting(1e-2, "relative tolerance of the top eigenvalue")
+    eig_max_iter: int = setting(10, "Lanczos matvecs at most, per block (≥ 2)", flag="--eig-iters")
+    trace_matvecs: int = setting(6, "Hutch++ matvecs per block (≥ 3, and ≥ 6 for an error estimate)")
+    full_trace_matvecs: int = setting(0, "Hutch++ matvecs of the full model (0: 1.5 × --trace-matvecs)")
+    radius: float = setting(0.01, "sharpness radius as a fraction of ‖θ‖ (> 0)")
+    avg_samples: int = setting(6, "random perturbations of the average-case sharpness")
+    worst_steps: int = setting(3, "ascent steps of the worst-case sharpness")
+    basin_delta: float = setting(1.0, "basin = where the loss stays below L(θ₀) + basin_delta nats")
+    mask_prob: float = setting(0.15, "MLM mask probability")
+    seed: int = setting(0, "random seed (masks, directions, probes)")
+    device: str = setting("cpu", "torch device, e.g. cpu or cuda:0", affects="nothing")
+    resume: bool = setting(False, "reuse finished parts and scan points in --out (refused under other settings)",
+                           affects="nothing")
+    progress: bool = setting(True, "show progress bars", affects="nothing")
 
     def __post_init__(self) -> None:
         self.seeds = tuple(int(s) for s in self.seeds)
+        if not self.full_trace_matvecs:
+            self.full_trace_matvecs = max(3, (3 * self.trace_matvecs) // 2)
+        if not self.out:
+            name = "default" if self.checkpoint in ("",
+                                                    "default") else Path(self.checkpoint).expanduser().resolve().name
+            self.out = f"runs/audit-{name}"
         if not self.seeds:
             raise ValueError("give at least one direction seed.")
         if self.fisher_examples < 1 or self.eval_examples < 1:
             raise ValueError("fisher_examples and eval_examples must be at least 1.")
         if self.points_1d < 5 or not self.range_1d > 0:
-            raise ValueError(f"use at least 5 scan points and a positive range (got {self.points_1d}, {self.range_1d}).")
+            raise ValueError(f"use at least 5 scan points and a positive range (got {self.points_1d}, "
+                             f"{self.range_1d}).")
         if self.trace_matvecs < 3 or self.full_trace_matvecs < 3:
             raise ValueError("Hutch++ needs trace_matvecs ≥ 3 (it uses multiples of 3).")
         if self.hvp_mode not in ("auto", *curvature.MODES):
@@ -116,36 +138,10 @@ class AuditResult(FolderResult):
     out: str = ""
 
     def summary_table(self) -> str:
+        """Per-block and overall numbers as a plain-text table."""
+        from analyses.audit.report import summary_table
+
         return summary_table(self.to_dict())
-
-
-def summary_table(res: dict[str, Any]) -> str:
-    """Per-block and overall numbers as a plain-text table."""
-    cols = ("n_params", "fisher", "top_eig", "trace", "trace/param", "curvature", "edge_loss")
-    head = f"{'block':<12}" + "".join(f"{c:>13}" for c in cols)
-    rows = [head, "-" * len(head)]
-    fl = res["fisher"]["per_layer"]
-    for name, b in res["blocks"].items():
-        s = b["sensitivity"]
-        vals = (b["n_params"], fl.get(name, float("nan")), b["top_eigenvalue"], b["trace"], b["trace_per_param"],
-                s["curvature"], s["loss_at_edge"])
-        rows.append(f"{name:<12}" + "".join(f"{_num(v):>13}" for v in vals))
-    o = res["overall"]
-    rows.append(f"{'all':<12}" + "".join(f"{_num(v):>13}" for v in (
-        o["n_params"], res["fisher"]["mean"], o["top_eigenvalue"], o["trace"], o["trace_per_param"], o["curvature"],
-        o["loss_at_edge"])))
-    rows += [f"{g}: {note}" for g, note in (res.get("meta", {}).get("block_notes") or {}).items()]
-    rows += ["", f"loss {o['loss0']:.4g}; average sharpness {o['avg_sharpness']:.4g} ± {_num(o['avg_sharpness_stderr'])}, "
-                 f"worst-case sharpness ≥ {o['worst_sharpness']:.4g} (radius {o['radius']:.4g})"]
-    return "\n".join(rows)
-
-
-def _num(v: Any) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, int):
-        return f"{v:,}"
-    return f"{float(v):.4g}"
 
 
 # ----------------------------------------------------------------------------- pieces
@@ -165,7 +161,8 @@ def block_space(model: nn.Module, names: list[str]) -> ParamSpace:
     return ParamSpace.from_names(model, names)
 
 
-def _sensitivity(cfg: AuditConfig, target: Target, data: list, space: ParamSpace, tag: str, arrays: Path) -> dict[str, Any]:
+def _sensitivity(cfg: AuditConfig, target: Target, data: list, space: ParamSpace, tag: str, arrays: Path) -> dict[str,
+                                                                                                                  Any]:
     """1D scans along block-masked filter-normalized directions, one per seed, and their summaries."""
     alphas = scans.coefficients(-cfg.range_1d, cfg.range_1d, cfg.points_1d)
     losses: list[list[float]] = []
@@ -196,7 +193,8 @@ def _finite(x: Any) -> float | None:
 
 def _curvature(cfg: AuditConfig, target: Target, data: list, space: ParamSpace, mode: curvature.ModeChoice,
                matvecs: int, check: bool = False) -> tuple[dict[str, Any], str]:
-    op = curvature.HessianOperator(target.model, target.objective, data, params=space, mode=mode, check_determinism=check)
+    op = curvature.HessianOperator(target.model, target.objective, data, params=space, mode=mode,
+                                   check_determinism=check)
     with warnings.catch_warnings():  # a capped Lanczos run is expected; eig_converged records it
         warnings.filterwarnings("ignore", message="Lanczos did not reach")
         eig = curvature.top_eigenvalues(op, k=1, tol=cfg.eig_tol, max_iter=min(cfg.eig_max_iter, op.dim), seed=cfg.seed,
@@ -210,11 +208,25 @@ def _curvature(cfg: AuditConfig, target: Target, data: list, space: ParamSpace, 
 # ----------------------------------------------------------------------------- run
 
 
-def run(config: AuditConfig | None = None, target: Target | None = None) -> AuditResult:
-    """Audit ``target`` (default: ``config.checkpoint``) and write every output under ``config.out``."""
-    cfg = config or AuditConfig()
-    t_start = time.perf_counter()
+def _check_checkpoint(checkpoint: str) -> None:
+    """Refuse a checkpoint path that does not exist or is not a Hugging Face folder, before loading."""
+    if checkpoint in ("", "default"):
+        return
+    path = Path(checkpoint).expanduser()
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {checkpoint} does not exist; give a local Hugging Face checkpoint "
+                                "directory "
+                                "(or omit it to audit the embedded default model).")
+    if path.is_dir() and not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{checkpoint} is not a Hugging Face checkpoint directory (no config.json); point to "
+                                "the "
+                                "folder that save_pretrained wrote.")
+
+
+def _load(cfg: AuditConfig, target: Target | None) -> tuple[Target, list, list]:
+    """Stage 1: the target and its Fisher / evaluation split (disjoint sequences)."""
     if target is None:
+        _check_checkpoint(cfg.checkpoint)
         n = cfg.fisher_examples + cfg.eval_examples
         texts = cfg.texts
         if texts is None and cfg.checkpoint not in (None, "", "default"):
@@ -222,127 +234,115 @@ def run(config: AuditConfig | None = None, target: Target | None = None) -> Audi
         target = load_target(cfg.checkpoint, examples=n, batch_size=cfg.batch_size, device=cfg.device, seed=cfg.seed,
                              texts=texts, max_length=cfg.max_length, mask_prob=cfg.mask_prob)
     fisher_data, eval_data = split_examples(target.data, cfg.fisher_examples, cfg.eval_examples, cfg.batch_size)
+    return target, fisher_data, eval_data
+
+
+def run(config: AuditConfig | None = None, target: Target | None = None) -> AuditResult:
+    """Audit ``target`` (default: ``config.checkpoint``) and write every output under ``config.out``."""
+    cfg = config or AuditConfig()
+    t_start = time.perf_counter()
+    target, fisher_data, eval_data = _load(cfg, target)
     out = Path(cfg.out)
-    for sub in ("arrays", "parts"):
-        (out / sub).mkdir(parents=True, exist_ok=True)
-    check_resume_settings(out / "parts", audit_settings(cfg, target, fisher_data + eval_data), cfg.resume)
+    (out / "arrays").mkdir(parents=True, exist_ok=True)
+    parts = Resume(out, audit_settings(cfg, target, fisher_data + eval_data), cfg.resume)
     with preserved(target.model) as state:
-        result = _audit(cfg, target, fisher_data, eval_data, out, t_start)
+        result = _audit(cfg, target, fisher_data, eval_data, parts, t_start)
     result.meta["restored"] = state.is_restored()
-    write_json(out / "result.json", result.to_dict())
+    result.save(out)
     from analyses.audit.report import write_outputs
 
     write_outputs(result, out)
     result.meta["timings"]["total_s"] = time.perf_counter() - t_start
-    write_json(out / "result.json", result.to_dict())
+    result.save(out)
     return result
-
-
-#: AuditConfig fields that do not change any number (where to write, whether to resume, the device).
-_NOT_SETTINGS = ("out", "resume", "progress", "device", "texts", "checkpoint")
 
 
 def audit_settings(cfg: AuditConfig, target: Target, data: list) -> dict[str, Any]:
     """Everything the audit's numbers depend on: the config, the weights and the data themselves."""
     texts = None if cfg.texts is None else [list(cfg.texts), getattr(cfg.texts, "labels", None)]
-    return {**{k: v for k, v in asdict(cfg).items() if k not in _NOT_SETTINGS},
-            "texts": None if texts is None else settings_fingerprint({"texts": texts}),
-            "weights": weights_fingerprint(target.model), "data": data_fingerprint(data),
-            "objective": target.objective.describe()}
+    return result_settings(cfg) | {
+        "texts": None if texts is None else settings_fingerprint({"texts": texts}),
+        "weights": weights_fingerprint(target.model), "data": data_fingerprint(data),
+        "objective": target.objective.describe()}
 
 
-def check_resume_settings(parts: Path, settings: dict[str, Any], resume: bool) -> None:
-    """Keep ``parts/`` consistent with one settings record (``parts/settings.json``).
-
-    A fresh run deletes old parts and records its settings; ``resume`` refuses parts recorded with
-    other settings (naming what changed) or with none, instead of reusing them under new labels."""
-    record = parts / "settings.json"
-    old_parts = sorted(p for p in parts.glob("*.json") if p.name != "settings.json")
-    if resume and (old_parts or record.is_file() or (parts.parent / "fisher.safetensors").exists()):
-        if not record.is_file():
-            raise ValueError(f"cannot resume from {parts.parent}: its parts carry no settings record; run without "
-                             "--resume (or use another --out).")
-        old = read_json(record, what="audit settings").get("settings", {})
-        changed = sorted(k for k in set(old) | set(settings) if json.dumps(old.get(k), sort_keys=True, default=str)
-                         != json.dumps(settings.get(k), sort_keys=True, default=str))
-        if changed:
-            raise ValueError(f"cannot resume from {parts.parent}: it was made with other settings ({', '.join(changed)} "
-                             "differ); run without --resume to start over, or use another --out.")
-        return
-    if not resume:
-        for p in old_parts:
-            p.unlink()
-    write_json(record, {"fingerprint": settings_fingerprint(settings), "settings": settings})
+def _fisher(cfg: AuditConfig, target: Target, data: list, full: ParamSpace, out: Path) -> fisher.FisherDiagonal:
+    """Stage 2: the empirical Fisher (reused from ``out`` on resume)."""
+    path = out / "fisher.safetensors"
+    if cfg.resume and path.exists():
+        return fisher.FisherDiagonal.load(path, model=target.model)
+    F = fisher.diagonal(target.model, target.objective, data, estimator="empirical", params=full, seed=cfg.seed,
+                        progress=cfg.progress, convergence=True)
+    F.save(path)
+    return F
 
 
-def _audit(cfg: AuditConfig, target: Target, fisher_data: list, eval_data: list, out: Path, t_start: float) -> AuditResult:
-    model, timings = target.model, {}
-    full = ParamSpace(model)
-    blocks = audit_blocks(model)
-
-    t0 = time.perf_counter()
-    fisher_path = out / "fisher.safetensors"
-    if cfg.resume and fisher_path.exists():
-        F = fisher.FisherDiagonal.load(fisher_path, model=model)
-    else:
-        F = fisher.diagonal(model, target.objective, fisher_data, estimator="empirical", params=full, seed=cfg.seed,
-                            progress=cfg.progress, convergence=True)
-        F.save(fisher_path)
-    timings["fisher_s"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    part = out / "parts" / "overall.json"
-    if cfg.resume and part.exists():
-        overall = json.loads(part.read_text())
-    else:
-        overall = _overall(cfg, target, eval_data, full, out / "arrays")
-        write_json(part, overall)
-    timings["overall_s"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
+def _blocks(cfg: AuditConfig, target: Target, data: list, parts: Resume, hvp_mode: str) -> dict[str, dict[str, Any]]:
+    """Stage 4: per block, the Hessian block's λ₁ and trace and the 1D sensitivity curves."""
     results: dict[str, dict[str, Any]] = {}
-    bar = tqdm(blocks.items(), desc="audit blocks", disable=not cfg.progress)
+    bar = tqdm(audit_blocks(target.model).items(), desc="audit blocks", disable=not cfg.progress)
     for name, names in bar:
         bar.set_postfix_str(name)
-        part = out / "parts" / f"block_{name}.json"
-        if cfg.resume and part.exists():
-            results[name] = json.loads(part.read_text())
-            continue
-        space = block_space(model, names)
-        entry: dict[str, Any] = {"tensors": names, "n_params": space.dim}
-        if cfg.block_curvature:
-            curv, _ = _curvature(cfg, target, eval_data, space, overall["hvp_mode"], cfg.trace_matvecs)
-            entry.update(curv)
-        else:
-            entry.update({k: None for k in BLOCK_FIELDS if k not in ("tensors", "n_params", "sensitivity")})
-        entry["sensitivity"] = _sensitivity(cfg, target, eval_data, space, name, out / "arrays")
-        write_json(part, entry)
+        entry = parts.get(f"block_{name}")
+        if entry is None:
+            space = block_space(target.model, names)
+            entry = {"tensors": names, "n_params": space.dim}
+            if cfg.block_curvature:
+                entry.update(_curvature(cfg, target, data, space, hvp_mode, cfg.trace_matvecs)[0])
+            else:
+                entry.update({k: None for k in BLOCK_FIELDS if k not in ("tensors", "n_params", "sensitivity")})
+            entry["sensitivity"] = _sensitivity(cfg, target, data, space, name, parts.out / "arrays")
+            parts.put(f"block_{name}", entry)
         results[name] = entry
-    timings["blocks_s"] = time.perf_counter() - t0
-    _save_arrays(out / "arrays" / "sensitivity.npz", results, overall)
+    return results
 
-    per_tensor = F.per_tensor("mean")
+
+def _audit(cfg: AuditConfig, target: Target, fisher_data: list, eval_data: list, parts: Resume,
+           t_start: float) -> AuditResult:
+    """Stages 2 to 4 (Fisher, overall, blocks), each timed, then the result object."""
+    full, timings = ParamSpace(target.model), {}
+    t0 = time.perf_counter()
+    F = _fisher(cfg, target, fisher_data, full, parts.out)
+    timings["fisher_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    overall = parts.get("overall")
+    if overall is None:
+        overall = _overall(cfg, target, eval_data, full, parts.out / "arrays")
+        parts.put("overall", overall)
+    timings["overall_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    results = _blocks(cfg, target, eval_data, parts, overall["hvp_mode"])
+    timings["blocks_s"] = time.perf_counter() - t0
+    _save_arrays(parts.out / "arrays" / "sensitivity.npz", results, overall)
+    timings["total_s"] = time.perf_counter() - t_start
+    return _result(cfg, target, F, full, results, overall, timings)
+
+
+def _result(cfg: AuditConfig, target: Target, F: fisher.FisherDiagonal, full: ParamSpace,
+            results: dict[str, dict[str, Any]], overall: dict[str, Any], timings: dict[str, float]) -> AuditResult:
+    """Stage 5: the result object."""
     total = sum(float(s.double().sum()) for s in F.scores.values())
     conv = F.convergence
-    timings["total_s"] = time.perf_counter() - t_start
     return AuditResult(
-        config={k: v for k, v in asdict(cfg).items() if k != "texts"} | {"texts": None if cfg.texts is None else len(cfg.texts)},
+        config={k: v for k,
+                v in asdict(cfg).items() if k != "texts"} | {"texts": None if cfg.texts is None else len(cfg.texts)},
         blocks=results,
-        fisher={"path": fisher_path.name, "per_tensor": per_tensor, "per_layer": F.per_layer("mean"),
+        fisher={"path": "fisher.safetensors", "per_tensor": F.per_tensor("mean"), "per_layer": F.per_layer("mean"),
                 "per_layer_sum": F.per_layer("sum"), "mean": total / full.dim,
                 "convergence": None if conv is None else conv.to_dict(), "meta": F.meta},
         overall=overall,
         meta={"target": target.name, "task": target.task, "objective": target.objective.describe(),
-              "model_class": type(model).__name__, "n_params": full.dim, "n_tensors": len(full),
+              "model_class": type(target.model).__name__, "n_params": full.dim, "n_tensors": len(full),
               "fisher_examples": cfg.fisher_examples, "eval_examples": cfg.eval_examples,
               "direction": {"normalization": "filter", "one_dim": cfg.one_dim, "distribution": "gaussian",
                             "block_masking": "ParamSpace of the block (other blocks get no direction)"},
               "estimators": {"fisher": "empirical diagonal, per-sequence gradients",
                              "top_eigenvalue": f"lanczos, tol {cfg.eig_tol}, at most {cfg.eig_max_iter} matvecs",
-                             "trace": "hutch++", "worst_sharpness": "projected normalized gradient ascent (lower bound)"},
+                             "trace": "hutch++", "worst_sharpness": "projected normalized gradient ascent (lower "
+                                                                    "bound)"},
               "block_notes": {g: note for g in results if (note := group_note(g))},
               "timings": timings, "resumed": cfg.resume, "versions": versions(), "checkpoint": target.meta},
-        out=str(out),
+        out=str(cfg.out),
     )
 
 
@@ -373,6 +373,28 @@ def _save_arrays(path: Path, blocks: dict[str, dict[str, Any]], overall: dict[st
         "blocks": np.asarray(list(blocks), dtype=str),
         "losses": np.asarray([b["sensitivity"]["curve"]["losses"] for b in blocks.values()], dtype=np.float64),
         "full": np.asarray(overall["curve"]["losses"], dtype=np.float64),
-        "top_eigenvalue": np.asarray([np.nan if b["top_eigenvalue"] is None else b["top_eigenvalue"] for b in blocks.values()]),
+        "top_eigenvalue": np.asarray([np.nan if b["top_eigenvalue"] is None else b["top_eigenvalue"]
+                                      for b in blocks.values()]),
         "trace": np.asarray([np.nan if b["trace"] is None else b["trace"] for b in blocks.values()]),
     })
+
+
+class Audit(Study):
+    """Sensitivity audit of a checkpoint: per-tensor and per-layer Fisher, per-block curvature and 1D
+    sensitivity, overall sharpness; report.md and a self-contained report.html. Raise --examples,
+    --eval-examples, --seeds, --points, --eig-iters and --trace-matvecs for tighter estimates (time grows
+    about linearly)."""
+
+    name = "audit"
+    help = "sensitivity audit of a checkpoint: Fisher, Hessian blocks, per-block 1D curves, sharpness, HTML report"
+    config = AuditConfig
+
+    def run(self, config: AuditConfig) -> AuditResult:
+        return run(config)
+
+    def summary(self, result: AuditResult) -> str:
+        return (result.summary_table() + f"\n\nwrote {result.out}/result.json, report.md, report.html and figures/ in "
+                f"{result.meta['timings']['total_s']:.0f} s")
+
+
+register(Audit())

@@ -55,7 +55,8 @@ def add_data_arguments(parser: argparse.ArgumentParser, *, batch_size: int = 8) 
                         help="UTF-8 file of texts, one per line, or .csv (header: text,label) / .jsonl "
                              "({\"text\", \"label\"}) with labels for sequence classifiers "
                              "(default: the held-out stdlib docstrings)")
-    parser.add_argument("--batch-size", type=int, default=batch_size, help=f"sequences per batch (≥ 1, default {batch_size})")
+    parser.add_argument("--batch-size", type=int, default=batch_size, help="sequences per batch (≥ 1, default "
+                                                                           f"{batch_size})")
     parser.add_argument("--max-length", type=int, default=128,
                         help="tokens per sequence at most (≥ 2, default 128; capped at the model's positions)")
 
@@ -123,7 +124,8 @@ def check_device(device: str | None) -> None:
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(f"--device {device}: CUDA is not available here (torch {torch.__version__} "
-                             f"{'has no CUDA support' if torch.version.cuda is None else 'finds no GPU'}); use --device cpu.")
+                             f"{'has no CUDA support' if torch.version.cuda is None else 'finds no GPU'}); use "
+                             "--device cpu.")
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise ValueError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s).")
     elif dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
@@ -138,6 +140,7 @@ def _precheck(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``landscape`` parser: one subcommand per module in :data:`COMMANDS`."""
     parser = argparse.ArgumentParser(
         prog="landscape",
         description="Loss-landscape analysis: Fisher scores, Hessian spectra, filter-normalized scans.",
@@ -153,7 +156,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def handle_error(exc: BaseException, verbose: bool) -> int:
+    """Say what went wrong in one line on stderr and return the exit status: 2 for the user's errors
+    (:data:`USER_ERRORS`), 130 for an interrupt, 1 for a bug (with the traceback under ``-v``)."""
+    if isinstance(exc, KeyboardInterrupt):
+        print("landscape: interrupted; finished work was saved where the command supports it.", file=sys.stderr)
+        return 130
+    if verbose:
+        traceback.print_exception(exc)
+    if isinstance(exc, USER_ERRORS):
+        print(f"landscape: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"landscape: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+    if not verbose:
+        print("landscape: run again with -v for the traceback, and please report it.", file=sys.stderr)
+    return 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv``, run the command, and map errors to exit codes (see :func:`handle_error`)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
@@ -163,21 +184,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         _precheck(args)
         return int(args._run(args) or 0)
-    except USER_ERRORS as exc:
-        if args.verbose:
-            traceback.print_exc()
-        print(f"landscape: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("landscape: interrupted; finished work was saved where the command supports it.", file=sys.stderr)
-        return 130
-    except Exception as exc:  # a bug, not the user's input: say so, and show where with -v
-        if args.verbose:
-            traceback.print_exc()
-        print(f"landscape: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        if not args.verbose:
-            print("landscape: run again with -v for the traceback, and please report it.", file=sys.stderr)
-        return 1
+    except (Exception, KeyboardInterrupt) as exc:  # a bug or the user's input: handle_error tells which
+        return handle_error(exc, args.verbose)
 
 
 if __name__ == "__main__":  # pragma: no cover

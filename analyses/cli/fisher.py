@@ -20,13 +20,15 @@ HELP = "diagonal Fisher scores of a checkpoint (empirical, mc, exact or batch), 
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``landscape fisher``."""
     add_common_arguments(parser)
     parser.set_defaults(examples=512, out="runs/fisher")
     parser.add_argument("--estimator", default="empirical", choices=["empirical", "mc", "exact", "batch"],
                         help="empirical: true labels (the paper's); mc: sampled labels; exact: closed form "
                              "(few classes); batch: squared mini-batch gradient (biased)")
     parser.add_argument("--mc-samples", type=int, default=1, help="label draws per example for --estimator mc (≥ 1)")
-    parser.add_argument("--chunk-size", type=int, default=16, help="examples per vectorised gradient call (≥ 1; bounds memory)")
+    parser.add_argument("--chunk-size", type=int, default=16, help="examples per vectorised gradient call (≥ 1; bounds "
+                                                                   "memory)")
     add_data_arguments(parser)
     add_include_argument(parser)
     parser.add_argument("--threshold", type=float, default=0.95, help="rank correlation reported as 'enough examples'")
@@ -42,7 +44,8 @@ def write_tables(F, out: Path) -> None:  # noqa: ANN001 - a FisherDiagonal
         w = csv.writer(fh)
         w.writerow(["rank", "tensor", "group", "numel", "mean", "sum", "max"])
         for r, n in enumerate(ranked, 1):
-            w.writerow([r, n, layer_group(n), F.scores[n].numel(), f"{means[n]:.6e}", f"{sums[n]:.6e}", f"{maxes[n]:.6e}"])
+            w.writerow([r, n, layer_group(n), F.scores[n].numel(), f"{means[n]:.6e}", f"{sums[n]:.6e}",
+                        f"{maxes[n]:.6e}"])
     layer_mean, layer_sum = F.per_layer("mean"), F.per_layer("sum")
     with open(out / "fisher_per_layer.csv", "w", newline="") as fh:
         w = csv.writer(fh)
@@ -52,6 +55,7 @@ def write_tables(F, out: Path) -> None:  # noqa: ANN001 - a FisherDiagonal
 
 
 def run(args: argparse.Namespace) -> int:
+    """Compute the diagonal Fisher and write it under --out."""
     from analyses.common import load_target, read_texts
     from landscape import fisher, util
     from landscape.util.files import write_json
@@ -85,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
           f"per-example gradients: {F.meta['per_example']}")
     for name, value in top:
         print(f"  {value:.4e}  {name}")
-    print(f"rank correlation >= {args.threshold:g} from n = {reach if reach is not None else 'not reached (use more examples)'}")
-    print(f"wrote {out}/fisher.safetensors, fisher.json, fisher_per_tensor.csv, fisher_per_layer.csv, fisher_convergence.json")
+    print(f"rank correlation >= {args.threshold:g} from n = "
+          f"{reach if reach is not None else 'not reached (use more examples)'}")
+    print(f"wrote {out}/fisher.safetensors, fisher.json, fisher_per_tensor.csv, fisher_per_layer.csv, "
+          "fisher_convergence.json")
     return 0

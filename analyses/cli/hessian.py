@@ -16,6 +16,7 @@ HELP = "Hessian curvature of the loss: top eigenvalues (Lanczos), trace (Hutch++
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``landscape hessian``."""
     add_common_arguments(parser)
     parser.set_defaults(examples=32)
     add_data_arguments(parser)
@@ -85,6 +86,7 @@ def table(results: dict[str, dict[str, Any]]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    """Top eigenvalues, trace and spectral density of the Hessian, written under --out."""
     from analyses.common import load_target
     from landscape import curvature
     from landscape.params import ParamSpace

@@ -19,8 +19,11 @@ KINDS = ("all", *SURFACE_KINDS, "curve", "fisher", "convergence", "density", "me
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("result", help="result folder, result.json, .npz/.h5 scan, Fisher .safetensors/.json, or hessian .json")
-    parser.add_argument("--kind", default="all", choices=KINDS, help="figure to draw (default: every figure the result supports)")
+    """Flags of ``landscape plot``."""
+    parser.add_argument("result", help="result folder, result.json, .npz/.h5 scan, Fisher .safetensors/.json, or "
+                                       "hessian .json")
+    parser.add_argument("--kind", default="all", choices=KINDS, help="figure to draw (default: every figure the result "
+                                                                     "supports)")
     parser.add_argument("--metric", default="loss", help="metric of a scan to draw (loss or accuracy)")
     parser.add_argument("--out", default=None, help="output file (.png/.pdf/.svg, or .vtp); default: beside the result")
     parser.add_argument("--format", default="png", choices=["png", "pdf", "svg"], help="format when --out is not given")
@@ -46,12 +49,34 @@ def _scan_kind(path: Path) -> str:
         with np.load(path, allow_pickle=False) as z:
             return "surface" if "ys" in z.files or "ycoordinates" in z.files else "curve"
     except (zipfile.BadZipFile, EOFError, OSError, ValueError) as exc:
-        raise ValueError(f"{path} is damaged or truncated ({type(exc).__name__}); re-run the scan that wrote it.") from None
+        raise ValueError(f"{path} is damaged or truncated ({type(exc).__name__}); re-run the scan that wrote "
+                         "it.") from None
 
 
 def _default_out(src: Path, kind: str, fmt: str) -> Path:
     stem = src.stem if src.is_file() else src.name
     return (src.parent if src.is_file() else src) / f"{stem}_{kind}.{'vtp' if kind == 'vtp' else fmt}"
+
+
+def _draw_result(folder: Path, kind: str, fmt: str) -> list[Path]:
+    """Every (or the ``kind``) figure of an analysis folder, drawn by its own report module."""
+    if not (folder / "result.json").is_file():
+        raise FileNotFoundError(f"{folder} has no result.json: give an analysis output folder or a result file.")
+    doc = _load_json(folder / "result.json")
+    if "arm_p" in doc:
+        from analyses.fisher_sharpness.report import render
+
+        paths = render(folder, doc, fmt=fmt)
+        if kind != "all":
+            paths = {k: v for k, v in paths.items()
+                     if k.startswith(kind) or (kind in SURFACE_KINDS and k.startswith("surfaces"))}
+            if not paths:
+                raise ValueError(f"a fisher-sharpness result has no {kind!r} figure; use fisher, convergence, "
+                                 "curves, surfaces or endpoints.")
+        return list(paths.values())
+    from analyses.audit.report import render as render_audit
+
+    return list(render_audit(folder, doc, fmt=fmt).values())
 
 
 def draw(result: str | Path, kind: str = "all", metric: str = "loss", out: str | Path | None = None,
@@ -61,22 +86,7 @@ def draw(result: str | Path, kind: str = "all", metric: str = "loss", out: str |
     if not src.exists():
         raise FileNotFoundError(f"{src} does not exist.")
     if src.is_dir() or src.name == "result.json":
-        folder = src if src.is_dir() else src.parent
-        if not (folder / "result.json").is_file():
-            raise FileNotFoundError(f"{folder} has no result.json: give an analysis output folder or a result file.")
-        doc = _load_json(folder / "result.json")
-        if "arm_p" in doc:
-            from analyses.fisher_sharpness.report import render
-
-            paths = render(folder, doc, fmt=fmt)
-            if kind != "all":
-                paths = {k: v for k, v in paths.items() if k.startswith(kind) or (kind in SURFACE_KINDS and k.startswith("surfaces"))}
-                if not paths:
-                    raise ValueError(f"a fisher-sharpness result has no {kind!r} figure; use fisher, convergence, curves, surfaces or endpoints.")
-            return list(paths.values())
-        from analyses.audit.report import render as render_audit
-
-        return list(render_audit(folder, doc, fmt=fmt).values())
+        return _draw_result(src if src.is_dir() else src.parent, kind, fmt)
     if src.suffix in (".npz", ".h5"):
         shape = _scan_kind(src)
         kind = ("contourf" if shape == "surface" else "curve") if kind == "all" else kind
@@ -128,7 +138,8 @@ def _draw_json_like(src: Path, kind: str, out: str | Path | None, fmt: str) -> l
                 raise ValueError(f"Fisher scores support --kind fisher or convergence, not {k!r}.")
             written.append(target)
         return written
-    density = doc.get("density") if isinstance(doc.get("density"), dict) else (doc if "grid" in doc and "density" in doc else None)
+    density = doc.get("density") if isinstance(doc.get("density"),
+                                               dict) else (doc if "grid" in doc and "density" in doc else None)
     if density is not None and kind in ("all", "density"):
         from figures.spectrum import plot_spectral_density
 
@@ -146,6 +157,7 @@ def _draw_json_like(src: Path, kind: str, out: str | Path | None, fmt: str) -> l
 
 
 def run(args: argparse.Namespace) -> int:
+    """Draw the requested figures from a result file or folder."""
     for path in draw(args.result, args.kind, args.metric, args.out, args.format):
         print(path)
     return 0

@@ -144,7 +144,8 @@ def tensor_mask_check(space: ParamSpace, fractions: tuple[float, ...]) -> dict[s
     spans = []
     for f in fractions:
         k = max(1, round(f * len(sizes)))
-        spans.append(f"{k} tensors hold between {sum(sizes[:k]):,} and {sum(sizes[-k:]):,} parameters at fraction {f:g}")
+        spans.append(f"{k} tensors hold between {sum(sizes[:k]):,} and {sum(sizes[-k:]):,} parameters at fraction "
+                     f"{f:g}")
     return {"kept": False,
             "reason": (f"dropped: the {len(sizes)} matrices range from {sizes[0]:,} to {sizes[-1]:,} parameters, so "
                        f"top, bottom and random tensor sets cannot be matched in size ({'; '.join(spans)}). "

@@ -100,7 +100,8 @@ def contrast(top: np.ndarray, control: np.ndarray, counts: np.ndarray, *, n_boot
     else:
         kind, est = "difference", q["top"] - q["control"]
         f = {name: r["top"] - r["control"] for name, r in reps.items()}
-    out: dict[str, Any] = {"kind": kind, "estimate": est, "level": level, "n_boot": n_boot, "top": q["top"], "control": q["control"],
+    out: dict[str, Any] = {"kind": kind, "estimate": est, "level": level, "n_boot": n_boot, "top": q["top"],
+                           "control": q["control"],
            "interval": percentile_interval(f["joint"], level), "interval_data": percentile_interval(f["data"], level),
            "interval_seeds": percentile_interval(f["seeds"], level),
            "sd_data": float(np.std(f["data"], ddof=1)), "sd_seeds": float(np.std(f["seeds"], ddof=1))}
@@ -140,7 +141,8 @@ def mean_interval(num: np.ndarray, counts: np.ndarray, *, n_boot: int = 2000, se
                   level: float = LEVEL) -> dict[str, Any]:
     """Q with its joint (sequences × seeds) bootstrap interval."""
     reps = replicates({"q": num}, counts, n_boot=n_boot, seed=seed)["q"]
-    return {"estimate": estimate(num, counts), "interval": percentile_interval(reps, level), "sd": float(np.std(reps, ddof=1))}
+    return {"estimate": estimate(num, counts), "interval": percentile_interval(reps, level),
+            "sd": float(np.std(reps, ddof=1))}
 
 
 def censored_median(values: Sequence[float], censored: Sequence[bool]) -> dict[str, Any]:

@@ -62,7 +62,8 @@ def endpoint_verdict(endpoint: Mapping[str, Any], *, quantity: str, top: str, co
     elif outcome == "flatter":
         text = f"{top} is flatter than {control}: {quantity} {effect}, the whole interval below parity."
     else:
-        text = f"no clear difference between {top} and {control}: {quantity} {effect}, an interval that includes parity."
+        text = (f"no clear difference between {top} and {control}: {quantity} {effect}, an interval that includes "
+                "parity.")
     return {"outcome": outcome, "sentence": text[0].upper() + text[1:]}
 
 
@@ -100,7 +101,8 @@ def compare_values(metric: str, top: Value, base: Value) -> dict[str, Any]:
         top_larger = top.censored and t > b
         base_larger = base.censored and b > t
         if not (top_larger or base_larger):
-            return {"metric": metric, "outcome": "unclear", "reason": "a lower bound that does not reach the other value"}
+            return {"metric": metric, "outcome": "unclear", "reason": "a lower bound that does not reach the other "
+                                                                      "value"}
         outcome = "sharper" if top_larger == larger else "flatter"
         return {"metric": metric, "outcome": outcome, "reason": "decided by a censored lower bound"}
     if not (top.has_uncertainty and base.has_uncertainty):
@@ -131,8 +133,10 @@ def _se(v: Value) -> float:
 def value_from_dict(d: Mapping[str, Any]) -> Value:
     """A :class:`Value` from its ``asdict`` form (as stored in result.json)."""
     iv = d.get("interval")
-    return Value(float(d["value"]), d.get("stderr"), None if iv is None else (float(iv[0]), float(iv[1])), bool(d.get("censored", False)))
+    return Value(float(d["value"]), d.get("stderr"), None if iv is None else (float(iv[0]), float(iv[1])),
+                 bool(d.get("censored", False)))
 
 
 def value_to_dict(v: Value) -> dict[str, Any]:
+    """A :class:`Value` as JSON-able fields."""
     return asdict(v)

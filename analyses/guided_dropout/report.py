@@ -83,7 +83,8 @@ def render_report(res: dict[str, Any]) -> str:
         "# Guided dropout: a controlled low-data fine-tuning study", "",
         f"Checkpoint `{cfg['checkpoint']}`; sizes {cfg['sizes']}; seeds {cfg['seeds']}; arms {', '.join(cfg['arms'])}.",
         f"{meta['runs_total']} runs ({meta['runs_this_call']} computed in this call, the rest resumed); "
-        f"{t['total_s']:.0f} s in all, {t['run_mean_s']:.1f} s per computed run, {meta.get('threads')} torch thread(s).", "",
+        f"{t['total_s']:.0f} s in all, {t['run_mean_s']:.1f} s per computed run, {meta.get('threads')} torch "
+        "thread(s).", "",
         "## Verdict", "", *verdict_lines, "",
         "Decided by the paired t-test over seeds at α = 0.05, with no correction for the several comparisons; "
         "with 5 seeds only large, consistent differences can reach significance.", "",
@@ -98,14 +99,17 @@ def render_report(res: dict[str, Any]) -> str:
         f"{_mean(rates['uniform']):.4f}; guided therefore also drops less in total than uniform.", "",
         *site_rows, "", "![rates per site](figures/site_rates.png)", "",
         "## Fisher", "",
-        f"Empirical Fisher of the pretraining loss ({_objective(f['objective'])}) on {f['n_examples']} held-out sequences "
-        f"({f.get('n_examples_empty')} without a masked token), {f.get('seconds') or 0:.1f} s. Per-tensor ranking reaches "
+        f"Empirical Fisher of the pretraining loss ({_objective(f['objective'])}) on {f['n_examples']} held-out "
+        "sequences "
+        f"({f.get('n_examples_empty')} without a masked token), {f.get('seconds') or 0:.1f} s. Per-tensor ranking "
+        "reaches "
         f"Spearman ≥ 0.95 with the final one from n = {f.get('examples_to_rho_0.95')}. Split-half check of the site "
         f"ranking: Spearman {half.get('spearman')} between {half.get('n_half')} and {f['n_examples']} examples; "
         f"same rank-linear rates: {half.get('same_rates')}.", "",
         "## Setup", "", *task_lines, "",
         f"Recipe, fixed across arms: AdamW (lr {cfg['lr']}, weight decay {cfg['weight_decay']}), linear warmup over "
-        f"{cfg['warmup']:.0%} of the steps then linear decay, batch {cfg['batch_size']}, {cfg['epochs']} epochs (at least "
+        f"{cfg['warmup']:.0%} of the steps then linear decay, batch {cfg['batch_size']}, {cfg['epochs']} epochs (at "
+        "least "
         f"{cfg['min_steps']} steps), sequences cut to {cfg['max_length']} tokens. Each training size n is split into "
         f"training and validation ({cfg['val_fraction']:.0%}, class-stratified); the epoch with the best validation "
         "accuracy is kept, and the test set is evaluated once, for that epoch only.",
@@ -119,11 +123,11 @@ def render_report(res: dict[str, Any]) -> str:
 
 def write_outputs(result: Any, out: str | Path) -> None:
     """``figures/metric_vs_size.png``, ``figures/site_rates.png`` and ``report.md`` in ``out``."""
-    from analyses.common import result_dict
     from figures.dropout import plot_metric_vs_size, plot_site_rates
+    from landscape.util.results import as_dict
 
     out = Path(out)
-    res = result_dict(out, result)
+    res = as_dict(out if result is None else result)
     plot_metric_vs_size(res, save=out / "figures" / "metric_vs_size.png")
     plot_site_rates(res, save=out / "figures" / "site_rates.png")
     write_text(out / "report.md", render_report(res))

@@ -72,7 +72,8 @@ def summarize(runs: Sequence[Mapping[str, Any]], metric: str = "test_acc") -> di
         keyed.setdefault((r["task"], int(r["size"]), r["arm"]), {})[int(r["seed"])] = float(r[metric])
     for (task, size, arm), by_seed in sorted(keyed.items()):
         cell = out.setdefault(task, {}).setdefault(str(size), {"arms": {}, "paired": {}})
-        cell["arms"][arm] = {**mean_ci([by_seed[s] for s in sorted(by_seed)]), "values": [by_seed[s] for s in sorted(by_seed)]}
+        cell["arms"][arm] = {**mean_ci([by_seed[s] for s in sorted(by_seed)]),
+                             "values": [by_seed[s] for s in sorted(by_seed)]}
     for task, sizes in out.items():
         for size, cell in sizes.items():
             for a, b in COMPARISONS:
@@ -97,7 +98,8 @@ def _pts(p: Mapping[str, Any]) -> str:
     lo, hi = p.get("lo"), p.get("hi")
     ci = f" [{100 * lo:+.1f}, {100 * hi:+.1f}]" if lo is not None and hi is not None else ""
     pt = p.get("p_t")
-    return f"{100 * p['mean']:+.1f} pts{ci}, paired t p = {pt:.3g}" if pt is not None else f"{100 * p['mean']:+.1f} pts{ci}"
+    head = f"{100 * p['mean']:+.1f} pts{ci}"
+    return f"{head}, paired t p = {pt:.3g}" if pt is not None else head
 
 
 def verdict(summary: Mapping[str, Any]) -> dict[str, Any]:

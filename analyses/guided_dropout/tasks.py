@@ -137,7 +137,8 @@ def same_module_task(n_test: int = 1000, n_pool: int = 4096, test_fraction: floa
 
 def _read_rows(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no labelled data file there (give a CSV or JSONL with text, [text_pair,] label).")
+        raise FileNotFoundError(f"{path}: no labelled data file there (give a CSV or JSONL with text, [text_pair,] "
+                                "label).")
     if path.suffix.lower() in (".jsonl", ".json"):
         rows = []
         for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
@@ -151,13 +152,15 @@ def _read_rows(path: Path) -> list[dict[str, Any]]:
             rows = list(csv.DictReader(fh))
     for i, r in enumerate(rows, 1):
         if not isinstance(r, dict) or r.get("text") in (None, "") or r.get("label") in (None, ""):
-            raise ValueError(f"{path}: row {i} lacks a 'text' or 'label' value (columns: text, optional text_pair, label).")
+            raise ValueError(f"{path}: row {i} lacks a 'text' or 'label' value (columns: text, optional text_pair, "
+                             "label).")
     if not rows:
         raise ValueError(f"{path} holds no examples.")
     return rows
 
 
-def file_task(path: str | Path, test_path: str | Path | None = None, test_fraction: float = 0.25, seed: int = 0) -> Task:
+def file_task(path: str | Path, test_path: str | Path | None = None, test_fraction: float = 0.25,
+              seed: int = 0) -> Task:
     """A user task from CSV/JSONL (``text``, optional ``text_pair``, ``label``).
 
     Without ``test_path``, a fixed ``test_fraction`` of the rows (chosen by a hash of each row's
@@ -182,8 +185,10 @@ def file_task(path: str | Path, test_path: str | Path | None = None, test_fracti
         test_rows = _read_rows(Path(test_path))
         unknown = sorted({str(r["label"]) for r in test_rows} - set(classes))
         if unknown:
-            raise ValueError(f"{test_path}: labels {unknown[:5]} do not occur in {path.name} (its classes: {classes[:10]}).")
+            raise ValueError(f"{test_path}: labels {unknown[:5]} do not occur in {path.name} (its classes: "
+                             f"{classes[:10]}).")
         pool, test = [ex(r) for r in rows], [ex(r) for r in test_rows]
     if not test or not pool:
         raise ValueError(f"{path}: too few rows to hold out a test set; give more rows or --test-data.")
-    return Task(path.stem, classes, pool, test, {"source": str(path), "test_source": str(test_path) if test_path else None})
+    return Task(path.stem, classes, pool, test, {"source": str(path),
+                                                 "test_source": str(test_path) if test_path else None})

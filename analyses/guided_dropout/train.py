@@ -151,7 +151,8 @@ def train_run(model: nn.Module, init_state: Mapping[str, Tensor], arm: Arm, trai
                 sched.step()
                 run_loss += float(loss.detach()) * int(labels.numel())
             v = evaluate(model, val, spec.eval_batch_size)
-            epochs.append({"epoch": epoch + 1, "train_loss": run_loss / len(train), "val_acc": v["acc"], "val_loss": v["loss"]})
+            epochs.append({"epoch": epoch + 1, "train_loss": run_loss / len(train), "val_acc": v["acc"],
+                           "val_loss": v["loss"]})
             key = (-v["acc"], v["loss"], epoch)
             if best is None or key < best:
                 best = key

@@ -10,6 +10,8 @@ turning lists back into arrays for fields annotated as ``np.ndarray``.
 from __future__ import annotations
 
 import dataclasses
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -98,3 +100,25 @@ def _restore(value: Any, annotation: str) -> Any:
     if "np.ndarray" in annotation and isinstance(value, list):
         return np.asarray(value, dtype=np.float64)
     return value
+
+
+def as_dict(result: Any) -> dict[str, Any]:
+    """A result as a dict, for analyses and figures alike.
+
+    ``result``: a dict (copied), an object with ``to_dict()`` (or plain attributes), a ``.json`` file,
+    or a run folder holding ``result.json``."""
+    if isinstance(result, (str, os.PathLike)):
+        path = Path(result)
+        if path.is_dir():
+            path = path / "result.json"
+        elif path.suffix.lower() != ".json":
+            raise ValueError(f"expected a .json result file or a run folder holding result.json, got {path.name!r}.")
+        return read_json(path, what="result")
+    if isinstance(result, Mapping):
+        return dict(result)
+    if hasattr(result, "to_dict"):
+        return dict(result.to_dict())
+    if hasattr(result, "__dict__"):
+        return dict(vars(result))
+    raise TypeError(f"cannot read a result from {type(result).__name__}: pass a dict, a result object, a .json path or "
+                    "a run folder.")

@@ -8,7 +8,7 @@ from analyses import cli
 
 
 def test_flags_reach_the_config(monkeypatch, tmp_path, capsys):
-    import analyses.fisher_sharpness as fs
+    from analyses.cli.analyze import studies
 
     seen = {}
 
@@ -16,7 +16,7 @@ def test_flags_reach_the_config(monkeypatch, tmp_path, capsys):
         seen["cfg"] = cfg
         raise ValueError("stop here")
 
-    monkeypatch.setattr(fs, "run", fake_run)
+    monkeypatch.setattr(studies()["fisher-sharpness"], "run", fake_run)
     texts = tmp_path / "t.txt"
     texts.write_text("one text\nanother\n")
     argv = ["analyze", "fisher-sharpness", "--out", str(tmp_path / "o"), "--texts", str(texts), "--seeds", "4", "--seed", "3",

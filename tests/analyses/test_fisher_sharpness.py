@@ -25,7 +25,7 @@ def _target():
 
 def _config(tmp_path, **kw):
     base = dict(out=str(tmp_path / "run"), fisher_examples=6, eval_examples=10, batch_size=4, fractions=(0.1,),
-                seeds=(0, 1, 2), curve_seeds=2, points_1d=5, grid_2d=3, surface_examples=4, trace_probes=2, eig_iter=2,
+                seeds=(0, 1, 2), curve_seeds=2, points_1d=5, grid_2d=3, surface_examples=4, trace_matvecs=2, eig_iters=2,
                 eig_examples=4, n_boot=200, n_blocks=2, basin_max_alpha=4.0, reference="none", progress=False)
     base.update(kw)
     return FisherSharpnessConfig(**base)
@@ -104,7 +104,7 @@ def test_resume_reuses_matching_parts_and_refuses_other_settings(tmp_path, monke
     assert calls == []
     assert json.loads(json.dumps(second.arm_e["endpoints"])) == json.loads(json.dumps(first.arm_e["endpoints"]))
     for changed, named in ((dict(seeds=(0, 1, 3)), "seeds=[0, 1, 2] (now [0, 1, 3])"), (dict(fisher_examples=5), "fisher_examples"),
-                           (dict(trace_probes=3), "trace_probes=2 (now 3)")):
+                           (dict(trace_matvecs=3), "trace_matvecs=2 (now 3)")):
         with pytest.raises(ValueError, match="other settings") as err:
             run(_config(tmp_path, resume=True, **changed), target)
         assert named in str(err.value)  # the message names what differs
@@ -136,7 +136,7 @@ def test_reference_auto_skips_without_h5py_and_explicit_folder_needs_it(monkeypa
 
     if not (REFERENCE_DIR / "surf_res256_bert.h5").is_file():
         pytest.skip("the paper's surfaces are not available here")
-    monkeypatch.setenv("LANDSCAPE_REFERENCE_DIR", str(REFERENCE_DIR))
+    monkeypatch.setenv("LANDSCAPE_REFERENCE", str(REFERENCE_DIR))
     assert study._find_reference("auto") == (REFERENCE_DIR, None)
     assert study._find_reference("none")[0] is None
     real = importlib.util.find_spec

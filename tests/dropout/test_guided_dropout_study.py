@@ -220,7 +220,7 @@ def test_study_cli_runs_at_tiny_settings(setup, tmp_path, capsys):
 def test_train_and_validation_splits_hold_every_class(size):
     import torch
 
-    from analyses.guided_dropout.study import sample_split
+    from analyses.guided_dropout.grid import sample_split
 
     labels = torch.arange(8).repeat_interleave(40)
     tr, va = sample_split(labels, size, seed=3, val_fraction=0.25)
@@ -234,7 +234,7 @@ def test_train_and_validation_splits_hold_every_class(size):
 def test_fisher_weights_share_one_global_scale():
     import torch
 
-    from analyses.guided_dropout.study import fisher_weights
+    from analyses.guided_dropout.grid import fisher_weights
 
     scores = {"a": torch.full((2, 2), 4.0), "b": torch.full((4,), 1.0), "head": torch.ones(3)}
     w = fisher_weights(scores, {"a": None, "b": None})
@@ -246,4 +246,4 @@ def test_cli_choices_match_the_core():
     from analyses.cli import guided_dropout as cli
     from landscape import dropout
 
-    assert cli.SCORE_METHODS == dropout.SCORE_METHODS and cli.MAPPINGS == dropout.MAPPINGS and cli.ARMS == ARMS
+    assert cli.SCORE_METHODS == dropout.SCORE_METHODS and cli.MAPPINGS == dropout.MAPPINGS

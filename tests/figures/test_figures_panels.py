@@ -247,7 +247,8 @@ def test_figures_are_not_kept_by_pyplot() -> None:
 def test_landscape_never_imports_matplotlib() -> None:
     code = "import sys, landscape.scans.li_hdf5, landscape; assert 'matplotlib' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
-    code = "import sys, figures; assert 'matplotlib' not in sys.modules; figures.plot_surface"
+    code = ("import sys, figures; assert 'torch' not in sys.modules and 'matplotlib.pyplot' not in sys.modules; "
+            "figures.plot_surface, figures.plot_metric_vs_size")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
 
 
