@@ -12,9 +12,11 @@ import logging
 import os
 import sys
 import tempfile
-import traceback
 from collections.abc import Sequence
 from pathlib import Path
+
+from analyses.cli.errors import run_guarded
+from landscape.util.lock import hold
 
 # Subcommand modules, in the order --help lists them.
 COMMANDS = [
@@ -27,10 +29,6 @@ COMMANDS = [
     "guided_dropout",
     "analyze",
 ]
-
-# Errors that are the user's: a bad path, value or data file. They end as one line and exit 2.
-# Anything else is a bug in the toolkit or a library: one line plus a hint, and -v shows the traceback.
-USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, *, checkpoint: bool = True, progress: bool = True) -> None:
@@ -160,24 +158,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
-    try:
-        _precheck(args)
+    return run_guarded(lambda: _run_locked(args), verbose=args.verbose)
+
+
+def _run_locked(args: argparse.Namespace) -> int:
+    """Precheck, then run the command holding the lock of its --out (rank 0 only under torchrun)."""
+    _precheck(args)
+    out = getattr(args, "out", None) if args.command != "plot" else None
+    with hold(out if os.environ.get("RANK", "0") == "0" else None, command=" ".join(["landscape", *sys.argv[1:]])):
         return int(args._run(args) or 0)
-    except USER_ERRORS as exc:
-        if args.verbose:
-            traceback.print_exc()
-        print(f"landscape: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("landscape: interrupted; finished work was saved where the command supports it.", file=sys.stderr)
-        return 130
-    except Exception as exc:  # a bug, not the user's input: say so, and show where with -v
-        if args.verbose:
-            traceback.print_exc()
-        print(f"landscape: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        if not args.verbose:
-            print("landscape: run again with -v for the traceback, and please report it.", file=sys.stderr)
-        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover
