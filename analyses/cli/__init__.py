@@ -48,7 +48,8 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, checkpoint: bool = 
 
 
 def add_data_arguments(parser: argparse.ArgumentParser, *, batch_size: int = 8) -> None:
-    """--texts, --batch-size and --max-length: the evaluation text and how it is batched."""
+    """--texts, --batch-size, --max-length, --tokenizer and --allow-unk: the evaluation text and how it
+    is tokenized and batched."""
     parser.add_argument("--texts", default=None, metavar="FILE",
                         help="UTF-8 file of texts, one per line, or .csv (header: text,label) / .jsonl "
                              "({\"text\", \"label\"}) with labels for sequence classifiers "
@@ -56,6 +57,10 @@ def add_data_arguments(parser: argparse.ArgumentParser, *, batch_size: int = 8) 
     parser.add_argument("--batch-size", type=int, default=batch_size, help=f"sequences per batch (≥ 1, default {batch_size})")
     parser.add_argument("--max-length", type=int, default=128,
                         help="tokens per sequence at most (≥ 2, default 128; capped at the model's positions)")
+    parser.add_argument("--tokenizer", default=None, metavar="DIR|FILE",
+                        help="tokenizer folder, tokenizer.json or vocab.txt (default: the checkpoint's, else one folder up)")
+    parser.add_argument("--allow-unk", action="store_true",
+                        help="run even when more than 5%% of the evaluation tokens are [UNK]")
 
 
 def add_range_argument(parser: argparse.ArgumentParser, default: float = 1.0, what: str = "scan coefficients") -> None:

@@ -62,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
     yr = parse_range(args.yrange, "--yrange") if args.yrange else xr
     target = load_target(args.checkpoint, examples=args.examples if args.examples is not None else 64,
                          batch_size=args.batch_size, device=args.device, seed=args.seed, texts=texts,
-                         max_length=args.max_length)
+                         max_length=args.max_length,
+                         tokenizer=args.tokenizer, allow_unk=args.allow_unk)
     model = target.model
     kw = dict(normalization=args.normalization, one_dim=args.one_dim)
     d1 = directions.random(model, seed=args.seed, **kw)
