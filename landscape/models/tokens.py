@@ -88,7 +88,8 @@ def token_stats(tokenizer: Any, texts: Sequence[str], max_length: int) -> dict[s
 def _plain_vocab(tokenizer: Any) -> list[str]:
     special = set(getattr(tokenizer, "all_special_tokens", []) or [])
     vocab = tokenizer.get_vocab() if hasattr(tokenizer, "get_vocab") else {}
-    return [t for t in sorted(vocab, key=vocab.__getitem__) if t not in special and not (t.startswith("[") and t.endswith("]"))]
+    ordered = sorted(vocab, key=vocab.__getitem__)
+    return [t for t in ordered if t not in special and not (t.startswith("[") and t.endswith("]"))]
 
 
 def _lowercases(tokenizer: Any) -> bool:
