@@ -22,6 +22,7 @@ import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from os import PathLike
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -67,7 +68,7 @@ def _as_maps(rates: Any) -> tuple[dict[str, float], dict[str, Tensor]]:
     """Site rates and unit rates from a ``DropoutRates``, a ``rates.json`` path, the dict read from
     that file (``{"format": "landscape.dropout-rates/1", "rates": ...}``) or a plain ``{site: p}``."""
     if isinstance(rates, (str, PathLike)):
-        rates = DropoutRates.load(rates)
+        rates = DropoutRates.load(Path(rates))
     elif isinstance(rates, Mapping) and ("format" in rates or isinstance(rates.get("rates"), Mapping)):
         if rates.get("format") != FORMAT:
             raise ValueError(f"rates dict has format {rates.get('format')!r}, not {FORMAT!r}: pass the dict read "
