@@ -1,4 +1,4 @@
-"""One writer per output folder: a lock file ``<out>/.landscape.lock`` holding the pid, host and start time.
+"""One writer per output: a lock file ``<out>/.landscape.lock`` holding the pid, host and start time.
 
 The file is created with ``O_CREAT | O_EXCL`` (atomic on local file systems), so of two runs
 started together exactly one gets it. A lock whose process is gone (same host, pid not alive) is
@@ -18,9 +18,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["LOCK_NAME", "OutputLocked", "acquire", "hold", "pid_alive", "read_lock", "release"]
+__all__ = ["LOCK_NAME", "OutputLocked", "acquire", "hold", "lock_path", "pid_alive", "read_lock", "release"]
 
 LOCK_NAME = ".landscape.lock"
+#: An ``--out`` ending like this names a file (``landscape guided-dropout --out rates.json``), not a folder.
+FILE_SUFFIXES = (".json", ".npz", ".h5", ".safetensors", ".pt", ".csv", ".txt", ".png", ".pdf", ".svg")
 log = logging.getLogger("landscape")
 
 
@@ -71,15 +73,25 @@ def _is_stale(holder: dict[str, Any] | None, host: str) -> bool:
     return holder is not None and holder.get("host") == host and not pid_alive(int(holder.get("pid", -1)))
 
 
+def lock_path(out: str | Path) -> Path:
+    """The lock file of output ``out``: ``<out>/.landscape.lock`` for a folder, ``<dir>/.<name>.lock``
+    beside an output that is a file (a result file name, e.g. ``rates.json``, that is no folder)."""
+    out = Path(out).expanduser()
+    if out.suffix.lower() in FILE_SUFFIXES and not out.is_dir():
+        return out.parent / f".{out.name}.lock"
+    return out / LOCK_NAME
+
+
 def acquire(out: str | Path, command: str = "") -> Path:
-    """Take the lock of folder ``out`` (created if missing) for this process; returns the lock file.
+    """Take the lock of output ``out`` (its folder is created if missing) for this process; returns
+    the lock file.
 
     Raises:
         OutputLocked: a live run (or one on another host) holds it; the message names that process.
     """
-    folder = Path(out).expanduser()
+    path = lock_path(out)
+    folder = path.parent
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / LOCK_NAME
     host = socket.gethostname()
     record = {"pid": os.getpid(), "host": host, "started": time.time(), "command": command}
     for _ in range(3):
@@ -96,9 +108,9 @@ def acquire(out: str | Path, command: str = "") -> Path:
                         folder, _describe(holder))
             path.unlink(missing_ok=True)
             continue
-        raise OutputLocked(f"--out {folder} is in use by {_describe(holder)}; wait for it to finish, choose another "
+        raise OutputLocked(f"--out {out} is in use by {_describe(holder)}; wait for it to finish, choose another "
                            f"--out, or delete {path} if that run is dead.")
-    raise OutputLocked(f"could not lock --out {folder}: {path} keeps changing; is another run starting there?")
+    raise OutputLocked(f"could not lock --out {out}: {path} keeps changing; is another run starting there?")
 
 
 def release(path: Path) -> None:
@@ -110,12 +122,12 @@ def release(path: Path) -> None:
 
 @contextmanager
 def hold(out: str | Path | None, command: str = "") -> Iterator[Path | None]:
-    """Hold the lock of folder ``out`` for a ``with`` block (no-op for None); a folder
+    """Hold the lock of output ``out`` for a ``with`` block (no-op for None); a folder
     it had to create is removed again when the block wrote nothing there."""
     if out is None:
         yield None
         return
-    created = not Path(out).expanduser().exists()
+    created = not lock_path(out).parent.exists()
     path = acquire(out, command)
     try:
         yield path

@@ -127,3 +127,6 @@ def test_lock_refuses_a_lock_from_another_host(tmp_path):
     with lock.hold(tmp_path / "new") as p:
         assert p is not None and lock.read_lock(p)["pid"] == os.getpid()
     assert not (tmp_path / "new").exists()  # nothing written: the folder it made is gone again
+    assert lock.lock_path(tmp_path / "rates.json") == tmp_path / ".rates.json.lock"  # a file output: beside it
+    with lock.hold(tmp_path / "sub" / "rates.json"):
+        assert (tmp_path / "sub" / ".rates.json.lock").is_file() and not (tmp_path / "sub" / "rates.json").exists()
