@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from landscape import objectives
-from landscape.models.checkpoints import load_checkpoint, max_positions, texts_to_batches
+from landscape.models.checkpoints import load_checkpoint, max_positions, quiet_transformers, texts_to_batches
 from landscape.models.tokens import check_unknown_tokens, token_stats
 
 log = logging.getLogger("landscape")
@@ -215,7 +215,8 @@ def load_target(
 
         if tokenizer is not None:
             raise ValueError("the default model has its own tokenizer; --tokenizer is for other checkpoints.")
-        dm = load_default()
+        with quiet_transformers():
+            dm = load_default()
         model, task, name = dm.model, "mlm", "default"
         data = dm.heldout_batches(batch_size=batch_size, max_examples=examples) if texts is None else None
         meta: dict[str, Any] = {"checkpoint": "default", "default_model": dm.metadata, "path": str(dm.path)}

@@ -208,7 +208,7 @@ def load_checkpoint(
     """
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}.")
-    with _quiet_transformers():
+    with quiet_transformers():
         ck = _load(_resolve(Path(path).expanduser(), path), task, config, device, dtype, tokenizer)
     if ck.task == "causal" and ck.tokenizer is not None:
         ensure_pad_token(ck.tokenizer)
@@ -216,7 +216,7 @@ def load_checkpoint(
 
 
 @contextmanager
-def _quiet_transformers() -> Iterator[None]:
+def quiet_transformers() -> Iterator[None]:
     """No "Loading weights" progress bars and no "LOAD REPORT" tables from ``transformers`` (they end
     up between our output lines); what matters in them is said in one line of ours instead."""
     from transformers.utils import logging as hf_logging
