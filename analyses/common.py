@@ -210,21 +210,7 @@ def load_target(
     """
     if batch_size < 1 or max_length < 2:
         raise ValueError(f"--batch-size must be ≥ 1 and --max-length ≥ 2, got {batch_size} and {max_length}.")
-    if checkpoint in (None, "", "default"):
-        from landscape.models.default_model import load_default
-
-        if tokenizer is not None:
-            raise ValueError("the default model has its own tokenizer; --tokenizer is for other checkpoints.")
-        with quiet_transformers():
-            dm = load_default()
-        model, task, name = dm.model, "mlm", "default"
-        data = dm.heldout_batches(batch_size=batch_size, max_examples=examples) if texts is None else None
-        meta: dict[str, Any] = {"checkpoint": "default", "default_model": dm.metadata, "path": str(dm.path)}
-        tok = dm.tokenizer
-    else:
-        ck = load_checkpoint(checkpoint, tokenizer=tokenizer)
-        model, tok, task, name = ck.model, ck.tokenizer, ck.task, Path(checkpoint).name
-        data, meta = None, {"checkpoint": str(ck.path.resolve())}
+    model, tok, task, name, data, meta = _load_model(checkpoint, tokenizer, texts is None, batch_size, examples)
     notes: list[str] = []
     labels = getattr(texts, "labels", None)
     if task == "cls" and (texts is None or labels is None):
@@ -243,6 +229,25 @@ def load_target(
     if notes:
         meta["notes"] = notes
     return Target(model.to(device), tok, _objective(task, mask_prob, seed, tok), data, name, task, meta)
+
+
+def _load_model(checkpoint: str, tokenizer: str | Path | None, default_data: bool, batch_size: int,
+                examples: int | None) -> tuple[nn.Module, Any, str, str, list[dict[str, torch.Tensor]] | None,
+                                              dict[str, Any]]:
+    """(model, tokenizer, task, name, data, meta) of ``checkpoint``; ``data``: the default model's
+    held-out batches when ``default_data``, else None (the caller tokenizes texts)."""
+    if checkpoint in (None, "", "default"):
+        from landscape.models.default_model import load_default
+
+        if tokenizer is not None:
+            raise ValueError("the default model has its own tokenizer; --tokenizer is for other checkpoints.")
+        with quiet_transformers():
+            dm = load_default()
+        data = dm.heldout_batches(batch_size=batch_size, max_examples=examples) if default_data else None
+        meta: dict[str, Any] = {"checkpoint": "default", "default_model": dm.metadata, "path": str(dm.path)}
+        return dm.model, dm.tokenizer, "mlm", "default", data, meta
+    ck = load_checkpoint(checkpoint, tokenizer=tokenizer)
+    return ck.model, ck.tokenizer, ck.task, Path(checkpoint).name, None, {"checkpoint": str(ck.path.resolve())}
 
 
 def _objective(task: str, mask_prob: float, seed: int, tokenizer: Any) -> objectives.Objective:
