@@ -14,7 +14,8 @@ import torch
 from torch import nn
 
 from landscape import objectives
-from landscape.models.checkpoints import load_checkpoint, max_positions, texts_to_batches
+from landscape.models.checkpoints import load_checkpoint, max_positions, quiet_transformers, texts_to_batches
+from landscape.models.tokens import check_unknown_tokens, token_stats
 
 log = logging.getLogger("landscape")
 
@@ -168,8 +169,11 @@ def load_target(
     texts: list[str] | None = None,
     max_length: int = 128,
     mask_prob: float = 0.15,
+    tokenizer: str | Path | None = None,
+    allow_unk: bool = False,
 ) -> Target:
-    """Load ``checkpoint`` ("default" or a local path) with held-out data and its objective.
+    """Load ``checkpoint`` ("default", a local path or a hub name in the local cache) with held-out
+    data and its objective.
 
     Data: the default model's held-out sequences; for another checkpoint, ``texts`` (or the
     held-out docstrings of the embedded corpus) tokenized with the checkpoint's tokenizer.
@@ -179,40 +183,23 @@ def load_target(
     Requests the data cannot meet are lowered and said: more ``examples`` than there are (logged,
     and ``meta["examples_requested"]``/``meta["examples_used"]``/``meta["notes"]``), a ``max_length``
     above the model's position embeddings (capped, ``meta["max_length"]``).
+
+    ``tokenizer``: a tokenizer folder or file for a checkpoint saved without one. Before any
+    computing, the share of ``[UNK]`` tokens and of truncated texts is measured on the texts used
+    (``meta["tokens"]``); over 5% ``[UNK]`` is a ``ValueError`` naming the likely cause, unless
+    ``allow_unk``.
     """
     if batch_size < 1 or max_length < 2:
         raise ValueError(f"--batch-size must be ≥ 1 and --max-length ≥ 2, got {batch_size} and {max_length}.")
-    if checkpoint in (None, "", "default"):
-        from landscape.models.default_model import load_default
-
-        dm = load_default()
-        model, tokenizer, task, name = dm.model, dm.tokenizer, "mlm", "default"
-        data = dm.heldout_batches(batch_size=batch_size, max_examples=examples) if texts is None else None
-        meta: dict[str, Any] = {"checkpoint": "default", "default_model": dm.metadata, "path": str(dm.path)}
-    else:
-        ck = load_checkpoint(checkpoint)
-        model, tokenizer, task, name = ck.model, ck.tokenizer, ck.task, Path(checkpoint).name
-        data, meta = None, {"checkpoint": str(Path(checkpoint).resolve())}
+    model, tok, task, name, data, meta = _load_model(checkpoint, tokenizer, texts is None, batch_size, examples)
     notes: list[str] = []
     labels = getattr(texts, "labels", None)
     if task == "cls" and (texts is None or labels is None):
         raise ValueError(f"{name} is a sequence classifier: give labelled texts, --texts FILE.csv (columns text,label) "
                          "or FILE.jsonl ({\"text\": ..., \"label\": ...} per line).")
     if data is None:
-        if tokenizer is None:
-            raise ValueError(f"{checkpoint} has no tokenizer files; save the tokenizer beside the model.")
-        if texts is None:
-            texts = heldout_texts()
-        limit = getattr(tokenizer, "model_max_length", None)
-        if isinstance(limit, int) and 0 < limit < max_length:
-            max_length = limit  # e.g. the default model's 64-token rows
-        positions = max_positions(model)
-        if positions is not None and positions < max_length:
-            notes.append(f"--max-length {max_length} lowered to {positions}, the model's position embeddings.")
-            max_length = positions
-        meta["max_length"] = max_length
-        data = texts_to_batches(tokenizer, texts, max_length=max_length, batch_size=batch_size,
-                                labels=_label_ids(list(labels), model) if task == "cls" and labels is not None else None)
+        data = _text_batches(model, tok, texts, str(checkpoint), task, meta, notes, max_length=max_length,
+                             batch_size=batch_size, examples=examples, allow_unk=allow_unk)
     available = sum(int(b["input_ids"].shape[0]) for b in data)
     data = _limit(data, examples)
     if examples is not None and examples > available:
@@ -222,14 +209,58 @@ def load_target(
         log.warning("landscape: %s", note)
     if notes:
         meta["notes"] = notes
-    model = model.to(device)
+    return Target(model.to(device), tok, _objective(task, mask_prob, seed, tok), data, name, task, meta)
+
+
+def _load_model(checkpoint: str, tokenizer: str | Path | None, default_data: bool, batch_size: int,
+                examples: int | None) -> tuple[nn.Module, Any, str, str, list[dict[str, torch.Tensor]] | None,
+                                              dict[str, Any]]:
+    """(model, tokenizer, task, name, data, meta) of ``checkpoint``; ``data``: the default model's
+    held-out batches when ``default_data``, else None (the caller tokenizes texts)."""
+    if checkpoint in (None, "", "default"):
+        from landscape.models.default_model import load_default
+
+        if tokenizer is not None:
+            raise ValueError("the default model has its own tokenizer; --tokenizer is for other checkpoints.")
+        with quiet_transformers():
+            dm = load_default()
+        data = dm.heldout_batches(batch_size=batch_size, max_examples=examples) if default_data else None
+        meta: dict[str, Any] = {"checkpoint": "default", "default_model": dm.metadata, "path": str(dm.path)}
+        return dm.model, dm.tokenizer, "mlm", "default", data, meta
+    ck = load_checkpoint(checkpoint, tokenizer=tokenizer)
+    return ck.model, ck.tokenizer, ck.task, Path(checkpoint).name, None, {"checkpoint": str(ck.path.resolve())}
+
+
+def _objective(task: str, mask_prob: float, seed: int, tokenizer: Any) -> objectives.Objective:
+    """The task's loss: ``MaskedLM(mask_prob, seed)``, ``HFLoss()`` (classifiers) or ``CausalLM()``."""
     if task == "mlm":
-        objective: objectives.Objective = objectives.MaskedLM(mask_prob=mask_prob, seed=seed, tokenizer=tokenizer)
-    elif task == "cls":
-        objective = objectives.HFLoss()
-    else:
-        objective = objectives.CausalLM()
-    return Target(model, tokenizer, objective, data, name, task, meta)
+        return objectives.MaskedLM(mask_prob=mask_prob, seed=seed, tokenizer=tokenizer)
+    return objectives.HFLoss() if task == "cls" else objectives.CausalLM()
+
+
+def _text_batches(model: nn.Module, tok: Any, texts: list[str] | None, checkpoint: str, task: str,
+                  meta: dict[str, Any], notes: list[str], *, max_length: int, batch_size: int,
+                  examples: int | None, allow_unk: bool) -> list[dict[str, torch.Tensor]]:
+    """``texts`` (default: the held-out docstrings) tokenized into batches, after the token check;
+    records ``meta["max_length"]`` and ``meta["tokens"]`` and appends lowered requests to ``notes``."""
+    if tok is None:
+        raise ValueError(f"{checkpoint} has no tokenizer files (none beside the model or a folder up); save the "
+                         "tokenizer beside the model or pass --tokenizer DIR|FILE (tokenizer=).")
+    labels = getattr(texts, "labels", None)
+    if texts is None:
+        texts = heldout_texts()
+    limit = getattr(tok, "model_max_length", None)
+    if isinstance(limit, int) and 0 < limit < max_length:
+        max_length = limit  # e.g. the default model's 64-token rows
+    positions = max_positions(model)
+    if positions is not None and positions < max_length:
+        notes.append(f"--max-length {max_length} lowered to {positions}, the model's position embeddings.")
+        max_length = positions
+    meta["max_length"] = max_length
+    meta["tokens"] = token_stats(tok, texts[:examples] if examples is not None else texts, max_length)
+    check_unknown_tokens(meta["tokens"], tok, allow_unk)
+    return texts_to_batches(tok, texts, max_length=max_length, batch_size=batch_size,
+                            labels=_label_ids(list(labels), model) if task == "cls" and labels is not None else None)
 
 
 def _cat_padded(rows: list[torch.Tensor], key: str) -> torch.Tensor:

@@ -12,9 +12,11 @@ import logging
 import os
 import sys
 import tempfile
-import traceback
 from collections.abc import Sequence
 from pathlib import Path
+
+from analyses.cli.errors import run_guarded
+from landscape.util.lock import hold
 
 # Subcommand modules, in the order --help lists them.
 COMMANDS = [
@@ -27,10 +29,6 @@ COMMANDS = [
     "guided_dropout",
     "analyze",
 ]
-
-# Errors that are the user's: a bad path, value or data file. They end as one line and exit 2.
-# Anything else is a bug in the toolkit or a library: one line plus a hint, and -v shows the traceback.
-USER_ERRORS = (ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError)
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, *, checkpoint: bool = True, progress: bool = True) -> None:
@@ -50,7 +48,8 @@ def add_common_arguments(parser: argparse.ArgumentParser, *, checkpoint: bool = 
 
 
 def add_data_arguments(parser: argparse.ArgumentParser, *, batch_size: int = 8) -> None:
-    """--texts, --batch-size and --max-length: the evaluation text and how it is batched."""
+    """--texts, --batch-size, --max-length, --tokenizer and --allow-unk: the evaluation text and how it
+    is tokenized and batched."""
     parser.add_argument("--texts", default=None, metavar="FILE",
                         help="UTF-8 file of texts, one per line, or .csv (header: text,label) / .jsonl "
                              "({\"text\", \"label\"}) with labels for sequence classifiers "
@@ -59,6 +58,10 @@ def add_data_arguments(parser: argparse.ArgumentParser, *, batch_size: int = 8) 
                                                                            f"{batch_size})")
     parser.add_argument("--max-length", type=int, default=128,
                         help="tokens per sequence at most (≥ 2, default 128; capped at the model's positions)")
+    parser.add_argument("--tokenizer", default=None, metavar="DIR|FILE",
+                        help="tokenizer folder, tokenizer.json or vocab.txt (default: the checkpoint's, else one folder up)")
+    parser.add_argument("--allow-unk", action="store_true",
+                        help="run even when more than 5%% of the evaluation tokens are [UNK]")
 
 
 def add_range_argument(parser: argparse.ArgumentParser, default: float = 1.0, what: str = "scan coefficients") -> None:
@@ -181,11 +184,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "_run", None):
         parser.print_help()
         return 2
-    try:
-        _precheck(args)
+    return run_guarded(lambda: _run_locked(args), verbose=args.verbose)
+
+
+def _run_locked(args: argparse.Namespace) -> int:
+    """Precheck, then run the command holding the lock of its --out (rank 0 only under torchrun)."""
+    _precheck(args)
+    out = getattr(args, "out", None) if args.command != "plot" else None
+    with hold(out if os.environ.get("RANK", "0") == "0" else None, command=" ".join(["landscape", *sys.argv[1:]])):
         return int(args._run(args) or 0)
-    except (Exception, KeyboardInterrupt) as exc:  # a bug or the user's input: handle_error tells which
-        return handle_error(exc, args.verbose)
 
 
 if __name__ == "__main__":  # pragma: no cover

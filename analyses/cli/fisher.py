@@ -65,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
     ctx = util.dist_context()
     texts = read_texts(args.texts)
     target = load_target(args.checkpoint, examples=args.examples, batch_size=args.batch_size, device=args.device,
-                         seed=args.seed, texts=texts, max_length=args.max_length)
+                         seed=args.seed, texts=texts, max_length=args.max_length,
+                         tokenizer=args.tokenizer, allow_unk=args.allow_unk)
     F = fisher.diagonal(target.model, target.objective, target.data, estimator=args.estimator,
                         mc_samples=args.mc_samples, seed=args.seed, chunk_size=args.chunk_size,
                         params=args.include, progress=not args.no_progress, convergence=True, distributed=ctx.active)

@@ -99,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("nothing to compute: pass --top-k N, --trace and/or --density.")
     start = time.perf_counter()
     target = load_target(args.checkpoint, examples=args.examples, batch_size=args.batch_size, device=args.device,
-                         seed=args.seed, texts=read_texts(args.texts), max_length=args.max_length)
+                         seed=args.seed, texts=read_texts(args.texts), max_length=args.max_length,
+                         tokenizer=args.tokenizer, allow_unk=args.allow_unk)
     space = ParamSpace(target.model, include=args.include) if args.include else None
     ops: dict[str, curvature.HessianOperator | curvature.EmpiricalFisherOperator] = {
         "hessian": curvature.HessianOperator(target.model, target.objective, target.data, params=space, mode=args.mode)}

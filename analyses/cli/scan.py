@@ -108,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     texts = read_texts(args.texts)
     target = load_target(args.checkpoint, examples=args.examples if args.examples is not None else 64,
                          batch_size=args.batch_size, device=args.device, seed=args.seed, texts=texts,
-                         max_length=args.max_length)
+                         max_length=args.max_length, tokenizer=args.tokenizer, allow_unk=args.allow_unk)
     res = _scan(args, target, nx, ny)
     res.meta["target"] = {"name": target.name, "task": target.task,
                           **{k: v for k, v in target.meta.items() if isinstance(v, (str, int, float))},

@@ -21,12 +21,15 @@ import contextlib
 import math
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from os import PathLike
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from landscape.dropout import rates as _rates
+from landscape.dropout.guided import FORMAT, DropoutRates
 from landscape.dropout.sites import DropoutSite, SiteMap, _resolve, find_sites
 
 __all__ = ["GRANULARITIES", "NOISES", "Applied", "apply", "current_rates", "set_rates"]
@@ -62,11 +65,22 @@ class Applied:
 
 
 def _as_maps(rates: Any) -> tuple[dict[str, float], dict[str, Tensor]]:
+    """Site rates and unit rates from a ``DropoutRates``, a ``rates.json`` path, the dict read from
+    that file (``{"format": "landscape.dropout-rates/1", "rates": ...}``) or a plain ``{site: p}``."""
+    if isinstance(rates, (str, PathLike)):
+        rates = DropoutRates.load(Path(rates))
+    elif isinstance(rates, Mapping) and ("format" in rates or isinstance(rates.get("rates"), Mapping)):
+        if rates.get("format") != FORMAT:
+            raise ValueError(f"rates dict has format {rates.get('format')!r}, not {FORMAT!r}: pass the dict read "
+                             "from a rates.json written by DropoutRates.save, a DropoutRates, a path, or "
+                             "{site id: rate}.")
+        rates = DropoutRates.from_dict(rates, "rates dict")
     if hasattr(rates, "rates"):
         return dict(rates.rates), dict(getattr(rates, "unit_rates", {}) or {})
     if isinstance(rates, Mapping):
         return {k: v for k, v in rates.items()}, {}
-    raise TypeError(f"rates must be a DropoutRates or a mapping site id -> float, got {type(rates).__name__}.")
+    raise TypeError(f"rates must be a DropoutRates, a rates.json path, the dict read from it, or a mapping site id -> "
+                    f"float, got {type(rates).__name__}.")
 
 
 def _unit_hook(p_u: Tensor, site: str):
@@ -76,7 +90,8 @@ def _unit_hook(p_u: Tensor, site: str):
         if not module.training:
             return out
         if out.shape[-1] != keep.numel():
-            raise ValueError(f"unit rates for site {site!r} have {keep.numel()} units; its tensor has last axis {out.shape[-1]}.")
+            raise ValueError(f"unit rates for site {site!r} have {keep.numel()} units; its tensor has last axis "
+                             f"{out.shape[-1]}.")
         k = keep.to(device=out.device, dtype=out.dtype)
         mask = torch.bernoulli(k.expand(out.shape).contiguous())
         return out * mask / k.clamp_min(1e-12)
@@ -106,7 +121,8 @@ def _remember(applied: Applied, mod: nn.Module, attr: str) -> None:
 
 def set_rates(model: nn.Module, rates: Any, noise: str = "bernoulli", granularity: str = "site",
               sites: SiteMap | None = None, strict: bool = True) -> Applied:
-    """Set ``rates`` (a :class:`~landscape.dropout.guided.DropoutRates` or ``{site id: p}``) on
+    """Set ``rates`` (a :class:`~landscape.dropout.guided.DropoutRates`, a ``rates.json`` path, the dict
+    read from it, or ``{site id: p}``) on
     ``model`` and return the :class:`Applied` handle that undoes it.
 
     Args:
@@ -128,7 +144,8 @@ def set_rates(model: nn.Module, rates: Any, noise: str = "bernoulli", granularit
     sites = sites if sites is not None else find_sites(model)
     unknown = [k for k in site_rates if k not in sites.ids]
     if unknown:
-        raise ValueError(f"rates name sites this {sites.model_class} does not have: {unknown[:3]} (it has {sites.ids}).")
+        raise ValueError(f"rates name sites this {sites.model_class} does not have: {unknown[:3]} "
+                         f"(it has {sites.ids}).")
     if strict and (missing := [s for s in sites.ids if s not in site_rates]):
         raise ValueError(f"no rate for sites {missing[:3]}; give every site a rate or pass strict=False.")
     if granularity == "unit" and not units and any(_hookable(s) for s in sites):

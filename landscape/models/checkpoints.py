@@ -19,7 +19,6 @@ from __future__ import annotations
 import json
 import logging
 import pickle
-import re
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -29,6 +28,18 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from landscape.models.hub_cache import looks_like_hub_name
+from landscape.models.hub_cache import resolve as resolve_hub_name
+from landscape.models.tokens import find_tokenizer
+from landscape.models.weight_files import (
+    check_weight_files,
+    damaged,
+    first_line,
+    needs_code,
+    read_state_dict,
+    weight_names,
+)
 
 TASKS = ("mlm", "causal", "cls", "auto")
 log = logging.getLogger("landscape.models")
@@ -63,7 +74,8 @@ def _infer_task(config: Any) -> str:
     if any("maskedlm" in a or "pretraining" in a for a in archs):
         return "mlm"
     model_type = getattr(config, "model_type", "")
-    return "causal" if model_type in {"gpt2", "gpt_neo", "gptj", "llama", "mistral", "opt", "gpt_neox", "qwen2"} else "mlm"
+    causal = {"gpt2", "gpt_neo", "gptj", "llama", "mistral", "opt", "gpt_neox", "qwen2"}
+    return "causal" if model_type in causal else "mlm"
 
 
 def _load_config(path: Path, config: Any) -> Any:
@@ -81,12 +93,6 @@ def _load_config(path: Path, config: Any) -> Any:
     return read_config(source)
 
 
-def _first_line(exc: BaseException) -> str:
-    """The first line of an exception message, without hub URLs (they mean nothing for local files)."""
-    line = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), type(exc).__name__)
-    return re.sub(r"\s*\(?https?://\S+\)?", "", line).rstrip(" .:") or type(exc).__name__
-
-
 def read_config(directory: str | Path) -> Any:
     """``AutoConfig`` of a local checkpoint directory, with one-line errors of ours for a
     ``config.json`` that is not JSON, names an unknown ``model_type`` or needs custom code."""
@@ -101,7 +107,8 @@ def read_config(directory: str | Path) -> Any:
         raise ValueError(f"{file} is not valid JSON{where}; restore it from the original checkpoint "
                          "(save_pretrained writes it).") from None
     if not isinstance(raw, dict):
-        raise ValueError(f"{file} must hold a JSON object, got {type(raw).__name__}; restore it from the original checkpoint.")
+        raise ValueError(f"{file} must hold a JSON object, got {type(raw).__name__}; restore it from the original "
+                         "checkpoint.")
     model_type = raw.get("model_type")
     if model_type not in CONFIG_MAPPING:
         if raw.get("auto_map"):
@@ -112,7 +119,7 @@ def read_config(directory: str | Path) -> Any:
     try:
         return AutoConfig.from_pretrained(str(directory), local_files_only=True, trust_remote_code=False)
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ValueError(f"{file} cannot be read as a {model_type} config: {_first_line(exc)}.") from None
+        raise ValueError(f"{file} cannot be read as a {model_type} config: {first_line(exc)}.") from None
 
 
 def _check_architecture(config: Any, task: str) -> None:
@@ -127,59 +134,6 @@ def _check_architecture(config: Any, task: str) -> None:
 def _model_from_config(config: Any, task: str) -> nn.Module:
     _check_architecture(config, task)
     return _auto_classes(task).from_config(config, trust_remote_code=False)
-
-
-def read_state_dict(path: str | Path) -> dict[str, Tensor]:
-    """Read a ``.safetensors`` or torch state dict without executing code."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"checkpoint file {path} does not exist.")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            return load_file(str(path))
-        except Exception as exc:  # safetensors' SafetensorError: truncated or not a safetensors file
-            raise ValueError(_damaged(path, exc)) from None
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle.UnpicklingError, a truncated zip archive, ...
-        if not _needs_code(exc):
-            raise ValueError(_damaged(path, exc)) from None
-        raise ValueError(
-            f"{path} cannot be read with torch.load(weights_only=True): it needs code execution to "
-            "unpickle (a pickled module or custom class). Save a plain state dict instead "
-            "(torch.save(model.state_dict(), path)) or convert it to .safetensors."
-        ) from None
-    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
-        obj = obj["state_dict"]
-    if not isinstance(obj, dict) or not all(isinstance(v, Tensor) for v in obj.values()):
-        raise ValueError(f"{path} does not hold a state dict of tensors (got {type(obj).__name__}).")
-    return obj
-
-
-def _needs_code(exc: BaseException) -> bool:
-    """Whether ``torch.load(weights_only=True)`` refused a well-formed pickle for naming a global
-    (a class or function it would have to import and run), as opposed to failing on damaged bytes."""
-    return "global" in str(exc).lower()
-
-
-def _damaged(path: Path, exc: BaseException) -> str:
-    return (f"{path} is damaged or incomplete ({_first_line(exc)}): the weights file was truncated or is not a "
-            "checkpoint; copy or save it again.")
-
-
-def check_weight_files(directory: Path) -> None:
-    """Read the header of every ``*.safetensors`` weights file in ``directory`` (cheap: no tensor
-    data), so a truncated or garbage file is refused with one line before ``from_pretrained``."""
-    from safetensors import safe_open
-
-    for f in sorted(directory.glob("*.safetensors")):
-        try:
-            with safe_open(str(f), framework="pt") as handle:
-                handle.keys()
-        except Exception as exc:  # SafetensorError
-            raise ValueError(_damaged(f, exc)) from None
 
 
 def tied_groups(model: nn.Module) -> dict[str, list[str]]:
@@ -234,82 +188,141 @@ def load_checkpoint(
     config: Any = None,
     device: str | torch.device = "cpu",
     dtype: torch.dtype | None = None,
+    tokenizer: str | Path | None = None,
 ) -> Checkpoint:
     """Load a model (and tokenizer, when present) from a local checkpoint, in eval mode.
 
     Args:
-        path: a Hugging Face directory, a ``.safetensors`` file or a torch ``.pt``/``.bin`` file.
+        path: a Hugging Face directory, a ``.safetensors`` file, a torch ``.pt``/``.bin`` file, or a hub
+            name (``org/name[@revision]``) found in the local Hugging Face cache (never downloaded).
         task: ``"mlm"``, ``"causal"``, ``"cls"`` (sequence classification) or ``"auto"`` (from the
             config's architectures).
         config: for single files, a config directory/file or ``PretrainedConfig``; default: the
             file's directory.
         device, dtype: where and in what precision to put the model.
+        tokenizer: a tokenizer folder or file (``tokenizer.json``, ``vocab.txt``); default: the
+            checkpoint folder's, else the one a folder up.
+
+    A config naming an architecture ``transformers`` lacks (extra heads of other code) loads the task
+    head its weights hold; weights the model has no place for are named in one log line.
     """
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}.")
-    with _quiet_transformers():
-        return _load(Path(path).expanduser(), task, config, device, dtype)
+    with quiet_transformers():
+        ck = _load(_resolve(Path(path).expanduser(), path), task, config, device, dtype, tokenizer)
+    if ck.task == "causal" and ck.tokenizer is not None:
+        ensure_pad_token(ck.tokenizer)
+    return ck
 
 
 @contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    """No "Loading weights" progress bars from ``transformers`` (they end up between our output lines)."""
+def quiet_transformers() -> Iterator[None]:
+    """No "Loading weights" progress bars and no "LOAD REPORT" tables from ``transformers`` (they end
+    up between our output lines); what matters in them is said in one line of ours instead."""
     from transformers.utils import logging as hf_logging
 
-    enabled = hf_logging.is_progress_bar_enabled()
+    enabled, verbosity = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
     hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
     try:
         yield
     finally:
+        hf_logging.set_verbosity(verbosity)
         if enabled:
             hf_logging.enable_progress_bar()
 
 
-def _load(path: Path, task: str, config: Any, device: str | torch.device, dtype: torch.dtype | None) -> Checkpoint:
+def _resolve(path: Path, given: str | Path) -> Path:
+    """``path`` itself when it exists, else a hub name resolved from the local cache (offline)."""
+    if path.exists() or not looks_like_hub_name(str(given)):
+        return path
+    return resolve_hub_name(str(given))
+
+
+def _task_from_weights(config: Any, names: Sequence[str]) -> str:
+    """The head a checkpoint's weights hold: an LM head (masked or causal, by the model type), else a
+    classifier; for configs naming an architecture ``transformers`` does not have."""
+    lm = ("cls.predictions.", "lm_head.", "predictions.", "vocab_projector.", "generator_lm_head.", "decoder.")
+    if any(n.startswith(lm) or f".{lm[0]}" in n for n in names):
+        from transformers import AutoModelForMaskedLM
+
+        return "mlm" if type(config) in AutoModelForMaskedLM._model_mapping else "causal"
+    if any(n.startswith(("classifier.", "score.")) for n in names):
+        return "cls"
+    return _infer_task(config)
+
+
+def _unknown_architecture(config: Any) -> str | None:
+    import transformers
+
+    names = [a for a in (getattr(config, "architectures", None) or []) if not hasattr(transformers, a)]
+    return names[0] if names else None
+
+
+def _note_ignored(path: Path, model: nn.Module, unexpected: Sequence[str], arch: str | None) -> None:
+    """One line naming the weights the loaded model does not use (and the unknown architecture)."""
+    if not unexpected and arch is None:
+        return
+    what = f"config.json names {arch!r}, which transformers does not have; " if arch else ""
+    ignored = f"; ignored {len(unexpected)} weights it has no place for: {', '.join(list(unexpected)[:4])}" + (
+        ", ..." if len(unexpected) > 4 else "") if unexpected else ""
+    log.warning("landscape: note: %s: %sloaded as %s%s.", path, what, type(model).__name__, ignored)
+
+
+def _load(path: Path, task: str, config: Any, device: str | torch.device, dtype: torch.dtype | None,
+          tokenizer: str | Path | None) -> Checkpoint:
     if not path.exists():
-        raise FileNotFoundError(f"checkpoint {path} does not exist (give a local directory or file; hubs are not used).")
+        raise FileNotFoundError(f"checkpoint {path} does not exist (give a local directory or file, or a hub name in "
+                                "the local Hugging Face cache).")
     if path.is_dir():
-        if not (path / "config.json").is_file():
-            raise FileNotFoundError(f"{path} has no config.json: it is not a Hugging Face checkpoint directory.")
-        cfg = read_config(path)
-        task = _infer_task(cfg) if task == "auto" else task
-        auto = _auto_classes(task)
-        _check_architecture(cfg, task)  # a clear message before any weights are read
-        check_weight_files(path)
-        try:
-            model, info = auto.from_pretrained(
-                str(path), local_files_only=True, trust_remote_code=False, output_loading_info=True
-            )
-        except (OSError, RuntimeError, pickle.UnpicklingError) as exc:  # e.g. a truncated pytorch_model.bin
-            if _needs_code(exc):
-                raise ValueError(f"{path}: the weights need code execution to unpickle; convert them to .safetensors.") from None
-            raise ValueError(_damaged(path, exc)) from None
-        _check_head(model, info.get("missing_keys", []), task, path)
-        tokenizer = _load_tokenizer(path)
+        model, cfg, task = _load_dir(path, task)
+        tok = find_tokenizer(path, tokenizer, cfg)
     else:
-        if path.suffix not in (".safetensors", *TORCH_SUFFIXES):
-            raise ValueError(f"{path}: unknown checkpoint format {path.suffix!r}; use a directory, .safetensors or .pt/.bin.")
-        cfg = _load_config(path, config)
-        task = _infer_task(cfg) if task == "auto" else task
-        model = _model_from_config(cfg, task)
-        state = read_state_dict(path)
-        result = model.load_state_dict(state, strict=False)
-        _check_head(model, result.missing_keys, task, path)  # ties the weights first
+        model, cfg, task = _load_file(path, task, config)
         tok_dir = Path(config) if isinstance(config, (str, Path)) else path.parent
-        tokenizer = _load_tokenizer(tok_dir.parent if tok_dir.is_file() else tok_dir)
+        tok = find_tokenizer(tok_dir.parent if tok_dir.is_file() else tok_dir, tokenizer, cfg)
     model = model.to(device=device, dtype=dtype) if dtype is not None else model.to(device=device)
     model.eval()
-    if task == "causal" and tokenizer is not None:
-        ensure_pad_token(tokenizer)
-    return Checkpoint(model=model, tokenizer=tokenizer, path=path, task=task)
+    return Checkpoint(model=model, tokenizer=tok, path=path, task=task)
 
 
-def _load_tokenizer(directory: Path) -> Any:
-    from transformers import AutoTokenizer
+def _load_dir(path: Path, task: str) -> tuple[nn.Module, Any, str]:
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"{path} has no config.json: it is not a Hugging Face checkpoint directory.")
+    cfg = read_config(path)
+    unknown = _unknown_architecture(cfg)
+    check_weight_files(path)
+    if task == "auto":
+        task = _task_from_weights(cfg, weight_names(path)) if unknown else _infer_task(cfg)
+    _check_architecture(cfg, task)  # a clear message before any weights are read
+    try:
+        model, info = _auto_classes(task).from_pretrained(
+            str(path), local_files_only=True, trust_remote_code=False, output_loading_info=True
+        )
+    except (OSError, RuntimeError, pickle.UnpicklingError) as exc:  # e.g. a truncated pytorch_model.bin
+        if needs_code(exc):
+            raise ValueError(f"{path}: the weights need code execution to unpickle; convert them to "
+                             ".safetensors.") from None
+        raise ValueError(damaged(path, exc)) from None
+    _check_head(model, info.get("missing_keys", []), task, path)
+    _note_ignored(path, model, sorted(info.get("unexpected_keys", [])), unknown)
+    return model, cfg, task
 
-    if not any((directory / f).is_file() for f in ("tokenizer.json", "vocab.txt", "tokenizer_config.json")):
-        return None
-    return AutoTokenizer.from_pretrained(str(directory), local_files_only=True, trust_remote_code=False)
+
+def _load_file(path: Path, task: str, config: Any) -> tuple[nn.Module, Any, str]:
+    if path.suffix not in (".safetensors", *TORCH_SUFFIXES):
+        raise ValueError(f"{path}: unknown checkpoint format {path.suffix!r}; use a directory, .safetensors or "
+                         ".pt/.bin.")
+    cfg = _load_config(path, config)
+    state = read_state_dict(path)
+    unknown = _unknown_architecture(cfg)
+    if task == "auto":
+        task = _task_from_weights(cfg, list(state)) if unknown else _infer_task(cfg)
+    model = _model_from_config(cfg, task)
+    result = model.load_state_dict(state, strict=False)
+    _check_head(model, result.missing_keys, task, path)  # ties the weights first
+    _note_ignored(path, model, sorted(result.unexpected_keys), unknown)
+    return model, cfg, task
 
 
 def ensure_pad_token(tokenizer: Any) -> None:
@@ -349,7 +362,8 @@ def texts_to_batches(tokenizer: Any, texts: Sequence[str], max_length: int = 128
         ensure_pad_token(tokenizer)
     out = []
     for i in range(0, len(texts), batch_size):
-        enc = tokenizer(list(texts[i : i + batch_size]), truncation=True, max_length=max_length, padding=True, return_tensors="pt")
+        enc = tokenizer(list(texts[i : i + batch_size]), truncation=True, max_length=max_length, padding=True,
+                        return_tensors="pt")
         batch = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
         if labels is not None:
             batch["labels"] = torch.tensor([int(y) for y in labels[i : i + batch_size]], dtype=torch.long)

@@ -47,7 +47,7 @@ def test_cli_prints_table_and_writes_json(tmp_path, capsys):
     rc = cli.main(["hessian", str(ck), "--texts", texts, "--examples", "2", "--batch-size", "2", "--top-k", "2", "--tol", "1e-2",
                    "--trace", "--trace-matvecs", "3", "--density", "--density-runs", "1", "--lanczos-steps", "3",
                    "--mode", "double_backward",
-                   "--fisher", "--out", str(out)])
+                   "--fisher", "--allow-unk", "--out", str(out)])  # spaces are [UNK] in this character vocabulary
     printed = capsys.readouterr().out
     assert rc == 0
     assert "eigenvalue 2" in printed and "trace" in printed and "fisher" in printed
@@ -67,7 +67,7 @@ def test_cli_bad_input_exits_2(tmp_path, capsys):
     texts = write_texts(tmp_path / "t.txt")
     assert cli.main(["hessian", str(ck), "--top-k", "0"]) == 2
     assert "nothing to compute" in capsys.readouterr().err
-    assert cli.main(["hessian", str(ck), "--texts", texts, "--examples", "2", "--include", "no.such.*"]) == 2
+    assert cli.main(["hessian", str(ck), "--texts", texts, "--examples", "2", "--allow-unk", "--include", "no.such.*"]) == 2
     assert "matches nothing" in capsys.readouterr().err
     assert cli.main(["hessian", str(tmp_path / "missing")]) == 2
     assert cli.main(["hessian", str(ck), "--texts", str(tmp_path / "none.txt")]) == 2

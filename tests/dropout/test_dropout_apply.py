@@ -140,3 +140,24 @@ def test_rates_for_unknown_or_missing_sites_are_refused():
     applied.restore()
     applied.restore()  # idempotent
     assert model.bert.embeddings.dropout.p == 0.1
+
+
+def test_rates_from_a_path_a_dropout_rates_or_the_dict_of_rates_json(tmp_path):
+    import json
+
+    model = make_model("bert")
+    sites = dropout.find_sites(model)
+    rates = dropout.DropoutRates({s: 0.05 * (i + 1) for i, s in enumerate(sites.ids)})
+    path = rates.save(tmp_path / "rates.json")
+    doc = json.loads(path.read_text())
+    assert doc["format"] == "landscape.dropout-rates/1"  # the key that used to be read as a site's rate
+    before = snapshot(model)
+    for given in (rates, path, str(path), doc):
+        with dropout.apply(model, given) as applied:
+            assert dropout.current_rates(model) == pytest.approx(rates.rates)
+            assert applied.rates == pytest.approx(rates.rates)
+        assert_same(before, snapshot(model))
+    with pytest.raises(ValueError, match="format 'other/1'"):
+        dropout.set_rates(model, {**doc, "format": "other/1"})
+    with pytest.raises(FileNotFoundError):
+        dropout.set_rates(model, tmp_path / "missing.json")

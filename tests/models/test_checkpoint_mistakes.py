@@ -10,7 +10,8 @@ import torch
 
 import architectures as A
 from analyses.cli import main
-from landscape.models.checkpoints import load_checkpoint, read_state_dict
+from landscape.models.checkpoints import load_checkpoint
+from landscape.models.weight_files import read_state_dict
 
 
 @pytest.fixture(scope="module")

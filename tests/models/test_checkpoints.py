@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from conftest import make_mlm_batches, make_tiny_bert, mlm_objective
-from landscape.models.checkpoints import load_checkpoint, read_state_dict
+from landscape.models.checkpoints import load_checkpoint
+from landscape.models.weight_files import read_state_dict
 
 
 @pytest.fixture
