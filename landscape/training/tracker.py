@@ -164,13 +164,12 @@ class CurvatureTracker:
         return s_tot / max(n_tot, 1), time.perf_counter() - t0
 
     def _operator(self, kind: str) -> Any:
-        common = {"params": self.params, "distributed": self.distributed}
         if kind == "fisher_trace":
-            return curvature.EmpiricalFisherOperator(self.model, self.objective, self.probe_data,
-                                                     check_determinism=False, **common)
-        first = self.hvp_mode == "auto"
-        op = curvature.HessianOperator(self.model, self.objective, self.probe_data, mode=self.hvp_mode,
-                                       check_determinism=first, **common)
+            return curvature.EmpiricalFisherOperator(self.model, self.objective, self.probe_data, params=self.params,
+                                                     check_determinism=False, distributed=self.distributed)
+        op = curvature.HessianOperator(self.model, self.objective, self.probe_data, params=self.params,
+                                       mode=self.hvp_mode, check_determinism=self.hvp_mode == "auto",
+                                       distributed=self.distributed)
         self.hvp_mode = op.mode  # timed once, then kept
         return op
 
