@@ -14,7 +14,8 @@ given ``save="out.png"`` (``.png``, ``.pdf`` or ``.svg``):
 * :func:`figures.comparison.plot_mask_metrics`: sharpness metrics per Fisher mask;
 * :func:`figures.intervals.plot_intervals`: estimates with intervals (forest plot);
   :func:`~figures.intervals.plot_surface_rows`: rows of surfaces, one colour scale per row;
-* :func:`figures.vtp.write_vtp`: ParaView export.
+* :func:`figures.vtp.write_vtp`: ParaView export;
+* :func:`figures.training.plot_training_curvature`: curvature measured during training, with 2/η.
 
 Submodules import lazily, so ``import figures`` does not import matplotlib.
 """
@@ -23,6 +24,8 @@ from __future__ import annotations
 
 import importlib
 from typing import Any
+
+from figures.training import plot_training_curvature
 
 _SUBMODULES = {"style", "sources", "curves", "surfaces", "fisher", "spectrum", "convergence", "audit", "vtp", "comparison", "intervals"}
 _FUNCTIONS = {
@@ -50,4 +53,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'figures' has no attribute {name!r}")
 
 
-__all__ = sorted(_SUBMODULES | set(_FUNCTIONS))
+__all__ = sorted(_SUBMODULES | set(_FUNCTIONS)) + ["plot_training_curvature"]

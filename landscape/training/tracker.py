@@ -81,6 +81,11 @@ class CurvatureTracker:
         seed: seed of the trace probes, the Lanczos cold start and the direction.
         distributed: ``None``/``True``: shard the probe data across ``torchrun`` ranks; ``False``: never.
         progress: show progress bars inside each measurement.
+
+    Attributes:
+        hvp_mode: the Hessian-vector product mode; ``"auto"`` times both modes at the first
+            measurement and keeps the faster; set it (``"double_backward"``) to skip that timing.
+        rows: the measurements so far (resumed ones included).
     """
 
     def __init__(self, model: nn.Module, objective: Objective, probe_data: Iterable[Any], *,
