@@ -37,6 +37,7 @@ PANELS: dict[str, str] = {
 
 
 def _rows(src: str | os.PathLike | Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    rows: list[Mapping[str, Any]]
     if isinstance(src, (str, os.PathLike)):
         from landscape.training.log import read_measurements
 

@@ -16,8 +16,9 @@ trainer to log through, so it appends the entry to ``state.log_history`` only (a
 
 When. A measurement at the start of training (step 0, or the resumed step), then every ``every``
 steps, or with ``every=None`` every N = ⌈m / (budget·s)⌉ steps from the last measurement's
-seconds m and the mean step seconds s (:class:`~landscape.training.schedule.Schedule`), and one at
-the end of training (``at_end``). Steps already in the file (a resumed run) are skipped.
+seconds m and the mean step seconds s, with the step-0 measurement charged to the run's
+``max_steps`` (:class:`~landscape.training.schedule.Schedule`), and optionally one at the end of
+training (``at_end``, outside the budget). Steps already in the file (a resumed run) are skipped.
 """
 
 from __future__ import annotations
@@ -43,11 +44,11 @@ class CurvatureCallback(TrainerCallback):
         tracker: the :class:`CurvatureTracker` (its model must be the Trainer's model).
         every: measure every ``every`` optimizer steps; ``None``: automatic, overhead ≤ ``budget``.
         budget: the automatic schedule's ceiling on measurement time / training time (0.10).
-        at_end: also measure at the last step.
+        at_end: also measure at the last step (one measurement outside the budget).
     """
 
     def __init__(self, tracker: CurvatureTracker, *, every: int | None = None, budget: float = 0.10,
-                 at_end: bool = True) -> None:
+                 at_end: bool = False) -> None:
         if not isinstance(tracker, CurvatureTracker):
             raise TypeError(f"tracker must be a landscape.training.CurvatureTracker, got {type(tracker).__name__}.")
         self.tracker, self.at_end = tracker, at_end
@@ -68,6 +69,8 @@ class CurvatureCallback(TrainerCallback):
         if model is not None and model is not self.tracker.model:
             raise ValueError("the CurvatureTracker measures another model than the Trainer trains; build the "
                              "tracker on the same model object you pass to Trainer(model=...).")
+        if getattr(state, "max_steps", 0) and state.max_steps > 0:
+            self.schedule.total_steps = int(state.max_steps)
         for row in self.tracker.rows:  # a resumed file: its steps count as measured
             self.schedule.record_measurement(int(row["step"]), None)
         if self.tracker.rows:

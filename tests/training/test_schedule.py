@@ -18,6 +18,16 @@ def test_auto_interval_keeps_overhead_under_budget():
         auto_interval(1.0, 1.0, 0.0)
 
 
+def test_auto_interval_charges_the_first_measurement_to_the_run():
+    n = auto_interval(1.0, 1.0, 0.10, total_steps=100)  # room 0.1 − 0.01 per step → N = ⌈1/0.09⌉
+    assert n == 12 and (100 // n + 1) * 1.0 / 100 <= 0.10  # measurements at 0, 12, …, 96: 9% of training
+    assert auto_interval(20.0, 1.0, 0.10, total_steps=100) == 101  # step 0 alone spends the budget: no more
+    sched = Schedule(budget=0.1, total_steps=100)
+    sched.record_measurement(0, 20.0)
+    sched.record_step(1.0)
+    assert not any(sched.due(s) for s in range(1, 101))
+
+
 def test_fixed_schedule():
     sched = Schedule(every=5)
     assert sched.due(0)
