@@ -29,10 +29,10 @@ __all__ = ["plot_training_curvature", "PANELS"]
 
 PANELS: dict[str, str] = {
     "loss": "probe loss (nats)",
-    "top_eigenvalue": "top Hessian eigenvalue λ_max",
-    "hessian_trace": "Hessian trace",
-    "fisher_trace": "empirical Fisher trace",
-    "loss_rise": "loss rise along d (nats)",
+    "top_eigenvalue": "Hessian λ_max",
+    "hessian_trace": "tr(Hessian)",
+    "fisher_trace": "tr(emp. Fisher)",
+    "loss_rise": "loss rise along d",
 }
 
 

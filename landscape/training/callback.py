@@ -108,7 +108,8 @@ class CurvatureCallback(TrainerCallback):
         row = self.tracker.measure(step, lr=self.learning_rate(kwargs), epoch=state.epoch)
         self.schedule.record_measurement(step, row["seconds"])
         logs = {f"curvature/{k}": float(row[k]) for k in LOGGED if row.get(k) is not None}
-        logs["curvature/overhead"] = self.schedule.overhead()
+        if self.schedule.steps_timed:
+            logs["curvature/overhead"] = self.schedule.overhead()
         if self.trainer is not None:
             self.trainer.log(logs)
             return

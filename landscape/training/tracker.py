@@ -14,9 +14,10 @@ What one measurement holds (all on the same held-out probe data, in eval mode, M
   to the current filter norms), with ``loss_curve`` = L at ``alphas`` (2·points + 1 values on [−r, r]).
 
 Cost. Each product is roughly 2–4 gradients (see DESIGN.md), so a measurement costs about
-3·(eig products + 2·trace_matvecs) gradients plus 2·points forwards. Every row records ``seconds``,
-``gradient_seconds`` (one gradient of the probe loss, timed in the same measurement) and their ratio
-``cost_gradients``, the overhead in gradients.
+3·(eig products + 2·trace_matvecs) gradients, plus one forward per scan point and two timed
+gradients. Every row records ``seconds``, ``gradient_seconds`` (one gradient of the probe loss,
+the faster of two timed in the same measurement) and their ratio ``cost_gradients``, the overhead
+in gradients.
 
 Nothing leaks into training: the weights, buffers and every module's train flag are restored bit for
 bit (:func:`landscape.perturb.preserved`), no ``.grad`` is written, the optimizer is never touched,
@@ -153,20 +154,24 @@ class CurvatureTracker:
         if util.model_device(self.model).type == "cuda":
             torch.cuda.synchronize()
 
-    def _timed_gradient(self) -> tuple[float, float]:
-        """(probe loss, seconds of one gradient ∇L on the probe data); writes no ``.grad``."""
+    def _timed_gradient(self, repeats: int = 2) -> tuple[float, float]:
+        """(probe loss, seconds of one gradient ∇L on the probe data: the fastest of ``repeats``,
+        so a first-call warm-up or a busy moment does not deflate ``cost_gradients``); no ``.grad``."""
         tensors = [self.space.params[n] for n in self.space.names]
-        self._synchronize()
-        t0 = time.perf_counter()
+        best = float("inf")
         with util.deterministic_eval(self.model):
-            s_tot, n_tot = 0.0, 0
-            for p in self.prepared:
-                s, n = self.objective.loss_sum(self.model, p)
-                torch.autograd.grad(s, tensors, allow_unused=True)
-                s_tot += float(s.detach().double())
-                n_tot += int(n)
-        self._synchronize()
-        return s_tot / max(n_tot, 1), time.perf_counter() - t0
+            for _ in range(repeats):
+                self._synchronize()
+                t0 = time.perf_counter()
+                s_tot, n_tot = 0.0, 0
+                for p in self.prepared:
+                    s, n = self.objective.loss_sum(self.model, p)
+                    torch.autograd.grad(s, tensors, allow_unused=True)
+                    s_tot += float(s.detach().double())
+                    n_tot += int(n)
+                self._synchronize()
+                best = min(best, time.perf_counter() - t0)
+        return s_tot / max(n_tot, 1), best
 
     def _operator(self, kind: str) -> Any:
         if kind == "fisher_trace":

@@ -38,7 +38,8 @@ def test_trainer_logs_measurements_and_file(tmp_path):
     curv = [h for h in trainer.state.log_history if "curvature/top_eigenvalue" in h]
     assert [h["step"] for h in curv] == [0, 3, 6]
     assert {"curvature/hessian_trace", "curvature/fisher_trace", "curvature/loss_rise", "curvature/cost_gradients",
-            "curvature/overhead", "curvature/loss"} <= set(curv[0])
+            "curvature/loss"} <= set(curv[0])
+    assert "curvature/overhead" not in curv[0] and curv[1]["curvature/overhead"] > 0  # no step timed before step 0
     assert any("loss" in h and "curvature/loss" not in h for h in trainer.state.log_history)  # training loss still logged
     rows = read_measurements(tmp_path / "c.jsonl")
     assert [r["step"] for r in rows] == [0, 3, 6] and all(r["lr"] is not None for r in rows)
