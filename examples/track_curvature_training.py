@@ -24,7 +24,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=300, help="optimizer steps")
     ap.add_argument("--every", type=int, default=None, help="measure every N steps (default: automatic, ≤ 10%%)")
     ap.add_argument("--lr", type=float, default=5e-4)
-    ap.add_argument("--probe-examples", type=int, default=32, help="held-out sequences in the probe batch")
+    ap.add_argument("--probe-examples", type=int, default=16, help="held-out sequences in the probe batch")
     ap.add_argument("--out", default="runs/track-curvature")
     ap.add_argument("--small", action="store_true", help="smoke run: 4 steps, 2 probe sequences, cheap estimates")
     args = ap.parse_args()
@@ -47,8 +47,8 @@ def main() -> None:
              for ids, am in zip(b["input_ids"], b["attention_mask"])]
     probe = dm.heldout_batches(batch_size=16, max_examples=probe_n)
     tracker = CurvatureTracker(model, objectives.MaskedLM(mask_prob=0.15, seed=0, tokenizer=dm.tokenizer), probe,
-                               path=out / "curvature.jsonl", trace_matvecs=3 if args.small else 30,
-                               eig_tol=1e-2 if args.small else 1e-3)
+                               path=out / "curvature.jsonl", trace_matvecs=3 if args.small else 12,
+                               eig_tol=1e-2)
     if args.small:
         tracker.hvp_mode = "double_backward"  # skip timing both HVP modes
     targs = TrainingArguments(output_dir=str(out / "trainer"), max_steps=steps, per_device_train_batch_size=16,

@@ -29,6 +29,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from landscape import util
 from landscape.training.schedule import Schedule
 from landscape.training.tracker import CurvatureTracker
 
@@ -81,7 +82,7 @@ class CurvatureCallback(TrainerCallback):
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self._step_start is not None:
             self.schedule.record_step(time.perf_counter() - self._step_start)
-        if self.schedule.due(state.global_step):
+        if self._due(state.global_step):
             self._measure(state, kwargs)
         self._step_start = time.perf_counter()
 
@@ -90,6 +91,19 @@ class CurvatureCallback(TrainerCallback):
             self._measure(state, kwargs)
 
     # ---- helpers
+    def _due(self, step: int) -> bool:
+        """The schedule's answer; under ``torchrun`` with the automatic schedule, rank timings differ,
+        so the ranks agree by an all-reduce (measure if any rank is due): a measurement is collective."""
+        due = self.schedule.due(step)
+        if self.schedule.every is None and self.tracker.ctx.active:
+            import torch
+            import torch.distributed as dist
+
+            flag = torch.tensor([float(due)], device=util.model_device(self.tracker.model))
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            due = bool(flag.item() > 0)
+        return due
+
     @staticmethod
     def learning_rate(kwargs: dict[str, Any]) -> float | None:
         """η of the next step: the scheduler's last lr, else the optimizer's first parameter group."""

@@ -47,24 +47,27 @@ class MeasurementLog:
     Args:
         path: the ``.jsonl`` file, or ``None`` (rows kept in memory only).
         meta: the run's ``result_meta``; its ``settings`` must match an existing file's.
+        write: whether this process writes the file (under ``torchrun`` only rank 0 does; every
+            rank reads it, so all ranks skip the same resumed steps).
     """
 
-    def __init__(self, path: str | os.PathLike | None, meta: Mapping[str, Any]) -> None:
+    def __init__(self, path: str | os.PathLike | None, meta: Mapping[str, Any], write: bool = True) -> None:
         self.path = Path(path) if path is not None else None
-        self.meta = dict(meta)
+        self.meta, self.write = dict(meta), write
         self.rows: list[dict[str, Any]] = []
         if self.path is None:
             return
         meta_path = self.path.with_name(self.path.name + ".meta.json")
         if self.path.is_file():
             self.rows = read_measurements(self.path)
-            self._rewrite()  # drops a torn last line before appending
+            if write:
+                self._rewrite()  # drops a torn last line before appending
         if meta_path.is_file():
             old = json.loads(meta_path.read_text()).get("settings")
             if old != self.meta.get("settings"):
                 raise ValueError(f"{self.path} was measured with other settings ({old}) than this run's "
                                  f"({self.meta.get('settings')}); pass a new path or the same settings.")
-        else:
+        elif write:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             meta_path.write_text(json.dumps(self.meta, indent=1, default=str))
 
@@ -80,7 +83,7 @@ class MeasurementLog:
     def append(self, row: Mapping[str, Any]) -> None:
         """Add a row and append it to the file (flushed)."""
         self.rows.append(dict(row))
-        if self.path is not None:
+        if self.path is not None and self.write:
             with self.path.open("a") as f:
                 f.write(json.dumps(dict(row), default=float) + "\n")
                 f.flush()

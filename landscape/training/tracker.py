@@ -80,7 +80,8 @@ class CurvatureTracker:
             :func:`~landscape.curvature.top_eigenvalues`).
         alphas: the loss-rise scan's coefficients: sorted, symmetric (α₀ = −α₋₁ = −r), holding 0.
         seed: seed of the trace probes, the Lanczos cold start and the direction.
-        distributed: ``None``/``True``: shard the probe data across ``torchrun`` ranks; ``False``: never.
+        distributed: ``None``/``True``: shard the probe data across ``torchrun`` ranks (every rank
+            must call :meth:`measure` at the same steps; rank 0 writes the file); ``False``: never.
         progress: show progress bars inside each measurement.
 
     Attributes:
@@ -113,7 +114,9 @@ class CurvatureTracker:
                     "params": _describe_params(params),
                     "objective": objective.describe(), "n_probe_examples":
                     sum(objective.count(p)[0] for p in self.prepared)}
-        self.log = MeasurementLog(path, result_meta(model, settings, what="curvature during training"))
+        self.ctx = util.dist_context() if distributed in (None, True) else util.DistContext()
+        self.log = MeasurementLog(path, result_meta(model, settings, what="curvature during training"),
+                                  write=self.ctx.is_main)
 
     @property
     def rows(self) -> list[dict[str, Any]]:
