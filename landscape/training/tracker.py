@@ -46,7 +46,7 @@ from landscape.vectors import Vector
 __all__ = ["CurvatureTracker", "Quantity", "QUANTITIES"]
 
 Quantity = Literal["top_eigenvalue", "hessian_trace", "fisher_trace", "loss_rise"]
-QUANTITIES: tuple[str, ...] = get_args(Quantity)
+QUANTITIES: tuple[Quantity, ...] = get_args(Quantity)
 
 
 def _describe_params(params: Selection) -> Any:
@@ -91,7 +91,7 @@ class CurvatureTracker:
     """
 
     def __init__(self, model: nn.Module, objective: Objective, probe_data: Iterable[Any], *,
-                 path: str | os.PathLike | None = None, quantities: Sequence[Quantity] = QUANTITIES,  # type: ignore[assignment]
+                 path: str | os.PathLike | None = None, quantities: Sequence[Quantity] = QUANTITIES,
                  params: Selection = None, trace_matvecs: int = 30, eig_tol: float = 1e-3,
                  alphas: Sequence[float] = (-0.25, -0.125, 0.0, 0.125, 0.25), seed: int = 0,
                  distributed: bool | None = None, progress: bool = False) -> None:
