@@ -14,8 +14,8 @@ given ``save="out.png"`` (``.png``, ``.pdf`` or ``.svg``):
 * :func:`figures.comparison.plot_mask_metrics`: sharpness metrics per Fisher mask;
 * :func:`figures.intervals.plot_intervals`: estimates with intervals (forest plot);
   :func:`~figures.intervals.plot_surface_rows`: rows of surfaces, one colour scale per row;
-* :func:`figures.vtp.write_vtp`: ParaView export.
-
+* :func:`figures.vtp.write_vtp`: ParaView export;
+* :func:`figures.training.plot_training_curvature`: curvature measured during training, with 2/η;
 * :func:`figures.dropout.plot_metric_vs_size`, :func:`~figures.dropout.plot_site_rates`: the
   guided-dropout study.
 
@@ -32,6 +32,7 @@ from figures.fisher import plot_fisher
 from figures.intervals import plot_intervals, plot_surface_rows
 from figures.spectrum import plot_spectral_density
 from figures.surfaces import plot_surface, plot_surface_file, plot_surfaces
+from figures.training import plot_training_curvature
 from figures.vtp import surface_file_to_vtp, write_vtp
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
     "plot_surface_file",
     "plot_surface_rows",
     "plot_surfaces",
+    "plot_training_curvature",
     "surface_file_to_vtp",
     "write_vtp",
 ]

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from landscape.models.default_model import cached_path
 from saved_models import png_size, save_tiny_checkpoint, tiny_texts, write_texts
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -122,3 +123,17 @@ def test_guided_dropout_trainer_script(tmp_path):
     assert "eval_accuracy" in proc.stdout and "p = 0.1000" in proc.stdout  # the lowest-Fisher site gets p_max
     rates = dropout.DropoutRates.load(out / "rates.json")
     assert max(rates.rates.values()) == pytest.approx(0.1) and min(rates.rates.values()) == pytest.approx(0.0)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(cached_path() is None, reason="the default model is not built in this cache")
+def test_track_curvature_training_script(tmp_path):
+    """Fine-tuning the default model with the curvature callback writes the JSONL rows and the figure."""
+    from landscape.training import read_measurements
+
+    out = tmp_path / "track"
+    proc = _run_script("track_curvature_training.py", "--small", "--out", str(out), cwd=tmp_path)
+    rows = read_measurements(out / "curvature.jsonl")
+    assert [r["step"] for r in rows] == [0, 4] and "% of training-step time" in proc.stdout
+    assert all(r["top_eigenvalue"] > 0 and r["cost_gradients"] > 1 for r in rows)
+    assert png_size(out / "curvature.png")[0] > 100
