@@ -56,7 +56,7 @@ class CurvatureCallback(TrainerCallback):
         self.schedule = Schedule(every, budget)
         self.trainer: Any = None
         self._step_start: float | None = None
-        self._warned = False
+        self._warned = self._warned_budget = False
 
     def attach(self, trainer: Any) -> CurvatureCallback:
         """Register with ``trainer`` (``add_callback``) and log through ``trainer.log``; returns self."""
@@ -84,6 +84,7 @@ class CurvatureCallback(TrainerCallback):
             self.schedule.record_step(time.perf_counter() - self._step_start)
         if self._due(state.global_step):
             self._measure(state, kwargs)
+        self._warn_if_budget_spent(state.global_step)
         self._step_start = time.perf_counter()
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
@@ -91,6 +92,18 @@ class CurvatureCallback(TrainerCallback):
             self._measure(state, kwargs)
 
     # ---- helpers
+    def _warn_if_budget_spent(self, step: int) -> None:
+        """Say once when the automatic schedule can fit no further measurement in this run."""
+        n, total = self.schedule.interval, self.schedule.total_steps
+        if self._warned_budget or self.schedule.every is not None or n is None or total is None:
+            return
+        if (self.schedule.last_step or 0) + n > total:
+            self._warned_budget = True
+            warnings.warn(f"one curvature measurement takes {self.schedule.measure_seconds:.1f} s, so a "
+                          f"{100 * self.schedule.budget:.0f}% budget fits no further one in this run's {total} "
+                          "steps; pass every=N, a smaller probe batch, fewer trace_matvecs, or a larger budget.",
+                          stacklevel=2)
+
     def _due(self, step: int) -> bool:
         """The schedule's answer; under ``torchrun`` with the automatic schedule, rank timings differ,
         so the ranks agree by an all-reduce (measure if any rank is due): a measurement is collective."""

@@ -174,7 +174,8 @@ def test_cli_refuses_a_fisher_file_from_another_model(setup, tmp_path, capsys):
     obj = objectives.MaskedLM(mask_prob=0.3, seed=0, mask_token_id=4, special_token_ids=[0, 1, 2, 3, 4])
     F = fisher.diagonal(other.eval(), obj, token_batches(1, batch=3, seq=10), progress=False, convergence=False)
     path = F.save(tmp_path / "other")
-    one_line_error(capsys, ["guided-dropout", str(setup / "ckpt"), "--fisher", str(path), "--out", str(tmp_path / "r.json")],
+    one_line_error(capsys, ["guided-dropout", str(setup / "ckpt"), "--fisher", str(path), "--texts", str(setup / "heldout.txt"),
+                            "--out", str(tmp_path / "r.json")],
                    "different model")
     # the same check without the file's fingerprint: scores lacking the guarded tensors
     from landscape import dropout
@@ -191,12 +192,13 @@ def test_cli_refuses_rates_outside_the_unit_interval(setup, tmp_path, capsys):
                             "--out", str(tmp_path / "r.json")], "outside [0, 1)")
 
 
-def test_cli_refuses_a_checkpoint_without_dropout_sites(tmp_path, capsys):
+def test_cli_refuses_a_checkpoint_without_dropout_sites(setup, tmp_path, capsys):
     from transformers import MambaConfig, MambaForCausalLM
 
     MambaForCausalLM(MambaConfig(vocab_size=VOCAB, hidden_size=16, state_size=4, num_hidden_layers=1)).save_pretrained(tmp_path / "m")
     make_tokenizer().save_pretrained(tmp_path / "m")
-    one_line_error(capsys, ["guided-dropout", str(tmp_path / "m"), "--out", str(tmp_path / "r.json")], "no dropout sites")
+    one_line_error(capsys, ["guided-dropout", str(tmp_path / "m"), "--texts", str(setup / "heldout.txt"),  # texts in its vocabulary
+                            "--out", str(tmp_path / "r.json")], "no dropout sites")
 
 
 def test_study_refuses_a_labels_file_with_unknown_classes(setup, tmp_path, capsys):

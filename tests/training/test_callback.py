@@ -90,3 +90,12 @@ def test_wrong_model_is_refused(tmp_path):
     CurvatureCallback(_tracker(make_tiny_bert(seed=1), None)).attach(trainer)
     with pytest.raises(ValueError, match="same model"):
         trainer.train()
+
+
+def test_budget_warning_when_no_measurement_fits(tmp_path):
+    model = make_tiny_bert()
+    trainer = _trainer(model, tmp_path, steps=2)
+    cb = CurvatureCallback(_tracker(model, None), budget=0.01).attach(trainer)  # automatic schedule
+    with pytest.warns(UserWarning, match="fits no further"):
+        trainer.train()
+    assert [r["step"] for r in cb.tracker.rows] == [0]
