@@ -283,6 +283,7 @@ def split_examples(data: list[dict[str, torch.Tensor]], n_first: int, n_second: 
                          f"{len(rows)}; lower --examples / --eval-examples or give more text.")
 
     def rebatch(rs: list[dict[str, torch.Tensor]]) -> list[dict[str, torch.Tensor]]:
-        return [{k: _cat_padded([r[k] for r in rs[i : i + batch_size]], k) for k in rs[0]} for i in range(0, len(rs), batch_size)]
+        return [{k: _cat_padded([r[k] for r in rs[i : i + batch_size]], k) for k in rs[0]}
+                for i in range(0, len(rs), batch_size)]
 
     return rebatch(rows[:n_first]), rebatch(rows[n_first : n_first + n_second])

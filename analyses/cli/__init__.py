@@ -59,7 +59,8 @@ def add_data_arguments(parser: argparse.ArgumentParser, *, batch_size: int = 8) 
     parser.add_argument("--max-length", type=int, default=128,
                         help="tokens per sequence at most (≥ 2, default 128; capped at the model's positions)")
     parser.add_argument("--tokenizer", default=None, metavar="DIR|FILE",
-                        help="tokenizer folder, tokenizer.json or vocab.txt (default: the checkpoint's, else one folder up)")
+                        help="tokenizer folder, tokenizer.json or vocab.txt "
+                             "(default: the checkpoint's, else one folder up)")
     parser.add_argument("--allow-unk", action="store_true",
                         help="run even when more than 5%% of the evaluation tokens are [UNK]")
 
@@ -159,25 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def handle_error(exc: BaseException, verbose: bool) -> int:
-    """Say what went wrong in one line on stderr and return the exit status: 2 for the user's errors
-    (:data:`USER_ERRORS`), 130 for an interrupt, 1 for a bug (with the traceback under ``-v``)."""
-    if isinstance(exc, KeyboardInterrupt):
-        print("landscape: interrupted; finished work was saved where the command supports it.", file=sys.stderr)
-        return 130
-    if verbose:
-        traceback.print_exception(exc)
-    if isinstance(exc, USER_ERRORS):
-        print(f"landscape: error: {exc}", file=sys.stderr)
-        return 2
-    print(f"landscape: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
-    if not verbose:
-        print("landscape: run again with -v for the traceback, and please report it.", file=sys.stderr)
-    return 1
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    """Parse ``argv``, run the command, and map errors to exit codes (see :func:`handle_error`)."""
+    """Parse ``argv``, run the command, and map errors to exit codes (see :func:`analyses.cli.errors.run_guarded`)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
