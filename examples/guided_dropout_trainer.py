@@ -1,9 +1,10 @@
 """Guided dropout with ``transformers.Trainer``: Fisher → rates → ``apply`` → ``trainer.train()``.
 
-    python examples/guided_dropout_trainer.py [CHECKPOINT_DIR] [--examples 256] [--epochs 3]
+    python examples/guided_dropout_trainer.py [CHECKPOINT_DIR] [--texts FILE] [--examples 256] [--epochs 3]
 
 With no checkpoint it uses the embedded default model (built and cached on first use) and the
-stdlib-docstring topic task. ``Trainer`` needs ``accelerate`` (``pip install accelerate``).
+stdlib-docstring topic task. ``--texts`` gives the held-out text of the Fisher pass (one per line;
+default: the stdlib docstrings), for a checkpoint whose vocabulary does not cover them. ``Trainer`` needs ``accelerate`` (``pip install accelerate``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("checkpoint", nargs="?", default="default")
+    ap.add_argument("--texts", default=None, help="held-out texts for the Fisher, one per line (default: docstrings)")
     ap.add_argument("--examples", type=int, default=256, help="training examples")
     ap.add_argument("--epochs", type=float, default=3.0)
     ap.add_argument("--test-examples", type=int, default=None, help="evaluate on the first N test examples (default: all)")
@@ -27,12 +29,12 @@ def main() -> None:
         raise SystemExit("transformers.Trainer needs accelerate: pip install accelerate") from None
     from transformers import AutoModelForSequenceClassification, Trainer, TrainingArguments
 
-    from analyses.common import load_target
+    from analyses.common import load_target, read_texts
     from analyses.guided_dropout.tasks import topic_task
     from landscape import dropout, fisher
 
     # 1. Fisher of the MLM pretraining loss on held-out text, as in the paper.
-    target = load_target(args.checkpoint, examples=128, batch_size=16)
+    target = load_target(args.checkpoint, examples=128, batch_size=16, texts=read_texts(args.texts))
     F = fisher.diagonal(target.model, target.objective, target.data, estimator="empirical")
     # 2. Rates: rank-linear from 0.1 (lowest-Fisher site) to 0 (highest); printed and saved.
     rates = dropout.guided_rates(target.model, F, p_max=0.1, p_min=0.0)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -112,13 +113,16 @@ def test_compare_checkpoints_script(checkpoints, tmp_path):
 @pytest.mark.slow
 def test_guided_dropout_trainer_script(tmp_path):
     """The documented workflow: Fisher → guided rates → apply → transformers.Trainer.train()."""
-    from saved_models import save_word_checkpoint
+    from saved_models import WORDS, save_word_checkpoint
 
     from landscape import dropout
 
     ckpt = save_word_checkpoint(tmp_path / "ckpt")
+    rng = random.Random(0)
+    texts = tmp_path / "texts.txt"  # in the checkpoint's vocabulary, so the [UNK] check passes
+    texts.write_text("\n".join(" ".join(rng.choice(WORDS) for _ in range(12)) for _ in range(40)))
     out = tmp_path / "trainer"
-    proc = _run_script("guided_dropout_trainer.py", str(ckpt), "--examples", "32", "--epochs", "1",
+    proc = _run_script("guided_dropout_trainer.py", str(ckpt), "--texts", str(texts), "--examples", "32", "--epochs", "1",
                        "--test-examples", "64", "--out", str(out), cwd=tmp_path)
     assert "eval_accuracy" in proc.stdout and "p = 0.1000" in proc.stdout  # the lowest-Fisher site gets p_max
     rates = dropout.DropoutRates.load(out / "rates.json")
