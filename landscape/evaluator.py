@@ -4,7 +4,7 @@ Every pass that moves the weights and evaluates the loss (scan points, sharpness
 ascent steps, per-example loss sums) goes through :class:`Evaluator`. It
 
 * prepares the data once (``objective.prepare_data``: MLM masks fixed) and checks it once
-  (:data:`NO_LOSS_TERM`);
+  (:data:`landscape.objectives.base.NO_LOSS_TERM`);
 * counts the examples one way (``Objective.count``) and keeps each example's term count nᵢ;
 * sets every point from the saved θ₀ (:class:`landscape.perturb.Perturbation`), never by stepping,
   and restores the weights bit for bit on leaving :meth:`Evaluator.evaluating` (also after a raise);
@@ -36,18 +36,15 @@ import torch
 from torch import Tensor, nn
 
 from landscape import util
-from landscape.objectives import Objective, Prepared, select_rows
+from landscape.objectives import NO_LOSS_TERM, Objective, Prepared, select_rows
 from landscape.params import Selection, select
 from landscape.perturb import Perturbation
 from landscape.util.checks import check_finite_weights
 
-__all__ = ["Evaluator", "Metric", "NO_LOSS_TERM"]
+__all__ = ["Evaluator", "Metric"]
 
 Metric = Literal["loss", "accuracy"]
 
-#: The one message for data whose every position is unlabelled.
-NO_LOSS_TERM = ("data holds no loss term: every label is -100 (ignore_index) or there is no example. Give data "
-                "with labelled positions (for MaskedLM, sequences with maskable tokens and mask_prob > 0).")
 
 
 def _shard(objective: Objective, prepared: list[Prepared], rank: int, world: int) -> list[Prepared]:

@@ -19,9 +19,16 @@ labelled tokens.
 - ``criterion``: the example-weighted ``Criterion`` for any ``loss_fn(model(inputs), targets)``.
 """
 
-from landscape.objectives.base import IGNORE_INDEX, SHIFT_KEY, Objective, Prepared, select_rows
+from landscape.objectives.base import (
+    IGNORE_INDEX,
+    NO_LOSS_TERM,
+    SHIFT_KEY,
+    Objective,
+    Prepared,
+    select_rows,
+)
 from landscape.objectives.criterion import Criterion
 from landscape.objectives.language import CausalLM, HFLoss, MaskedLM
 
-__all__ = ["IGNORE_INDEX", "SHIFT_KEY", "Objective", "Prepared", "select_rows", "MaskedLM", "CausalLM", "HFLoss",
-           "Criterion"]
+__all__ = ["IGNORE_INDEX", "NO_LOSS_TERM", "SHIFT_KEY", "Objective", "Prepared", "select_rows", "MaskedLM",
+           "CausalLM", "HFLoss", "Criterion"]

@@ -18,6 +18,9 @@ IGNORE_INDEX = -100
 #: Key of a prepared batch that records whether labels are shifted (HFLoss decides it per model).
 SHIFT_KEY = "_shift_labels"
 Prepared = dict[str, Any]
+#: The one message for data whose every position is unlabelled.
+NO_LOSS_TERM = ("data holds no loss term: every label is -100 (ignore_index) or there is no example. Give data "
+                "with labelled positions (for MaskedLM, sequences with maskable tokens and mask_prob > 0).")
 
 
 def to_model(value: Any, device: torch.device, dtype: torch.dtype) -> Any:
@@ -121,7 +124,7 @@ class Objective:
                 total += s.detach().double().cpu()
                 count += int(n)
         if count == 0:
-            raise ValueError("data holds no loss term (every label is -100 / no example).")
+            raise ValueError(NO_LOSS_TERM)
         return float(total / count)
 
 

@@ -40,7 +40,6 @@ class JsonResult:
     """Mixin for ``@dataclass`` results: ``to_dict``, ``from_dict``, ``save`` and ``load`` as JSON."""
 
     _transient: ClassVar[tuple[str, ...]] = ()  # fields not written (e.g. tensors)
-    _flat_meta: ClassVar[bool] = False  # merge ``meta`` into the top level of to_dict (legacy layout)
 
     def to_dict(self) -> dict[str, Any]:
         """The result as JSON-able Python values (arrays as lists)."""
@@ -48,11 +47,7 @@ class JsonResult:
         for f in dataclasses.fields(self):  # type: ignore[arg-type]
             if f.name in self._transient:
                 continue
-            value = plain(getattr(self, f.name))
-            if f.name == "meta" and self._flat_meta:
-                out.update({k: v for k, v in value.items() if k not in out})
-            else:
-                out[f.name] = value
+            out[f.name] = plain(getattr(self, f.name))
         return out
 
     @classmethod
@@ -63,8 +58,6 @@ class JsonResult:
         for name, f in fields.items():
             if name in cls._transient:
                 kwargs[name] = _default(f)
-            elif name == "meta" and cls._flat_meta:
-                kwargs[name] = {k: v for k, v in d.items() if k not in fields and k != "format"}
             elif name in d:
                 kwargs[name] = _restore(d[name], str(f.type))
         return cls(**kwargs)

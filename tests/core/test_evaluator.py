@@ -9,11 +9,12 @@ import re
 import numpy as np
 import pytest
 import torch
+from conftest import make_classification_data, make_mlm_batches, make_mlp, make_tiny_bert, mlm_objective
 from torch import nn
 
-from conftest import make_classification_data, make_mlm_batches, make_mlp, make_tiny_bert, mlm_objective
 from landscape import objectives, scans, sharpness, util
-from landscape.evaluator import NO_LOSS_TERM, Evaluator
+from landscape.evaluator import Evaluator
+from landscape.objectives import NO_LOSS_TERM
 from landscape.params import ParamSpace
 from landscape.scans import directions
 from landscape.scans.points import ExampleLosses
