@@ -37,26 +37,7 @@ def plot_convergence(n: Any, rel_change: Any = None, spearman: Any = None, *, th
     gives the crossing), a dict, or a ``.json`` path with keys ``n``, ``rel_change``, ``spearman``.
     Returns a ``Figure`` with two axes.
     """
-    crossing: float | None = None
-    known = False
-    if rel_change is None and spearman is None:
-        if callable(getattr(n, "examples_to_reach", None)):  # fisher_convergence.Convergence: its own rule
-            crossing, known = n.examples_to_reach(threshold), True
-        from landscape.util.results import as_dict  # deferred: `import figures` stays free of torch
-
-        d = as_dict(n)
-        try:
-            n, rel_change, spearman = d["n"], d["rel_change"], d["spearman"]
-        except KeyError as exc:
-            raise ValueError(f"convergence result lacks key {exc.args[0]!r}; it needs n, rel_change and "
-                             "spearman.") from None
-    arrays = [np.asarray(a, dtype=np.float64).ravel() for a in (n, rel_change, spearman)]
-    if len({a.size for a in arrays}) != 1 or arrays[0].size == 0:
-        raise ValueError(f"n, rel_change and spearman must have the same non-zero length, got "
-                         f"{[a.size for a in arrays]}.")
-    nn, rc, sp = arrays
-    if not known:
-        crossing = threshold_crossing(nn, sp, threshold)
+    nn, rc, sp, crossing = _convergence_arrays(n, rel_change, spearman, threshold)
     with style.context():
         fig = style.new_figure(*figsize, dpi=dpi)
         ax_r, ax_s = fig.subplots(1, 2)
@@ -86,3 +67,29 @@ def plot_convergence(n: Any, rel_change: Any = None, spearman: Any = None, *, th
         if title:
             fig.suptitle(title)
     return style.finish(fig, save, dpi)
+
+
+def _convergence_arrays(n: Any, rel_change: Any, spearman: Any,
+                        threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, float | None]:
+    """``(n, rel_change, spearman, crossing)`` as float arrays from arrays or a convergence source."""
+    crossing: float | None = None
+    known = False
+    if rel_change is None and spearman is None:
+        if callable(getattr(n, "examples_to_reach", None)):  # fisher_convergence.Convergence: its own rule
+            crossing, known = n.examples_to_reach(threshold), True
+        from landscape.util.results import as_dict  # deferred: `import figures` stays free of torch
+
+        d = as_dict(n)
+        try:
+            n, rel_change, spearman = d["n"], d["rel_change"], d["spearman"]
+        except KeyError as exc:
+            raise ValueError(f"convergence result lacks key {exc.args[0]!r}; it needs n, rel_change and "
+                             "spearman.") from None
+    arrays = [np.asarray(a, dtype=np.float64).ravel() for a in (n, rel_change, spearman)]
+    if len({a.size for a in arrays}) != 1 or arrays[0].size == 0:
+        raise ValueError(f"n, rel_change and spearman must have the same non-zero length, got "
+                         f"{[a.size for a in arrays]}.")
+    nn, rc, sp = arrays
+    if not known:
+        crossing = threshold_crossing(nn, sp, threshold)
+    return nn, rc, sp, crossing
