@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -35,8 +34,9 @@ import numpy as np
 from torch import nn
 from tqdm.auto import tqdm
 
+from analyses.audit.adaptive import block_curvature
 from analyses.cli.config_flags import CliArg, seed_count, symmetric_range
-from analyses.common import Target, heldout_texts, load_target, split_examples
+from analyses.common import Target, heldout_texts, load_target, read_texts, split_examples
 from analyses.study import FolderResult, Resume, Study, register, result_settings, setting
 from landscape import curvature, fisher, scans, sharpness
 from landscape.params import ParamSpace, group_note, layer_group, layer_order
@@ -45,17 +45,16 @@ from landscape.scans import directions
 from landscape.util import data_fingerprint, settings_fingerprint, versions, weights_fingerprint
 
 RESULT_FIELDS = ("config", "blocks", "fisher", "overall", "meta", "out")
-BLOCK_FIELDS = ("tensors", "n_params", "top_eigenvalue", "trace", "trace_stderr", "trace_per_param",
-                "eig_converged", "n_matvecs", "sensitivity")
-OVERALL_FIELDS = ("n_params", "top_eigenvalue", "trace", "trace_stderr", "trace_per_param", "curvature",
+BLOCK_FIELDS = ("tensors", "n_params", "top_eigenvalue", "trace", "trace_stderr", "trace_noisy", "trace_matvecs",
+                "trace_per_param", "eig_converged", "n_matvecs", "sensitivity")
+OVERALL_FIELDS = ("n_params", "top_eigenvalue", "trace", "trace_stderr", "trace_noisy", "trace_matvecs",
+                  "trace_per_param", "curvature",
                   "basin_width", "loss0", "avg_sharpness", "avg_sharpness_stderr", "worst_sharpness", "radius",
                   "n_matvecs", "curve")
 FIGURES = ("audit", "fisher", "convergence", "sensitivity")
 
 
 def _texts_file(path: str | None, args: Any) -> list[str] | None:
-    from analyses.common import read_texts
-
     return read_texts(path)
 
 
@@ -78,9 +77,8 @@ class AuditConfig:
                                      cli=seed_count(1))
     points_1d: int = setting(9, "points of each 1D curve (≥ 5)", flag="--points")
     range_1d: float = setting(1.0, "curve coefficients α", flag="--range", cli=symmetric_range(1.0))
-    one_dim: Literal["zero", "filter", "radial"] = setting("filter", "biases/LayerNorm: moved as one filter (every "
-                                                                     "block "
-                                                           "gets a direction), held at zero, or radial")
+    one_dim: Literal["zero", "filter", "radial"] = setting(
+        "filter", "biases/LayerNorm: moved as one filter (every block gets a direction), held at zero, or radial")
     block_curvature: bool = setting(True, "compute the per-block Hessian (off: curves only)")
     # "auto" times both HVP modes first (4 extra products); on CPU double backward won on the default
     # model (3.9 s vs 5.0 s per product under load) and forward-over-reverse's first call is slow
@@ -88,13 +86,19 @@ class AuditConfig:
         "double_backward", "Hessian-vector product mode (auto times both first)")
     eig_tol: float = setting(1e-2, "relative tolerance of the top eigenvalue")
     eig_max_iter: int = setting(10, "Lanczos matvecs at most, per block (≥ 2)", flag="--eig-iters")
-    trace_matvecs: int = setting(6, "Hutch++ matvecs per block (≥ 3, and ≥ 6 for an error estimate)")
-    full_trace_matvecs: int = setting(0, "Hutch++ matvecs of the full model (0: 1.5 × --trace-matvecs)")
+    trace_matvecs: int = setting(6, "Hutch++ matvecs per block, first round (≥ 3, and ≥ 6 for an error estimate)")
+    full_trace_matvecs: int = setting(0, "Hutch++ matvecs of the full model, first round (0: 1.5 × --trace-matvecs)")
+    trace_rel_tol: float = setting(0.1, "add Hutch++ rounds of twice the products until stderr ≤ this × |trace|")
+    trace_max_matvecs: int = setting(48, "Hutch++ products per trace at most, all rounds together (then: noisy)")
     radius: float = setting(0.01, "sharpness radius as a fraction of ‖θ‖ (> 0)")
     avg_samples: int = setting(6, "random perturbations of the average-case sharpness")
     worst_steps: int = setting(3, "ascent steps of the worst-case sharpness")
     basin_delta: float = setting(1.0, "basin = where the loss stays below L(θ₀) + basin_delta nats")
     mask_prob: float = setting(0.15, "MLM mask probability")
+    tokenizer: str | None = setting(None, "tokenizer folder, tokenizer.json or vocab.txt for a checkpoint saved "
+                                    "without one (it changes the tokens, so the numbers)", cli=CliArg(type=str,
+                                    metavar="DIR|FILE"))
+    allow_unk: bool = setting(False, "accept texts that tokenize to over 5 percent [UNK] tokens", affects="nothing")
     seed: int = setting(0, "random seed (masks, directions, probes)")
     device: str = setting("cpu", "torch device, e.g. cpu or cuda:0", affects="nothing")
     resume: bool = setting(False, "reuse finished parts and scan points in --out (refused under other settings)",
@@ -124,6 +128,8 @@ class AuditConfig:
             raise ValueError("eig_max_iter must be at least 2.")
         if not self.radius > 0 or self.avg_samples < 1 or self.worst_steps < 1:
             raise ValueError("radius must be positive and avg_samples, worst_steps at least 1.")
+        if not self.trace_rel_tol > 0:
+            raise ValueError(f"trace_rel_tol must be positive (e.g. 0.1), got {self.trace_rel_tol}.")
 
 
 @dataclass
@@ -195,14 +201,8 @@ def _curvature(cfg: AuditConfig, target: Target, data: list, space: ParamSpace, 
                matvecs: int, check: bool = False) -> tuple[dict[str, Any], str]:
     op = curvature.HessianOperator(target.model, target.objective, data, params=space, mode=mode,
                                    check_determinism=check)
-    with warnings.catch_warnings():  # a capped Lanczos run is expected; eig_converged records it
-        warnings.filterwarnings("ignore", message="Lanczos did not reach")
-        eig = curvature.top_eigenvalues(op, k=1, tol=cfg.eig_tol, max_iter=min(cfg.eig_max_iter, op.dim), seed=cfg.seed,
-                                      progress=False)
-    tr = curvature.trace(op, num_matvecs=matvecs, seed=cfg.seed, progress=False)
-    return {"top_eigenvalue": float(eig.values[0]), "eig_converged": bool(eig.converged), "trace": float(tr.estimate),
-            "trace_stderr": _finite(tr.stderr), "trace_per_param": float(tr.estimate) / op.dim,
-            "n_matvecs": int(eig.n_matvecs + tr.n_matvecs)}, op.mode
+    return block_curvature(op, eig_tol=cfg.eig_tol, eig_max_iter=cfg.eig_max_iter, num_matvecs=matvecs,
+                           max_matvecs=cfg.trace_max_matvecs, rel_tol=cfg.trace_rel_tol, seed=cfg.seed), op.mode
 
 
 # ----------------------------------------------------------------------------- run
@@ -215,12 +215,10 @@ def _check_checkpoint(checkpoint: str) -> None:
     path = Path(checkpoint).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {checkpoint} does not exist; give a local Hugging Face checkpoint "
-                                "directory "
-                                "(or omit it to audit the embedded default model).")
+                                "directory (or omit it to audit the embedded default model).")
     if path.is_dir() and not (path / "config.json").is_file():
         raise FileNotFoundError(f"{checkpoint} is not a Hugging Face checkpoint directory (no config.json); point to "
-                                "the "
-                                "folder that save_pretrained wrote.")
+                                "the folder that save_pretrained wrote.")
 
 
 def _load(cfg: AuditConfig, target: Target | None) -> tuple[Target, list, list]:
@@ -232,7 +230,8 @@ def _load(cfg: AuditConfig, target: Target | None) -> tuple[Target, list, list]:
         if texts is None and cfg.checkpoint not in (None, "", "default"):
             texts = heldout_texts(n)
         target = load_target(cfg.checkpoint, examples=n, batch_size=cfg.batch_size, device=cfg.device, seed=cfg.seed,
-                             texts=texts, max_length=cfg.max_length, mask_prob=cfg.mask_prob)
+                             texts=texts, max_length=cfg.max_length, mask_prob=cfg.mask_prob,
+                             tokenizer=cfg.tokenizer, allow_unk=cfg.allow_unk)
     fisher_data, eval_data = split_examples(target.data, cfg.fisher_examples, cfg.eval_examples, cfg.batch_size)
     return target, fisher_data, eval_data
 
