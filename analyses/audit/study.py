@@ -35,6 +35,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from analyses.audit.adaptive import block_curvature
+from analyses.audit.estimate import announce_audit
 from analyses.cli.config_flags import CliArg, seed_count, symmetric_range
 from analyses.common import Target, heldout_texts, load_target, read_texts, split_examples
 from analyses.study import FolderResult, Resume, Study, register, result_settings, setting
@@ -244,6 +245,7 @@ def run(config: AuditConfig | None = None, target: Target | None = None) -> Audi
     out = Path(cfg.out)
     (out / "arrays").mkdir(parents=True, exist_ok=True)
     parts = Resume(out, audit_settings(cfg, target, fisher_data + eval_data), cfg.resume)
+    announce_audit(cfg, target, eval_data, len(audit_blocks(target.model)), ParamSpace(target.model).dim)
     with preserved(target.model) as state:
         result = _audit(cfg, target, fisher_data, eval_data, parts, t_start)
     result.meta["restored"] = state.is_restored()
