@@ -159,7 +159,6 @@ def audit_blocks(model: nn.Module) -> dict[str, list[str]]:
     groups: dict[str, list[str]] = {}
     for name in ParamSpace(model).names:
         groups.setdefault(layer_group(name), []).append(name)
-
     return {g: groups[g] for g in sorted(groups, key=layer_order)}
 
 
@@ -168,8 +167,8 @@ def block_space(model: nn.Module, names: list[str]) -> ParamSpace:
     return ParamSpace.from_names(model, names)
 
 
-def _sensitivity(cfg: AuditConfig, target: Target, data: list, space: ParamSpace, tag: str, arrays: Path) -> dict[str,
-                                                                                                                  Any]:
+def _sensitivity(cfg: AuditConfig, target: Target, data: list, space: ParamSpace, tag: str,
+                 arrays: Path) -> dict[str, Any]:
     """1D scans along block-masked filter-normalized directions, one per seed, and their summaries."""
     alphas = scans.coefficients(-cfg.range_1d, cfg.range_1d, cfg.points_1d)
     losses: list[list[float]] = []
@@ -182,8 +181,7 @@ def _sensitivity(cfg: AuditConfig, target: Target, data: list, space: ParamSpace
         fit = sharpness.curvature_at_origin(curve)
         width = sharpness.basin_width(curve, delta=cfg.basin_delta)
         per_seed.append({"seed": s, "curvature": fit.curvature, "basin_width": float(width.width),
-                         "loss_at_edge": sharpness.loss_rise_at_edge(curve),
-                         "direction_norm": d.norm()})
+                         "loss_at_edge": sharpness.loss_rise_at_edge(curve), "direction_norm": d.norm()})
         losses.append(loss.tolist())
     summary = {k: _finite(np.mean([r[k] for r in per_seed])) for k in ("curvature", "basin_width", "loss_at_edge")}
     for r in per_seed:  # no threshold crossing inside the scanned range: width unknown (null in JSON)

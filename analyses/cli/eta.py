@@ -13,6 +13,7 @@ of the work that follows. The progress bars (tqdm) then show the remaining time 
 from __future__ import annotations
 
 import math
+import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -50,14 +51,20 @@ def announce(n_units: float, unit_s: float, unit: str, stream: TextIO | None = N
     return line
 
 
-def timed(fn: Callable[[], Any], warmup: bool = False) -> float:
-    """Seconds of one call of ``fn`` (after one untimed call when ``warmup``), global RNG untouched."""
+def timed(fn: Callable[[], Any], warmup: bool = False, repeat: int = 1) -> float:
+    """Median seconds of ``repeat`` calls of ``fn`` (after one untimed call when ``warmup``: first calls
+    pay one-off setup), global RNG untouched. The median resists a busy machine's outliers."""
+    if repeat < 1:
+        raise ValueError(f"repeat must be at least 1, got {repeat}.")
     with torch.random.fork_rng(devices=[]):
         if warmup:
             fn()
-        t0 = time.perf_counter()
-        fn()
-        return time.perf_counter() - t0
+        times = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
 
 
 def first_example(data: Sequence[Any]) -> list[Any]:
@@ -71,30 +78,31 @@ def first_example(data: Sequence[Any]) -> list[Any]:
 
 
 def time_gradient(model: nn.Module, objective: Objective, data: Sequence[Any], params: Any = None) -> float:
-    """Seconds of one loss + gradient on ``data`` (after a warm-up call), weights and modes restored."""
+    """Median seconds of 3 losses + gradients on ``data`` (after a warm-up call), weights and modes restored."""
     from landscape.evaluator import Evaluator
 
     ev = Evaluator(model, objective, data, params=params)
     with ev.evaluating():
-        return timed(lambda: ev.loss(grad=True), warmup=True)
+        return timed(lambda: ev.loss(grad=True), warmup=True, repeat=3)
 
 
 def time_point(model: nn.Module, objective: Objective, data: Sequence[Any]) -> float:
-    """Seconds of one loss evaluation over all of ``data`` (one scan point), weights and modes restored."""
+    """Median seconds of 3 loss evaluations over ``data`` (one scan point each), weights and modes restored."""
     from landscape.evaluator import Evaluator
 
     ev = Evaluator(model, objective, data)
     with ev.evaluating():
-        return timed(lambda: ev.loss(grad=False))
+        return timed(lambda: ev.loss(grad=False), warmup=True, repeat=3)
 
 
 def time_product(op: Any) -> float:
-    """Seconds of one ``op.matvec`` on a Rademacher vector; ``op.n_matvecs`` is left as it was."""
+    """Seconds of one ``op.matvec`` on a Rademacher vector (after a warm-up product); ``op.n_matvecs``
+    is left as it was."""
     from landscape.curvature.base import flat_draw, flat_matvec
 
     before = op.n_matvecs
     z = flat_draw(op, 0, "rademacher")
     try:
-        return timed(lambda: flat_matvec(op, z))
+        return timed(lambda: flat_matvec(op, z), warmup=True)
     finally:
         op.n_matvecs = before
