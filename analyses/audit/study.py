@@ -276,7 +276,8 @@ def _fisher(cfg: AuditConfig, target: Target, data: list, full: ParamSpace, out:
     return F
 
 
-def _blocks(cfg: AuditConfig, target: Target, data: list, parts: Resume, hvp_mode: str) -> dict[str, dict[str, Any]]:
+def _blocks(cfg: AuditConfig, target: Target, data: list, parts: Resume,
+            hvp_mode: curvature.ModeChoice) -> dict[str, dict[str, Any]]:
     """Stage 4: per block, the Hessian block's λ₁ and trace and the 1D sensitivity curves."""
     results: dict[str, dict[str, Any]] = {}
     bar = tqdm(audit_blocks(target.model).items(), desc="audit blocks", disable=not cfg.progress)
