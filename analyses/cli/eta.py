@@ -1,7 +1,8 @@
 """Estimated time of long work, printed before it starts, from one timed unit.
 
 A command times one unit of its work (one per-example gradient, one Hessian-vector product, one
-scan point), multiplies by the units to come and prints one line to stderr::
+scan point), multiplies by the units to come and prints one line to stdout (stderr stays for
+warnings, errors and the progress bars)::
 
     estimated time: ~2m 05s (512 gradients × 0.244 s)
 
@@ -45,9 +46,9 @@ def eta_line(n_units: float, unit_s: float, unit: str) -> str:
 
 
 def announce(n_units: float, unit_s: float, unit: str, stream: TextIO | None = None) -> str:
-    """Print :func:`eta_line` to ``stream`` (default stderr, beside the progress bars) and return it."""
+    """Print :func:`eta_line` to ``stream`` (default stdout) and return it."""
     line = eta_line(n_units, unit_s, unit)
-    print(line, file=stream if stream is not None else sys.stderr, flush=True)
+    print(line, file=stream if stream is not None else sys.stdout, flush=True)
     return line
 
 

@@ -259,7 +259,7 @@ def test_cli_audits_a_saved_checkpoint(ckpt, tmp_path, capsys):
     printed = captured.out
     assert "embeddings" in printed and "layer.1" in printed and "worst-case sharpness" in printed
     assert "trace ± stderr" in printed and "sequences" in printed
-    assert len(re.findall(r"^estimated time: ~\d+m \d\ds \([\d,]+ gradients × .+ s\)$", captured.err, re.M)) == 1
+    assert len(re.findall(r"^estimated time: ~\d+m \d\ds \([\d,]+ gradients × .+ s\)$", printed, re.M)) == 1
     d = json.loads((out / "result.json").read_text())
     assert d["blocks"]["head"]["top_eigenvalue"] is None and np.isfinite(d["overall"]["top_eigenvalue"])
     assert d["overall"]["hvp_mode"] in ("double_backward", "forward_over_reverse") and d["config"]["hvp_mode"] == "auto"

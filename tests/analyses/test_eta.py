@@ -80,6 +80,7 @@ def test_each_command_prints_its_estimate_before_the_work(command, unit, checkpo
     if name == "guided-dropout":
         argv[argv.index("--out") + 1] = str(tmp_path / "rates.json")
     assert main(argv) == 0
-    err = capsys.readouterr().err
-    lines = LINE.findall(err)
-    assert len(lines) == 1 and f" {unit} × " in lines[0], err
+    out = capsys.readouterr().out
+    lines = LINE.findall(out)
+    assert len(lines) == 1 and f" {unit} × " in lines[0], out
+    assert out.index(lines[0]) < max(out.find("wrote"), out.find("landscape scan:"))  # before the work's report
