@@ -71,18 +71,38 @@ def _g(v: Any) -> str:
 
 def block_rows(res: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the per-block table (the last row is the whole model)."""
-    head = ["block", "parameters", "Fisher (mean)", "λ₁ (top eigenvalue)", "trace", "trace / parameter",
-            "curvature at 0", "loss rise at edge"]
+    head = ["block", "parameters", "Fisher (mean)", "λ₁ (top eigenvalue)", "trace ± stderr", "trace products",
+            "trace / parameter", "curvature at 0", "loss rise at edge"]
     fl = res["fisher"]["per_layer"]
     rows = []
     for name, b in res["blocks"].items():
         s = b["sensitivity"]
-        rows.append([name, _g(b["n_params"]), _g(fl.get(name)), _g(b["top_eigenvalue"]), _g(b["trace"]),
-                     _g(b["trace_per_param"]), _g(s["curvature"]), _g(s["loss_at_edge"])])
+        rows.append([name, _g(b["n_params"]), _g(fl.get(name)), _g(b["top_eigenvalue"]), with_error(b),
+                     _g(b.get("trace_matvecs")), _g(b["trace_per_param"]), _g(s["curvature"]), _g(s["loss_at_edge"])])
     o = res["overall"]
-    rows.append(["all", _g(o["n_params"]), _g(res["fisher"]["mean"]), _g(o["top_eigenvalue"]), _g(o["trace"]),
-                 _g(o["trace_per_param"]), _g(o["curvature"]), _g(o["loss_at_edge"])])
+    rows.append(["all", _g(o["n_params"]), _g(res["fisher"]["mean"]), _g(o["top_eigenvalue"]), with_error(o),
+                 _g(o.get("trace_matvecs")), _g(o["trace_per_param"]), _g(o["curvature"]), _g(o["loss_at_edge"])])
     return head, rows
+
+
+def with_error(entry: dict[str, Any], key: str = "trace") -> str:
+    """``"value ± stderr"``, with ``" (noisy)"`` when the adaptive trace hit its product cap."""
+    if entry.get(key) is None:
+        return "-"
+    text = f"{_g(entry[key])} ± {_g(entry.get(f'{key}_stderr'))}"
+    return text + (" (noisy)" if entry.get(f"{key}_noisy") else "")
+
+
+def noise_note(res: dict[str, Any]) -> str:
+    """How the traces were made precise, how many came out noisy, and the sequences every number used."""
+    cfg = res["config"]
+    noisy = [n for n, b in res["blocks"].items() if b.get("trace_noisy")] + (
+        ["all"] if res["overall"].get("trace_noisy") else [])
+    tol, cap = cfg.get("trace_rel_tol"), cfg.get("trace_max_matvecs")
+    return (f"Traces: Hutch++ rounds of doubling products until stderr ≤ {tol} × |trace|, at most {cap} products; "
+            f"{len(noisy)} of {len(res['blocks']) + 1} traces hit the cap (noisy: {', '.join(noisy) or 'none'}). "
+            f"Fisher used {cfg['fisher_examples']} sequences; λ₁, traces, curves and sharpness used the same "
+            f"{cfg['eval_examples']} other sequences; ± is one standard error.")
 
 
 def overall_rows(res: dict[str, Any]) -> list[list[str]]:
@@ -91,7 +111,7 @@ def overall_rows(res: dict[str, Any]) -> list[list[str]]:
     return [
         ["loss L(θ)", _g(o["loss0"])],
         ["top Hessian eigenvalue λ₁", _g(o["top_eigenvalue"])],
-        ["Hessian trace (Hutch++)", f"{_g(o['trace'])} ± {_g(o['trace_stderr'])}"],
+        ["Hessian trace (Hutch++)", f"{with_error(o)} ({_g(o.get('trace_matvecs'))} products)"],
         ["curvature at origin (1D, filter-normalized)", _g(o["curvature"])],
         ["basin width (1D)", _g(o["basin_width"])],
         ["average-case sharpness", f"{_g(o['avg_sharpness'])} ± {_g(o['avg_sharpness_stderr'])}"],
@@ -115,14 +135,15 @@ def setup_lines(res: dict[str, Any]) -> list[str]:
         f"Directions: Gaussian, filter-normalized, one-dimensional tensors {meta['direction']['one_dim']!r}; "
         f"α ∈ [−{cfg['range_1d']}, {cfg['range_1d']}] in {cfg['points_1d']} points; seeds {list(cfg['seeds'])}.",
         f"Curvature: Lanczos (tol {cfg['eig_tol']}, ≤ {cfg['eig_max_iter']} matvecs) and Hutch++ "
-        f"({cfg['trace_matvecs']} matvecs per block, {cfg['full_trace_matvecs']} for the full model); λ₁ reached the "
-        f"tolerance in {sum(bool(b.get('eig_converged')) for b in res['blocks'].values())} of {len(res['blocks'])} "
-        "blocks "
+        f"(from {cfg['trace_matvecs']} matvecs per block, {cfg['full_trace_matvecs']} for the full model); "
+        f"λ₁ reached the tolerance in {sum(bool(b.get('eig_converged')) for b in res['blocks'].values())} of "
+        f"{len(res['blocks'])} blocks "
         f"({'and' if res['overall'].get('eig_converged') else 'but not'} for the full model); otherwise it is a lower "
         "bound.",
         f"Run time {t.get('total_s', 0):.0f} s (Fisher {t.get('fisher_s', 0):.0f} s, overall "
         f"{t.get('overall_s', 0):.0f} s, "
         f"blocks {t.get('blocks_s', 0):.0f} s). Weights and train/eval flags restored: {meta.get('restored')}.",
+        noise_note(res),
         *[f"Block {g}: {note}." for g, note in (meta.get("block_notes") or {}).items()],
     ]
 
@@ -187,24 +208,26 @@ def write_outputs(result: Any, out: str | Path) -> dict[str, Path]:
 
 
 def summary_table(res: dict[str, Any]) -> str:
-    """Per-block and overall numbers as a plain-text table."""
-    cols = ("n_params", "fisher", "top_eig", "trace", "trace/param", "curvature", "edge_loss")
-    head = f"{'block':<12}" + "".join(f"{c:>13}" for c in cols)
+    """Per-block and overall numbers as a plain-text table; traces as ``value ± stderr``, ``*``: noisy."""
+    cols = ("n_params", "fisher", "top_eig", "trace ± stderr", "products", "trace/param", "curvature", "edge_loss")
+    widths = (13, 13, 13, 24, 10, 13, 13, 13)
+    head = f"{'block':<12}" + "".join(f"{c:>{w}}" for c, w in zip(cols, widths))
     rows = [head, "-" * len(head)]
     fl = res["fisher"]["per_layer"]
-    for name, b in res["blocks"].items():
-        s = b["sensitivity"]
-        vals = (b["n_params"], fl.get(name, float("nan")), b["top_eigenvalue"], b["trace"], b["trace_per_param"],
-                s["curvature"], s["loss_at_edge"])
-        rows.append(f"{name:<12}" + "".join(f"{_num(v):>13}" for v in vals))
+    entries = [(name, b, fl.get(name, float("nan")), b["sensitivity"]) for name, b in res["blocks"].items()]
     o = res["overall"]
-    rows.append(f"{'all':<12}" + "".join(f"{_num(v):>13}" for v in (
-        o["n_params"], res["fisher"]["mean"], o["top_eigenvalue"], o["trace"], o["trace_per_param"], o["curvature"],
-        o["loss_at_edge"])))
+    entries.append(("all", o, res["fisher"]["mean"], o))
+    for name, b, fish, s in entries:
+        trace = "-" if b["trace"] is None else f"{_num(b['trace'])} ± {_num(b.get('trace_stderr'))}" + (
+            " *" if b.get("trace_noisy") else "  ")
+        vals = (_num(b["n_params"]), _num(fish), _num(b["top_eigenvalue"]), trace, _num(b.get("trace_matvecs")),
+                _num(b["trace_per_param"]), _num(s["curvature"]), _num(s["loss_at_edge"]))
+        rows.append(f"{name:<12}" + "".join(f"{v:>{w}}" for v, w in zip(vals, widths)))
     rows += [f"{g}: {note}" for g, note in (res.get("meta", {}).get("block_notes") or {}).items()]
     rows += ["", f"loss {o['loss0']:.4g}; average sharpness {o['avg_sharpness']:.4g} ± "
                  f"{_num(o['avg_sharpness_stderr'])}, "
-                 f"worst-case sharpness ≥ {o['worst_sharpness']:.4g} (radius {o['radius']:.4g})"]
+                 f"worst-case sharpness ≥ {o['worst_sharpness']:.4g} (radius {o['radius']:.4g})", noise_note(res)
+             + " *: the trace hit its product cap (stderr above the tolerance)."]
     return "\n".join(rows)
 
 

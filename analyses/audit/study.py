@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -35,8 +34,10 @@ import numpy as np
 from torch import nn
 from tqdm.auto import tqdm
 
+from analyses.audit.adaptive import block_curvature
+from analyses.audit.estimate import announce_audit
 from analyses.cli.config_flags import CliArg, seed_count, symmetric_range
-from analyses.common import Target, heldout_texts, load_target, split_examples
+from analyses.common import Target, heldout_texts, load_target, read_texts, split_examples
 from analyses.study import FolderResult, Resume, Study, register, result_settings, setting
 from landscape import curvature, fisher, scans, sharpness
 from landscape.params import ParamSpace, group_note, layer_group, layer_order
@@ -45,17 +46,16 @@ from landscape.scans import directions
 from landscape.util import data_fingerprint, settings_fingerprint, versions, weights_fingerprint
 
 RESULT_FIELDS = ("config", "blocks", "fisher", "overall", "meta", "out")
-BLOCK_FIELDS = ("tensors", "n_params", "top_eigenvalue", "trace", "trace_stderr", "trace_per_param",
-                "eig_converged", "n_matvecs", "sensitivity")
-OVERALL_FIELDS = ("n_params", "top_eigenvalue", "trace", "trace_stderr", "trace_per_param", "curvature",
+BLOCK_FIELDS = ("tensors", "n_params", "top_eigenvalue", "trace", "trace_stderr", "trace_noisy", "trace_matvecs",
+                "trace_per_param", "eig_converged", "n_matvecs", "sensitivity")
+OVERALL_FIELDS = ("n_params", "top_eigenvalue", "trace", "trace_stderr", "trace_noisy", "trace_matvecs",
+                  "trace_per_param", "curvature",
                   "basin_width", "loss0", "avg_sharpness", "avg_sharpness_stderr", "worst_sharpness", "radius",
                   "n_matvecs", "curve")
 FIGURES = ("audit", "fisher", "convergence", "sensitivity")
 
 
 def _texts_file(path: str | None, args: Any) -> list[str] | None:
-    from analyses.common import read_texts
-
     return read_texts(path)
 
 
@@ -78,9 +78,8 @@ class AuditConfig:
                                      cli=seed_count(1))
     points_1d: int = setting(9, "points of each 1D curve (≥ 5)", flag="--points")
     range_1d: float = setting(1.0, "curve coefficients α", flag="--range", cli=symmetric_range(1.0))
-    one_dim: Literal["zero", "filter", "radial"] = setting("filter", "biases/LayerNorm: moved as one filter (every "
-                                                                     "block "
-                                                           "gets a direction), held at zero, or radial")
+    one_dim: Literal["zero", "filter", "radial"] = setting(
+        "filter", "biases/LayerNorm: moved as one filter (every block gets a direction), held at zero, or radial")
     block_curvature: bool = setting(True, "compute the per-block Hessian (off: curves only)")
     # "auto" times both HVP modes first (4 extra products); on CPU double backward won on the default
     # model (3.9 s vs 5.0 s per product under load) and forward-over-reverse's first call is slow
@@ -88,13 +87,19 @@ class AuditConfig:
         "double_backward", "Hessian-vector product mode (auto times both first)")
     eig_tol: float = setting(1e-2, "relative tolerance of the top eigenvalue")
     eig_max_iter: int = setting(10, "Lanczos matvecs at most, per block (≥ 2)", flag="--eig-iters")
-    trace_matvecs: int = setting(6, "Hutch++ matvecs per block (≥ 3, and ≥ 6 for an error estimate)")
-    full_trace_matvecs: int = setting(0, "Hutch++ matvecs of the full model (0: 1.5 × --trace-matvecs)")
+    trace_matvecs: int = setting(6, "Hutch++ matvecs per block, first round (≥ 3, and ≥ 6 for an error estimate)")
+    full_trace_matvecs: int = setting(0, "Hutch++ matvecs of the full model, first round (0: 1.5 × --trace-matvecs)")
+    trace_rel_tol: float = setting(0.1, "add Hutch++ rounds of twice the products until stderr ≤ this × |trace|")
+    trace_max_matvecs: int = setting(48, "Hutch++ products per trace at most, all rounds together (then: noisy)")
     radius: float = setting(0.01, "sharpness radius as a fraction of ‖θ‖ (> 0)")
     avg_samples: int = setting(6, "random perturbations of the average-case sharpness")
     worst_steps: int = setting(3, "ascent steps of the worst-case sharpness")
     basin_delta: float = setting(1.0, "basin = where the loss stays below L(θ₀) + basin_delta nats")
     mask_prob: float = setting(0.15, "MLM mask probability")
+    tokenizer: str | None = setting(None, "tokenizer folder, tokenizer.json or vocab.txt for a checkpoint saved "
+                                    "without one (it changes the tokens, so the numbers)", cli=CliArg(type=str,
+                                    metavar="DIR|FILE"))
+    allow_unk: bool = setting(False, "accept texts that tokenize to over 5 percent [UNK] tokens", affects="nothing")
     seed: int = setting(0, "random seed (masks, directions, probes)")
     device: str = setting("cpu", "torch device, e.g. cpu or cuda:0", affects="nothing")
     resume: bool = setting(False, "reuse finished parts and scan points in --out (refused under other settings)",
@@ -124,6 +129,8 @@ class AuditConfig:
             raise ValueError("eig_max_iter must be at least 2.")
         if not self.radius > 0 or self.avg_samples < 1 or self.worst_steps < 1:
             raise ValueError("radius must be positive and avg_samples, worst_steps at least 1.")
+        if not self.trace_rel_tol > 0:
+            raise ValueError(f"trace_rel_tol must be positive (e.g. 0.1), got {self.trace_rel_tol}.")
 
 
 @dataclass
@@ -152,7 +159,6 @@ def audit_blocks(model: nn.Module) -> dict[str, list[str]]:
     groups: dict[str, list[str]] = {}
     for name in ParamSpace(model).names:
         groups.setdefault(layer_group(name), []).append(name)
-
     return {g: groups[g] for g in sorted(groups, key=layer_order)}
 
 
@@ -161,8 +167,8 @@ def block_space(model: nn.Module, names: list[str]) -> ParamSpace:
     return ParamSpace.from_names(model, names)
 
 
-def _sensitivity(cfg: AuditConfig, target: Target, data: list, space: ParamSpace, tag: str, arrays: Path) -> dict[str,
-                                                                                                                  Any]:
+def _sensitivity(cfg: AuditConfig, target: Target, data: list, space: ParamSpace, tag: str,
+                 arrays: Path) -> dict[str, Any]:
     """1D scans along block-masked filter-normalized directions, one per seed, and their summaries."""
     alphas = scans.coefficients(-cfg.range_1d, cfg.range_1d, cfg.points_1d)
     losses: list[list[float]] = []
@@ -175,8 +181,7 @@ def _sensitivity(cfg: AuditConfig, target: Target, data: list, space: ParamSpace
         fit = sharpness.curvature_at_origin(curve)
         width = sharpness.basin_width(curve, delta=cfg.basin_delta)
         per_seed.append({"seed": s, "curvature": fit.curvature, "basin_width": float(width.width),
-                         "loss_at_edge": sharpness.loss_rise_at_edge(curve),
-                         "direction_norm": d.norm()})
+                         "loss_at_edge": sharpness.loss_rise_at_edge(curve), "direction_norm": d.norm()})
         losses.append(loss.tolist())
     summary = {k: _finite(np.mean([r[k] for r in per_seed])) for k in ("curvature", "basin_width", "loss_at_edge")}
     for r in per_seed:  # no threshold crossing inside the scanned range: width unknown (null in JSON)
@@ -195,14 +200,8 @@ def _curvature(cfg: AuditConfig, target: Target, data: list, space: ParamSpace, 
                matvecs: int, check: bool = False) -> tuple[dict[str, Any], str]:
     op = curvature.HessianOperator(target.model, target.objective, data, params=space, mode=mode,
                                    check_determinism=check)
-    with warnings.catch_warnings():  # a capped Lanczos run is expected; eig_converged records it
-        warnings.filterwarnings("ignore", message="Lanczos did not reach")
-        eig = curvature.top_eigenvalues(op, k=1, tol=cfg.eig_tol, max_iter=min(cfg.eig_max_iter, op.dim), seed=cfg.seed,
-                                      progress=False)
-    tr = curvature.trace(op, num_matvecs=matvecs, seed=cfg.seed, progress=False)
-    return {"top_eigenvalue": float(eig.values[0]), "eig_converged": bool(eig.converged), "trace": float(tr.estimate),
-            "trace_stderr": _finite(tr.stderr), "trace_per_param": float(tr.estimate) / op.dim,
-            "n_matvecs": int(eig.n_matvecs + tr.n_matvecs)}, op.mode
+    return block_curvature(op, eig_tol=cfg.eig_tol, eig_max_iter=cfg.eig_max_iter, num_matvecs=matvecs,
+                           max_matvecs=cfg.trace_max_matvecs, rel_tol=cfg.trace_rel_tol, seed=cfg.seed), op.mode
 
 
 # ----------------------------------------------------------------------------- run
@@ -215,12 +214,10 @@ def _check_checkpoint(checkpoint: str) -> None:
     path = Path(checkpoint).expanduser()
     if not path.exists():
         raise FileNotFoundError(f"checkpoint {checkpoint} does not exist; give a local Hugging Face checkpoint "
-                                "directory "
-                                "(or omit it to audit the embedded default model).")
+                                "directory (or omit it to audit the embedded default model).")
     if path.is_dir() and not (path / "config.json").is_file():
         raise FileNotFoundError(f"{checkpoint} is not a Hugging Face checkpoint directory (no config.json); point to "
-                                "the "
-                                "folder that save_pretrained wrote.")
+                                "the folder that save_pretrained wrote.")
 
 
 def _load(cfg: AuditConfig, target: Target | None) -> tuple[Target, list, list]:
@@ -232,7 +229,8 @@ def _load(cfg: AuditConfig, target: Target | None) -> tuple[Target, list, list]:
         if texts is None and cfg.checkpoint not in (None, "", "default"):
             texts = heldout_texts(n)
         target = load_target(cfg.checkpoint, examples=n, batch_size=cfg.batch_size, device=cfg.device, seed=cfg.seed,
-                             texts=texts, max_length=cfg.max_length, mask_prob=cfg.mask_prob)
+                             texts=texts, max_length=cfg.max_length, mask_prob=cfg.mask_prob,
+                             tokenizer=cfg.tokenizer, allow_unk=cfg.allow_unk)
     fisher_data, eval_data = split_examples(target.data, cfg.fisher_examples, cfg.eval_examples, cfg.batch_size)
     return target, fisher_data, eval_data
 
@@ -245,6 +243,7 @@ def run(config: AuditConfig | None = None, target: Target | None = None) -> Audi
     out = Path(cfg.out)
     (out / "arrays").mkdir(parents=True, exist_ok=True)
     parts = Resume(out, audit_settings(cfg, target, fisher_data + eval_data), cfg.resume)
+    announce_audit(cfg, target, eval_data, len(audit_blocks(target.model)), ParamSpace(target.model).dim)
     with preserved(target.model) as state:
         result = _audit(cfg, target, fisher_data, eval_data, parts, t_start)
     result.meta["restored"] = state.is_restored()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import csv
 from pathlib import Path
+from typing import Any
 
 from analyses.cli import add_common_arguments, add_data_arguments, add_include_argument
 
@@ -54,6 +55,19 @@ def write_tables(F, out: Path) -> None:  # noqa: ANN001 - a FisherDiagonal
             w.writerow([g, f"{layer_mean[g]:.6e}", f"{layer_sum[g]:.6e}"])
 
 
+def announce_fisher(target: Any, estimator: str, mc_samples: int = 1, include: Any = None, world: int = 1) -> str:
+    """Print the Fisher pass's estimated time: N per-example gradients (one batch gradient per batch
+    for ``estimator="batch"``; ``mc_samples`` per example for ``"mc"``), shared by ``world`` ranks."""
+    from analyses.cli.eta import announce, first_example, time_gradient
+
+    if estimator == "batch":
+        unit_s = time_gradient(target.model, target.objective, target.data[:1], params=include)
+        return announce(len(target.data) / world, unit_s, "batch gradients")
+    unit_s = time_gradient(target.model, target.objective, first_example(target.data), params=include)
+    n = target.n_examples * (mc_samples if estimator == "mc" else 1)
+    return announce(n / world, unit_s, "gradients")
+
+
 def run(args: argparse.Namespace) -> int:
     """Compute the diagonal Fisher and write it under --out."""
     from analyses.common import load_target, read_texts
@@ -67,6 +81,8 @@ def run(args: argparse.Namespace) -> int:
     target = load_target(args.checkpoint, examples=args.examples, batch_size=args.batch_size, device=args.device,
                          seed=args.seed, texts=texts, max_length=args.max_length,
                          tokenizer=args.tokenizer, allow_unk=args.allow_unk)
+    if ctx.is_main:
+        announce_fisher(target, args.estimator, args.mc_samples, args.include, ctx.world_size)
     F = fisher.diagonal(target.model, target.objective, target.data, estimator=args.estimator,
                         mc_samples=args.mc_samples, seed=args.seed, chunk_size=args.chunk_size,
                         params=args.include, progress=not args.no_progress, convergence=True, distributed=ctx.active)

@@ -34,6 +34,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--examples", type=int, default=128, help="held-out sequences for the Fisher when computed here")
     p.add_argument("--texts", default=None, help="text file, one example per line, for the Fisher (default: held-out "
                                                  "corpus)")
+    p.add_argument("--tokenizer", default=None, metavar="DIR|FILE",
+                   help="tokenizer folder, tokenizer.json or vocab.txt for a checkpoint saved without one")
+    p.add_argument("--allow-unk", action="store_true",
+                   help="accept texts that tokenize to over 5 percent [UNK] tokens (refused otherwise)")
     p.add_argument("--p-max", type=float, default=0.1, help="rate of the lowest-score site (paper: 0.1)")
     p.add_argument("--p-min", type=float, default=0.0, help="rate of the highest-score site (paper: 0)")
     p.add_argument("--score", default="mean_of_means", choices=SCORE_METHODS, help="site score (paper: mean_of_means)")
@@ -74,11 +78,14 @@ def run_rates(args: argparse.Namespace) -> int:
         raise ValueError(f"--examples must be at least 1, got {args.examples}.")
     texts = None if args.texts is None else read_texts(args.texts)
     target = load_target(args.checkpoint, examples=args.examples, batch_size=8, device=args.device, seed=args.seed,
-                         texts=texts)
+                         texts=texts, tokenizer=args.tokenizer, allow_unk=args.allow_unk)
     dropout.find_sites(target.model)  # fail before the Fisher pass when there is nothing to guide
     if args.fisher is not None:
         F = fisher.FisherDiagonal.load(args.fisher, model=target.model)
     else:
+        from analyses.cli.fisher import announce_fisher
+
+        announce_fisher(target, "empirical")
         F = fisher.diagonal(target.model, target.objective, target.data, estimator="empirical", seed=args.seed,
                             progress=not args.no_progress, convergence=False)
     rates = dropout.guided_rates(target.model, F, method=args.score, mapping=args.mapping, p_max=args.p_max,

@@ -85,6 +85,17 @@ def table(results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def announce_products(op: Any, args: argparse.Namespace, n_ops: int = 1) -> str:
+    """Print the estimated time: per operator, top-k eigenvalues (a typical Lanczos run,
+    min(dim, max(20, 4k)) products), the trace's and the density's products, × ``n_ops``."""
+    from analyses.cli.eta import announce, time_product
+
+    n = min(op.dim, max(20, 4 * args.top_k)) if args.top_k > 0 else 0
+    n += args.trace_matvecs if args.trace else 0
+    n += args.density_runs * args.lanczos_steps if args.density else 0
+    return announce(n * n_ops, time_product(op), "products")
+
+
 def run(args: argparse.Namespace) -> int:
     """Top eigenvalues, trace and spectral density of the Hessian, written under --out."""
     from analyses.common import load_target
@@ -106,6 +117,7 @@ def run(args: argparse.Namespace) -> int:
         "hessian": curvature.HessianOperator(target.model, target.objective, target.data, params=space, mode=args.mode)}
     if args.fisher:
         ops["fisher"] = curvature.EmpiricalFisherOperator(target.model, target.objective, target.data, params=space)
+    announce_products(ops["hessian"], args, len(ops))
     results = {name: _analyse(op, args) for name, op in ops.items()}
     print(table(results))
     payload = {

@@ -109,6 +109,11 @@ def run(args: argparse.Namespace) -> int:
     target = load_target(args.checkpoint, examples=args.examples if args.examples is not None else 64,
                          batch_size=args.batch_size, device=args.device, seed=args.seed, texts=texts,
                          max_length=args.max_length, tokenizer=args.tokenizer, allow_unk=args.allow_unk)
+    if ctx.is_main:
+        from analyses.cli.eta import announce, time_point
+
+        announce((nx if args.dims == 1 else nx * ny) / ctx.world_size,
+                 time_point(target.model, target.objective, target.data), "points")
     res = _scan(args, target, nx, ny)
     res.meta["target"] = {"name": target.name, "task": target.task,
                           **{k: v for k, v in target.meta.items() if isinstance(v, (str, int, float))},

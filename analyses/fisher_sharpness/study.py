@@ -36,7 +36,7 @@ from typing import Any
 
 import numpy as np
 
-from analyses.cli.config_flags import seed_count, symmetric_range
+from analyses.cli.config_flags import CliArg, seed_count, symmetric_range
 from analyses.common import Target, load_target, read_texts, split_examples
 from analyses.fisher_sharpness import arms, measure
 from analyses.fisher_sharpness.summary import summarize
@@ -83,6 +83,10 @@ class FisherSharpnessConfig:
     n_boot: int = setting(2000, "bootstrap replicates", flag="--bootstrap")
     n_blocks: int = setting(8, "disjoint blocks of sequences for the data-variance split")
     mask_prob: float = setting(0.15, "MLM mask probability")
+    tokenizer: str | None = setting(None, "tokenizer folder, tokenizer.json or vocab.txt for a checkpoint saved "
+                                    "without one (it changes the tokens, so the numbers)", cli=CliArg(type=str,
+                                    metavar="DIR|FILE"))
+    allow_unk: bool = setting(False, "accept texts that tokenize to over 5 percent [UNK] tokens", affects="nothing")
     seed: int = setting(0, "random seed (Fisher masks, first direction seed)")
     reference: str | None = setting("auto", "the paper's surfaces to show beside arm P: a folder, 'auto' (--reference "
                                     "lookup: $LANDSCAPE_REFERENCE, ../shared/reference) or 'none'", affects="nothing")
@@ -189,9 +193,9 @@ def _load(cfg: FisherSharpnessConfig, target: Target | None) -> tuple[Target, li
     """Stage 1: the target and its Fisher / evaluation split (disjoint sequences)."""
     if target is None:
         target = load_target(cfg.checkpoint, examples=cfg.fisher_examples + cfg.eval_examples,
-                             batch_size=cfg.batch_size,
-                             device=cfg.device, seed=cfg.seed, texts=read_texts(cfg.texts), max_length=cfg.max_length,
-                             mask_prob=cfg.mask_prob)
+                             batch_size=cfg.batch_size, device=cfg.device, seed=cfg.seed, texts=read_texts(cfg.texts),
+                             max_length=cfg.max_length, mask_prob=cfg.mask_prob, tokenizer=cfg.tokenizer,
+                             allow_unk=cfg.allow_unk)
     fisher_data, eval_data = split_examples(target.data, cfg.fisher_examples, cfg.eval_examples, cfg.batch_size)
     return target, fisher_data, eval_data
 

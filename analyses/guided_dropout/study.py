@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from analyses.cli.config_flags import seed_count
+from analyses.cli.config_flags import CliArg, seed_count
 from analyses.guided_dropout import stats, tasks
 from analyses.guided_dropout.grid import Setup, train_all
 from analyses.study import FolderResult, Resume, Study, register, result_settings, setting
@@ -72,6 +72,10 @@ class GuidedDropoutConfig:
     fisher_texts: str | None = setting(None, "text file, one example per line, for the MLM Fisher (default: the "
                                        "held-out docstring corpus)")
     fisher_batch_size: int = setting(16, "sequences per Fisher batch")
+    tokenizer: str | None = setting(None, "tokenizer folder, tokenizer.json or vocab.txt for a checkpoint saved "
+                                    "without one (it changes the tokens, so the numbers)", cli=CliArg(type=str,
+                                    metavar="DIR|FILE"))
+    allow_unk: bool = setting(False, "accept texts that tokenize to over 5 percent [UNK] tokens", affects="nothing")
     n_test: int = setting(1000, "test examples per built-in task")
     n_classes: int = setting(8, "classes of the built-in topic task")
     threads: int | None = setting(1, "torch threads (1 is fastest for the small default model)", affects="nothing")
@@ -125,7 +129,7 @@ def _checkpoint(cfg: GuidedDropoutConfig) -> tuple[Any, Path]:
 
     texts = None if cfg.fisher_texts is None else read_texts(cfg.fisher_texts)
     target = load_target(cfg.checkpoint, examples=cfg.fisher_examples, batch_size=cfg.fisher_batch_size, seed=cfg.seed,
-                         texts=texts)
+                         texts=texts, tokenizer=cfg.tokenizer, allow_unk=cfg.allow_unk)
     path = Path(target.meta["path"]) if cfg.checkpoint in (None, "", "default") else Path(cfg.checkpoint)
     if not path.is_dir():
         raise ValueError(f"{cfg.checkpoint}: the study fine-tunes a classifier and needs a Hugging Face checkpoint "

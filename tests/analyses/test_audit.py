@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 from pathlib import Path
@@ -22,7 +23,7 @@ from landscape.scans import directions
 from landscape.perturb import perturbed
 
 SMALL = dict(fisher_examples=6, eval_examples=3, batch_size=4, points_1d=5, eig_max_iter=4, trace_matvecs=3,
-             full_trace_matvecs=3, avg_samples=2, worst_steps=1, progress=False)
+             full_trace_matvecs=3, trace_max_matvecs=9, avg_samples=2, worst_steps=1, progress=False)
 
 
 def _state(model):
@@ -85,6 +86,9 @@ def test_json_has_documented_fields(audited):
     for b in d["blocks"].values():
         assert set(audit.BLOCK_FIELDS) <= set(b)
         assert np.isfinite(b["top_eigenvalue"]) and np.isfinite(b["trace"])
+        # rounds of 3 then 6 products (cap 9): stopped at 3 only when 3 products carried an error (never)
+        assert b["trace_matvecs"] == 9 and isinstance(b["trace_noisy"], bool)
+        assert b["trace_noisy"] or b["trace_stderr"] <= 0.1 * abs(b["trace"])
         assert len(b["sensitivity"]["curve"]["losses"]) == 2  # two seeds
     assert set(audit.OVERALL_FIELDS) <= set(d["overall"])
     # the blocks partition the parameters, the tied decoder weight counted once
@@ -225,7 +229,7 @@ def test_blocks_of_gpt2_and_bert():
 
 
 @pytest.mark.parametrize("bad", [dict(points_1d=3), dict(seeds=()), dict(trace_matvecs=2), dict(eval_examples=0),
-                                 dict(radius=0.0), dict(hvp_mode="fast")])
+                                 dict(radius=0.0), dict(hvp_mode="fast"), dict(trace_rel_tol=0.0)])
 def test_config_refuses_bad_settings(bad):
     with pytest.raises(ValueError):
         AuditConfig(**bad)
@@ -251,8 +255,11 @@ def test_cli_audits_a_saved_checkpoint(ckpt, tmp_path, capsys):
                "--eval-examples", "2", "--points", "5", "--eig-iters", "2", "--trace-matvecs", "3",
                "--no-block-curvature", "--hvp-mode", "auto", "--no-progress"])
     assert rc == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert "embeddings" in printed and "layer.1" in printed and "worst-case sharpness" in printed
+    assert "trace ± stderr" in printed and "sequences" in printed
+    assert len(re.findall(r"^estimated time: ~\d+m \d\ds \([\d,]+ gradients × .+ s\)$", printed, re.M)) == 1
     d = json.loads((out / "result.json").read_text())
     assert d["blocks"]["head"]["top_eigenvalue"] is None and np.isfinite(d["overall"]["top_eigenvalue"])
     assert d["overall"]["hvp_mode"] in ("double_backward", "forward_over_reverse") and d["config"]["hvp_mode"] == "auto"
@@ -279,3 +286,37 @@ def test_cli_bad_input_exits_nonzero_with_one_line(case, ckpt, tmp_path, capsys)
     err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("landscape: error:")]
     assert len(err) == 1 and want in err[0]
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.slow
+def test_analyze_audit_loads_the_tokenizer_given_by_flag(tmp_path, capsys, monkeypatch):
+    """A checkpoint saved without a tokenizer audits with --tokenizer DIR, and that tokenizer is the one loaded."""
+    from analyses import common
+    from analyses.cli import main
+    from saved_models import make_tokenizer
+
+    make_tiny_bert().save_pretrained(tmp_path / "bare")
+    make_tokenizer().save_pretrained(tmp_path / "tok")
+    seen = []
+    real = common.load_checkpoint
+    monkeypatch.setattr(common, "load_checkpoint", lambda path, **kw: seen.append(kw.get("tokenizer")) or real(path, **kw))
+    args = ["analyze", "audit", str(tmp_path / "bare"), "--out", str(tmp_path / "o"), "--texts",
+            str(write_texts(tmp_path / "t.txt")), "--examples", "2", "--eval-examples", "2", "--points", "5",
+            "--eig-iters", "2", "--trace-matvecs", "3", "--no-block-curvature", "--no-progress"]
+    assert main(args) == 2 and "no tokenizer" in capsys.readouterr().err  # without the flag: a clear error
+    assert main([*args, "--tokenizer", str(tmp_path / "tok"), "--allow-unk"]) == 0
+    assert seen[-1] == str(tmp_path / "tok")
+    d = json.loads((tmp_path / "o" / "result.json").read_text())
+    assert d["config"]["tokenizer"] == str(tmp_path / "tok") and d["config"]["allow_unk"] is True
+
+
+def test_the_three_analyses_take_tokenizer_and_allow_unk():
+    """--tokenizer changes the tokens (so the result's settings), --allow-unk changes no number."""
+    from dataclasses import fields
+
+    from analyses.fisher_sharpness.study import FisherSharpnessConfig
+    from analyses.guided_dropout.study import GuidedDropoutConfig
+
+    for cls in (AuditConfig, FisherSharpnessConfig, GuidedDropoutConfig):
+        meta = {f.name: f.metadata for f in fields(cls)}
+        assert meta["tokenizer"]["affects"] == "result" and meta["allow_unk"]["affects"] == "nothing"
