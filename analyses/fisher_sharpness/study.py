@@ -39,6 +39,7 @@ import numpy as np
 from analyses.cli.config_flags import CliArg, seed_count, symmetric_range
 from analyses.common import Target, load_target, read_texts, split_examples
 from analyses.fisher_sharpness import arms, measure
+from analyses.fisher_sharpness.estimate import announce_study
 from analyses.fisher_sharpness.summary import summarize
 from analyses.reference import find_reference
 from analyses.study import FolderResult, Resume, Study, register, result_settings, setting
@@ -323,6 +324,7 @@ def run(config: FisherSharpnessConfig | None = None, target: Target | None = Non
     (Path(cfg.out) / "arrays").mkdir(parents=True, exist_ok=True)
     reference_dir, reference_note = _find_reference(cfg.reference)
     target, fisher_data, eval_data = _load(cfg, target)
+    announce_study(cfg, target, eval_data, sum(int(b["input_ids"].shape[0]) for b in eval_data))
     from tqdm.auto import tqdm
 
     with tqdm(total=len(arms.ARM_P_HALVES) + len(cfg.fractions) * len(arms.ARM_E_MASKS), desc="fisher-sharpness masks",
