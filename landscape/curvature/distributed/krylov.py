@@ -41,7 +41,9 @@ def _apply(op: ShardedHessianOperator, x: Tensor) -> Tensor:
     return op.to_flat(op.matvec(op.from_flat(x))).to(x.dtype)
 
 
-def lanczos(op: ShardedHessianOperator, v0: Tensor, steps: int, stop: Any = None) -> tuple[np.ndarray, np.ndarray, Tensor]:
+def lanczos(
+    op: ShardedHessianOperator, v0: Tensor, steps: int, stop: Any = None,
+) -> tuple[np.ndarray, np.ndarray, Tensor]:
     """Lanczos with full reorthogonalization (twice) from the local start ``v0`` ``[local_dim]``.
 
     Returns ``alpha`` ``[m]``, ``beta`` ``[m]`` (as :func:`landscape.curvature.lanczos.lanczos`) and

@@ -158,7 +158,8 @@ class ShardedHessianOperator(OperatorBase):
                 full = torch.randn(p.shape, generator=g, dtype=torch.float64)
             else:
                 full = (torch.randint(0, 2, p.shape, generator=g) * 2 - 1).to(torch.float64)
-            out[n] = _chunk(full, self.local[n], self.ctx, self.sharded[n]).to(dtype=self.dtype, device=self.device).contiguous()
+            part = _chunk(full, self.local[n], self.ctx, self.sharded[n])
+            out[n] = part.to(dtype=self.dtype, device=self.device).contiguous()
         return out
 
     def randn(self, seed: int) -> Vector:
