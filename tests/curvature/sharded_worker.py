@@ -1,8 +1,8 @@
 """Worker for the sharded curvature test: ``torchrun --nproc_per_node=2 sharded_worker.py OUT``.
 
-Every rank builds the same float64 MLP and data, shards the model with FSDP2 (``fully_shard``, gloo
+Every rank builds the same float64 model (an MLP; a tiny BERT with tied weights) and data, shards the model with FSDP2 (``fully_shard``, gloo
 on CPU), and runs Lanczos, Hutch++, Hutchinson and SLQ on sharded vectors; each rank saves its
-numbers and its largest vector (numel) to ``OUT/rank<r>.json``.
+numbers and its largest vector (numel) to ``OUT/<case>-rank<r>.json``.
 """
 
 from __future__ import annotations
@@ -14,21 +14,31 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for conftest
-from conftest import make_classification_data, make_mlp  # noqa: E402
+from conftest import make_classification_data, make_mlm_batches, make_mlp, make_tiny_bert, mlm_objective  # noqa: E402
 
 from landscape import objectives, util  # noqa: E402
 from landscape.curvature import distributed as sharded  # noqa: E402
 from landscape.curvature.distributed.operator import local_shard  # noqa: E402
 
 MLP = {"hidden": 7, "d_in": 5}
+CASES = ["mlp", "bert"]
+EIG = {"mlp": {"k": 2, "tol": 1e-8}, "bert": {"k": 1, "tol": 1e-4}}  # the tiny BERT has dim 6008: fewer steps
 
 
-def run(model: torch.nn.Module) -> dict:
+def setup(case: str) -> tuple[torch.nn.Module, objectives.Objective, list]:
+    """The float64 model, objective and data of a case (the same on every rank)."""
+    if case == "bert":  # tied decoder/embedding weight: stays in the root unit
+        return make_tiny_bert(dtype=torch.float64), mlm_objective(), make_mlm_batches(n_batches=2)
+    # rank 1 holds 4 of 9 examples
+    return make_mlp(**MLP), objectives.Criterion(), make_classification_data(n_batches=3, batch_size=3, d_in=MLP["d_in"])
+
+
+def run(model: torch.nn.Module, case: str = "mlp") -> dict:
     """The sharded algorithms on ``model`` (sharded or not) with the test's seeds."""
-    data = make_classification_data(n_batches=3, batch_size=3, d_in=MLP["d_in"])  # rank 1 holds 4 of 9 examples
-    op = sharded.ShardedHessianOperator(model, objectives.Criterion(), data)
+    _, obj, data = setup(case)
+    op = sharded.ShardedHessianOperator(model, obj, data)
     before = [local_shard(p).detach().clone() for p in model.parameters()]
-    eig = sharded.top_eigenvalues(op, k=2, tol=1e-8, seed=0)
+    eig = sharded.top_eigenvalues(op, seed=0, **EIG[case])
     tr = sharded.trace(op, num_matvecs=12, seed=1)
     hutch = sharded.trace(op, num_matvecs=4, method="hutchinson", seed=3)
     dens = sharded.spectral_density(op, num_runs=2, lanczos_steps=6, seed=2)
@@ -45,9 +55,9 @@ def main() -> None:
     out = Path(sys.argv[1])
     torch.set_num_threads(1)
     ctx = util.dist_context()
-    model = sharded.shard_model(make_mlp(**MLP))
-    res = run(model)
-    (out / f"rank{ctx.rank}.json").write_text(json.dumps(res))
+    for case in CASES:
+        res = run(sharded.shard_model(setup(case)[0]), case)
+        (out / f"{case}-rank{ctx.rank}.json").write_text(json.dumps(res))
     import torch.distributed as dist
 
     dist.barrier()

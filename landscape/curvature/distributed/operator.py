@@ -40,13 +40,19 @@ __all__ = ["ShardedHessianOperator", "shard_model", "local_shard"]
 
 def shard_model(model: nn.Module, modules: Sequence[nn.Module] | None = None) -> nn.Module:
     """Shard ``model`` in place with FSDP2 (``fully_shard``): each of ``modules`` (default: every
-    submodule that owns parameters directly) is one all-gather unit, then the root. Needs an
+    submodule that owns parameters directly, except those holding a tied parameter) is one all-gather
+    unit, then the root (which takes the rest). Needs an
     initialised process group (:func:`landscape.util.distributed.dist_context`). Returns ``model``."""
     from torch.distributed.fsdp import fully_shard
 
     dist_context()
-    if modules is None:
-        modules = [m for m in model.modules() if m is not model and any(True for _ in m.parameters(recurse=False))]
+    if modules is None:  # tied parameters (BERT's decoder = word embeddings) stay with the root
+        owners: dict[int, int] = {}
+        for m in model.modules():
+            for p in m.parameters(recurse=False):
+                owners[id(p)] = owners.get(id(p), 0) + 1
+        modules = [m for m in model.modules() if m is not model and any(True for _ in m.parameters(recurse=False))
+                   and all(owners[id(p)] == 1 for p in m.parameters(recurse=False))]
     for m in modules:
         fully_shard(m)
     fully_shard(model)
