@@ -55,7 +55,7 @@ def shard_model(model: nn.Module, modules: Sequence[nn.Module] | None = None) ->
                    and all(owners[id(p)] == 1 for p in m.parameters(recurse=False))]
     for m in modules:
         fully_shard(m)
-    fully_shard(model)
+    fully_shard(model, reshard_after_forward=True)  # the root too, so a forward alone leaves it sharded
     return model
 
 
@@ -95,6 +95,10 @@ class ShardedHessianOperator(OperatorBase):
         if not isinstance(objective, Objective):
             raise TypeError(f"objective must be a landscape Objective, got {type(objective).__name__}.")
         self.model, self.objective, self.ctx = model, objective, dist_context()
+        self._prepare(data)  # may run forwards (MaskedLM's head check); FSDP's root then stays unsharded
+        reshard = getattr(model, "reshard", None)
+        if callable(reshard):
+            reshard()
         named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         if params is not None:
             named = [(n, p) for n, p in named if any(fnmatch.fnmatchcase(n, g) for g in params)]
@@ -112,7 +116,6 @@ class ShardedHessianOperator(OperatorBase):
         self.dim = sum(p.numel() for p in self.params.values())
         self.local_dim = sum(t.numel() for t in self.local.values())
         self.step = float(step) if step is not None else (1e-4 if self.dtype == torch.float64 else 0.03)
-        self._prepare(data)
         self.n_matvecs, self.max_vector_numel = 0, 0
 
     # ---- data
