@@ -21,8 +21,8 @@ from landscape.curvature import distributed as sharded  # noqa: E402
 from landscape.curvature.distributed.operator import local_shard  # noqa: E402
 
 MLP = {"hidden": 7, "d_in": 5}
-CASES = ["mlp", "bert"]
-EIG = {"mlp": {"k": 2, "tol": 1e-8}, "bert": {"k": 1, "tol": 1e-4}}  # the tiny BERT has dim 6008: fewer steps
+CASES = ["mlp", "bert", "mlp8"]  # mlp8: 8 batches, dealt whole to the ranks
+EIG = {"mlp": {"k": 2, "tol": 1e-8}, "bert": {"k": 1, "tol": 1e-4}, "mlp8": {"k": 2, "tol": 1e-8}}  # the tiny BERT has dim 6008: fewer steps
 
 
 def setup(case: str) -> tuple[torch.nn.Module, objectives.Objective, list]:
@@ -30,7 +30,9 @@ def setup(case: str) -> tuple[torch.nn.Module, objectives.Objective, list]:
     if case == "bert":  # tied decoder/embedding weight: stays in the root unit
         return make_tiny_bert(dtype=torch.float64), mlm_objective(), make_mlm_batches(n_batches=2)
     # rank 1 holds 4 of 9 examples
-    return make_mlp(**MLP), objectives.Criterion(), make_classification_data(n_batches=3, batch_size=3, d_in=MLP["d_in"])
+    n_batches = 8 if case == "mlp8" else 3
+    return make_mlp(**MLP), objectives.Criterion(), make_classification_data(n_batches=n_batches, batch_size=3,
+                                                                             d_in=MLP["d_in"])
 
 
 def run(model: torch.nn.Module, case: str = "mlp") -> dict:

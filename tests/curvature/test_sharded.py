@@ -26,7 +26,7 @@ def _reference(case: str) -> dict:
     model, obj, data = setup(case)
     op = curvature.HessianOperator(model, obj, data, mode="double_backward", reuse_graph=False, distributed=False)
     dens = curvature.spectral_density(op, num_runs=2, lanczos_steps=6, seed=2, progress=False)
-    dense = None if case != "mlp" else np.linalg.eigvalsh(np.stack(
+    dense = None if case == "bert" else np.linalg.eigvalsh(np.stack(
         [curvature.flat_matvec(op, e).numpy() for e in torch.eye(op.dim, dtype=torch.float64)]))
     return {"dim": op.dim, "n_terms": op.n_terms,
             "eig": curvature.top_eigenvalues(op, seed=0, progress=False, **EIG[case]).values.tolist(),

@@ -7,7 +7,8 @@ is their concatenation ``[local_dim]`` with local_dim ≈ dim / world_size. ``di
 count. The algorithms of :mod:`landscape.curvature.distributed.krylov` all-reduce dot products.
 
 Product. With the loss L(θ) = Σᵢ sᵢ(θ) / N (N all-reduced; each rank keeps the examples
-g ≡ rank (mod world) of every batch, as :class:`~landscape.curvature.data_operator.DataOperator`):
+g ≡ rank (mod world) of every batch, as :class:`~landscape.curvature.data_operator.DataOperator`, or
+whole batches round-robin when there are at least 4 per rank):
 
     H·v ≈ (∇L(θ + εv) − ∇L(θ − εv)) / 2ε,   ε = step / ‖v‖,
 
@@ -120,11 +121,18 @@ class ShardedHessianOperator(OperatorBase):
 
     # ---- data
     def _prepare(self, data: Iterable[Any]) -> None:
-        """This rank's rows of every batch, prepared once; pads with zero-weight batches so every rank
+        """This rank's batches (b ≡ rank mod world, with ≥ 4 batches per rank) or rows of every batch,
+        prepared once; pads with zero-weight batches so every rank
         runs the same number of forward/backward passes (FSDP's collectives must match)."""
         mine: list[Prepared] = []
         offset, w = 0, self.ctx.world_size
-        for b in batches_of(data):
+        raw = list(batches_of(data))
+        whole = w > 1 and len(raw) >= 4 * w  # enough batches: deal them whole (half the calls, not half-size calls)
+        for b_idx, b in enumerate(raw):
+            if whole:
+                if b_idx % w == self.ctx.rank:
+                    mine.append(self.objective.prepare(b, self.model))
+                continue
             p: Prepared | None = self.objective.prepare(b, self.model)
             assert p is not None
             size = self.objective.count(p)[0]
