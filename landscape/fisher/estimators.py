@@ -33,8 +33,9 @@ caller's train/eval flags are restored and the weights are never written.
 scores of their unselected elements (``meta["mask"]`` says so), so ``F.scores`` equals the full
 Fisher restricted to the mask, elementwise.
 
-Under ``torchrun`` (``distributed=None`` or ``True``) examples are sharded by index (example g to
-rank g mod world; ``batch``: batch b to rank b mod world) and the sums are all-reduced, so the
+Under ``torchrun`` (``distributed=None`` or ``True``) examples are sharded by index (whole batches
+round-robin when the data has at least 4 batches per rank, else example g to rank g mod world;
+``batch``: batch b to rank b mod world) and the sums are all-reduced, so the
 result equals the single-process one to floating-point tolerance.
 """
 
@@ -59,6 +60,10 @@ from landscape.util.checks import check_finite_loss, check_finite_weights
 from landscape.util.results import plain
 
 __all__ = ["diagonal", "ESTIMATORS", "Estimator", "PerExample"]
+
+#: Under ``torchrun``, per-example estimators deal whole batches to ranks when the data has at least
+#: this many batches per rank (else rows, for balance).
+WHOLE_BATCHES_PER_RANK = 4
 
 log = logging.getLogger("landscape.fisher")
 Estimator = Literal["empirical", "mc", "exact", "batch"]
@@ -204,22 +209,37 @@ def _convergence(tally: _Tally, space: ParamSpace, weights: list[int], rows: Ten
     return convergence_from_rows(tally.names, numels, ends, weights, rows, checkpoints)
 
 
+def _whole_batches(data: Iterable[Any], max_examples: int | None, ctx: util.DistContext) -> bool:
+    """Deal whole batches to ranks (batch b to rank b mod world) rather than rows: each rank then makes
+    half the per-example calls of full size, not all of them at half size (a fixed cost per call).
+    Only with a sized ``data`` of at least 4 batches per rank and no ``max_examples`` cut (balance)."""
+    size = len(data) if ctx.active and max_examples is None and hasattr(data, "__len__") else 0  # type: ignore[arg-type]
+    return size >= WHOLE_BATCHES_PER_RANK * ctx.world_size
+
+
 def _shards(objective: Objective, model: nn.Module, data: Iterable[Any], max_examples: int | None,
             ctx: util.DistContext, by_example: bool) -> Iterable[tuple[Prepared | None, int, list[int]]]:
     """Prepare each batch, cut at ``max_examples``: (this rank's rows or None, examples read, their indices).
 
-    Under ``torchrun`` with ``by_example``, example g goes to rank g mod world; a raw batch of
-    tensors is sliced before ``prepare`` so each rank prepares only its own examples.
+    Under ``torchrun`` with ``by_example``, whole batches go round-robin to the ranks when there are
+    enough (:func:`_whole_batches`), else example g goes to rank g mod world; a raw batch of tensors
+    is sliced before ``prepare`` so each rank prepares only its own examples.
     """
-    n_seen = 0
-    for batch in util.batches_of(data):
+    n_seen, whole = 0, by_example and _whole_batches(data, max_examples, ctx)
+    for b_idx, batch in enumerate(util.batches_of(data)):
         if max_examples is not None and n_seen >= max_examples:
             return
+
+        def owned(i: int) -> bool:
+            return (b_idx if whole else n_seen + i) % ctx.world_size == ctx.rank
+
         raw_n = util.raw_batch_size(batch) if ctx.active and by_example else None
         if raw_n is not None:
             size = raw_n if max_examples is None else min(raw_n, max_examples - n_seen)
-            local = [i for i in range(size) if (n_seen + i) % ctx.world_size == ctx.rank]
+            local = [i for i in range(size) if owned(i)]
             yield (objective.prepare(util.raw_batch_rows(batch, local), model) if local else None), size, local
+        elif whole and b_idx % ctx.world_size != ctx.rank:  # another rank's batch: not prepared here
+            yield None, objective.count(objective.prepare(batch, model))[0], []
         else:
             prepared = objective.prepare(batch, model)
             size = objective.count(prepared)[0]
@@ -227,8 +247,8 @@ def _shards(objective: Objective, model: nn.Module, data: Iterable[Any], max_exa
             if take < size:
                 prepared, size = select_rows(prepared, torch.arange(take), size), take
             local = list(range(size))
-            if by_example and ctx.active:
-                local = [i for i in local if (n_seen + i) % ctx.world_size == ctx.rank]
+            if by_example and ctx.active and not whole:
+                local = [i for i in local if owned(i)]
                 prepared = select_rows(prepared, torch.tensor(local), size)
             yield prepared, size, local
         n_seen += size
@@ -248,10 +268,12 @@ def _accumulate(engine: SquaredGradients, data: Iterable[Any], max_examples: int
     # parameters that are not scored.
     with bar, util.deterministic_eval(model), torch.no_grad():
         shards = _shards(objective, model, data, max_examples, ctx, by_example=estimator != "batch")
+        checked = False
         for b_idx, (prepared, size, local) in enumerate(shards):
-            if b_idx == 0 and prepared is not None:  # the loss at θ₀, once (one forward pass)
+            if not checked and prepared is not None:  # the loss at θ₀, once (one forward pass)
                 s0, n0 = objective.loss_sum(model, prepared)
                 check_finite_loss(float(s0) / max(int(n0), 1), "the loss on the first batch")
+                checked = True
             if estimator == "batch" and b_idx % ctx.world_size != ctx.rank:
                 prepared = None  # another rank's batch
             counts = objective.term_counts(prepared).cpu() if prepared is not None else torch.zeros(0, dtype=torch.long)

@@ -23,8 +23,10 @@ def build(kind: str, n_batches: int):
     return make_mlp(), objectives.Criterion(), make_classification_data(n_batches=n_batches, batch_size=3)
 
 
-# (model, estimator, batches, max_examples); the last one leaves rank 1 without data
-CASES = [("bert", "empirical", 2, None), ("mlp", "mc", 3, None), ("mlp", "batch", 3, None), ("mlp", "empirical", 1, 1)]
+# (model, estimator, batches, max_examples); the 4th leaves rank 1 without data; the 5th and 6th have
+# ≥ 4 batches per rank, so whole batches are dealt (rank 0 holds 5 of 9), raw tensors and MLM dicts
+CASES = [("bert", "empirical", 2, None), ("mlp", "mc", 3, None), ("mlp", "batch", 3, None), ("mlp", "empirical", 1, 1),
+         ("mlp", "empirical", 9, None), ("bert", "empirical", 9, None)]
 
 
 def case_id(case: tuple) -> str:

@@ -36,3 +36,15 @@ def test_torchrun_two_ranks_equals_single_process(dist_out, case):
     assert D.convergence.n == S.convergence.n
     for a, b in zip(D.convergence.spearman, S.convergence.spearman):
         assert (a is None and b is None) or abs(a - b) < 1e-9
+
+
+def test_whole_batches_are_dealt_only_with_enough_batches_per_rank():
+    from landscape.fisher.estimators import WHOLE_BATCHES_PER_RANK, _whole_batches
+    from landscape.util import DistContext
+
+    two, n = DistContext(0, 2), 2 * WHOLE_BATCHES_PER_RANK
+    assert _whole_batches(list(range(n)), None, two)
+    assert not _whole_batches(list(range(n - 1)), None, two)  # too few: rows, for balance
+    assert not _whole_batches(list(range(n)), 5, two)  # a max_examples cut: rows
+    assert not _whole_batches(iter(range(n)), None, two)  # unsized
+    assert not _whole_batches(list(range(n)), None, DistContext())
