@@ -8,12 +8,14 @@ the settings hash, and a resumed study skips the runs already there.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+from analyses.cli.eta import announce
 from analyses.guided_dropout import tasks
 from analyses.guided_dropout.train import Arm, RunSpec, encode, train_run
 from landscape import dropout
@@ -193,5 +195,14 @@ def train_all(cfg: GuidedDropoutConfig, st: Setup, out: Path, key: str) -> tuple
             data = (encode(st.target.tokenizer, task.pool, cfg.max_length),
                     encode(st.target.tokenizer, task.test, cfg.max_length))
             for seed in cfg.seeds:
+                t0, n0 = time.perf_counter(), len(runs.seconds)
                 rates_info = _train_seed(cfg, st, task, seed, data, runs)
+                if n0 == 0 and runs.seconds:  # the first (task, seed) unit that computed anything: the estimate
+                    left = sum(1 for k in _wanted(cfg, st) if k not in runs.done)
+                    announce(left / len(runs.seconds), time.perf_counter() - t0, "(task, seed) units left")
     return runs, rates_info
+
+
+def _wanted(cfg: GuidedDropoutConfig, st: Setup) -> list[tuple[str, int, int, str]]:
+    """Every (task, size, seed, arm) run the settings ask for."""
+    return [(t.name, s, sd, a) for t in st.tasks for s in cfg.sizes for sd in cfg.seeds for a in cfg.arms]
