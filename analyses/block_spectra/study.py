@@ -133,7 +133,8 @@ def block_spectrum(cfg: BlockSpectraConfig, target: Target, space: ParamSpace, d
                                       seed=cfg.seed, progress=False)
     op.release_graph()
     return {"tensors": list(space.names), "n_params": op.dim, "top_eigenvalues": [float(v) for v in eig.values],
-            "eig_converged": bool(eig.converged), "trace": float(tr.estimate), "trace_stderr": finite_or_none(tr.stderr),
+            "eig_converged": bool(eig.converged), "trace": float(tr.estimate),
+            "trace_stderr": finite_or_none(tr.stderr),
             "trace_per_param": float(tr.estimate) / op.dim,
             "density": {"nodes": [n.tolist() for n in dens.nodes], "weights": [w.tolist() for w in dens.weights],
                         "sigma": dens.sigma},
