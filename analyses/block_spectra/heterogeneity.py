@@ -42,7 +42,7 @@ def js_divergence(p: np.ndarray, q: np.ndarray) -> float:
     m = 0.5 * (p + q)
 
     def kl(a: np.ndarray) -> float:
-        on = a > 0
+        on = a > np.finfo(np.float64).tiny  # subnormal masses carry nothing, and their m may underflow to 0
         return float(np.sum(a[on] * np.log(a[on] / m[on])))
 
     return min(max(0.5 * kl(p) + 0.5 * kl(q), 0.0), JS_MAX)

@@ -60,18 +60,18 @@ class BlockSpectraConfig:
     checkpoint: str = setting("default", "local Hugging Face checkpoint directory, .safetensors or .pt file; "
                               "'default': the embedded default model", positional=True, affects="nothing")
     out: str = setting("", "output folder (default: runs/block-spectra-<checkpoint name>)", affects="nothing")
-    examples: int = setting(8, "held-out sequences the Hessian is taken on (≥ 1)")
-    batch_size: int = setting(8, "sequences per batch (≥ 1)")
+    examples: int = setting(4, "held-out sequences the Hessian is taken on (≥ 1)")
+    batch_size: int = setting(4, "sequences per batch (≥ 1)")
     max_length: int = setting(64, "tokens per sequence at most (≥ 2; capped at the model's positions)")
     texts: list[str] | None = setting(None, "UTF-8 file of texts, one per line (default: the held-out stdlib "
                                       "docstrings)", cli=CliArg(type=str, metavar="FILE", convert=_texts_file))
     top_k: int = setting(3, "top eigenvalues per block (≥ 1)")
-    eig_max_iter: int = setting(12, "Lanczos matvecs at most for the top eigenvalues, per block (> top_k)",
+    eig_max_iter: int = setting(8, "Lanczos matvecs at most for the top eigenvalues, per block (> top_k)",
                                 flag="--eig-iters")
     eig_tol: float = setting(1e-2, "relative tolerance of the top eigenvalues")
     trace_matvecs: int = setting(6, "Hutch++ matvecs per block (≥ 6, for a standard error)")
     density_runs: int = setting(2, "SLQ runs per block (≥ 1)")
-    lanczos_steps: int = setting(12, "Lanczos steps per SLQ run (≥ 2)")
+    lanczos_steps: int = setting(8, "Lanczos steps per SLQ run (≥ 2)")
     sigma_fraction: float = setting(0.01, "Gaussian smoothing width of the JS densities, as a fraction of the "
                                     "range of every block's Ritz values (> 0)")
     num_grid: int = setting(400, "points of the common density grid (≥ 10)")
