@@ -51,7 +51,11 @@ def _by_layer(ax: Any, blocks: dict[str, dict[str, Any]], value: Any, ylabel: st
         ax.plot(xs, ys, marker="o", ms=4, color=style.color(i), label=role)
     ax.set_xticks(range(len(layers)), layers, rotation=30, ha="right")
     ax.set_ylabel(ylabel)
-    ax.set_yscale("symlog", linthresh=1e-3)
+    values = np.asarray([value(v) for v in blocks.values()], dtype=np.float64)
+    if (values > 0).all():
+        ax.set_yscale("log")
+    else:  # negative estimates (a noisy trace, an indefinite block): linear within 1e-3 of the largest |value|
+        ax.set_yscale("symlog", linthresh=max(1e-3 * float(np.abs(values).max()), 1e-12))
     ax.legend(frameon=False, fontsize=7, ncol=2)
 
 
