@@ -13,6 +13,10 @@ initialization). Here, for blocks b = 1..B with SLQ nodes θ and weights τ (per
    at most ln 2 ≈ 0.693 for densities with disjoint support (divide by ln 2 for bits, maximum 1);
 4. the heterogeneity is the mean of JS over the B(B−1)/2 pairs.
 
+With ``scale="top"`` each block's Ritz values are first divided by its largest |Ritz value|: the
+shapes of the spectra are compared, not their scales (on raw scale a few large-eigenvalue blocks
+stretch the grid and the others collapse into one spike near 0, so their JS is near 0).
+
 One σ for all blocks keeps the comparison fair: the densities differ only where the spectra do.
 """
 
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
 
@@ -84,17 +89,33 @@ def js_matrix(densities: Sequence[np.ndarray]) -> np.ndarray:
 
 
 def heterogeneity(nodes: Sequence[Sequence[np.ndarray]], weights: Sequence[Sequence[np.ndarray]],
-                  sigma_fraction: float = 0.01, num_grid: int = 1000) -> dict[str, object]:
+                  sigma_fraction: float = 0.01, num_grid: int = 1000,
+                  scale: Literal["raw", "top"] = "raw") -> dict[str, object]:
     """Block heterogeneity of B ≥ 2 blocks' SLQ spectra: the mean pairwise JS on a common grid.
+
+    ``scale="raw"`` compares the eigenvalues as they are (scale and shape); ``"top"`` first divides each
+    block's Ritz values by its largest |Ritz value|, so only the shapes of the spectra are compared
+    (as Zhang et al. normalize their plotted spectra).
 
     Returns ``{"js_mean": float (nats), "js_max": float, "js": [B, B] list, "grid": [G] list,
     "densities": [B, G] list, "sigma": float, "log_base": "e"}``.
     """
     if len(nodes) != len(weights) or len(nodes) < 2:
         raise ValueError(f"give nodes and weights of at least 2 blocks, got {len(nodes)} and {len(weights)}.")
+    if scale not in ("raw", "top"):
+        raise ValueError(f"scale must be 'raw' or 'top', got {scale!r}.")
+    if scale == "top":
+        nodes = [[np.asarray(n, dtype=np.float64) / _top(block) for n in block] for block in nodes]
     grid, sigma = common_grid(nodes, sigma_fraction, num_grid)
     dens = [smoothed_density(n, w, grid, sigma) for n, w in zip(nodes, weights)]
     js = js_matrix(dens)
     pairs = js[np.triu_indices(len(dens), 1)]
     return {"js_mean": float(pairs.mean()), "js_max": float(pairs.max()), "js": js.tolist(), "grid": grid.tolist(),
-            "densities": [d.tolist() for d in dens], "sigma": float(sigma), "log_base": "e"}
+            "densities": [d.tolist() for d in dens], "sigma": float(sigma), "log_base": "e",
+            "scale": scale}
+
+
+def _top(block: Sequence[np.ndarray]) -> float:
+    """The largest |Ritz value| of a block (1 for an all-zero block)."""
+    top = max(float(np.abs(np.asarray(n, dtype=np.float64)).max()) for n in block)
+    return top if top > 0 else 1.0

@@ -61,8 +61,9 @@ def markdown(res: dict[str, Any], figure: str | None) -> str:
              f"{cfg['density_runs']} run(s) of {cfg['lanczos_steps']} Lanczos steps.", ""]
     if het.get("js_mean") is not None:
         lines += [f"**Block heterogeneity** (Zhang et al., 2024): mean pairwise Jensen–Shannon divergence between "
-                  f"the blocks' densities on one grid (σ = {het['sigma']:.3g}) = **{het['js_mean']:.4g} nats** "
-                  f"(0: identical spectra; ln 2 ≈ 0.693: disjoint); largest pair {het['js_max']:.4g}.", ""]
+                  f"the blocks' densities on one grid ({het.get('scale', 'raw')} scale, σ = {het['sigma']:.3g}) = "
+                  f"**{het['js_mean']:.4g} nats** (0: identical spectra; ln 2 ≈ 0.693: disjoint); largest pair "
+                  f"{het['js_max']:.4g}.", ""]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     notes = meta.get("block_notes") or {}

@@ -74,6 +74,8 @@ class BlockSpectraConfig:
     lanczos_steps: int = setting(8, "Lanczos steps per SLQ run (≥ 2)")
     sigma_fraction: float = setting(0.01, "Gaussian smoothing width of the JS densities, as a fraction of the "
                                     "range of every block's Ritz values (> 0)")
+    js_scale: Literal["raw", "top"] = setting("raw", "JS on the eigenvalues as they are (raw), or on each block's "
+                                              "spectrum divided by its largest |Ritz value| (top: shapes only)")
     num_grid: int = setting(400, "points of the common density grid (≥ 10)")
     hvp_mode: Literal["auto", "double_backward", "forward_over_reverse"] = setting(
         "double_backward", "Hessian-vector product mode (auto times both first)")
@@ -190,9 +192,10 @@ def run(config: BlockSpectraConfig | None = None, target: Target | None = None) 
         blocks = _blocks(cfg, target, parts, ctx.active)
     names = list(blocks)
     het = heterogeneity([b["density"]["nodes"] for b in blocks.values()],
-                        [b["density"]["weights"] for b in blocks.values()], cfg.sigma_fraction, cfg.num_grid) \
+                        [b["density"]["weights"] for b in blocks.values()], cfg.sigma_fraction, cfg.num_grid,
+                        cfg.js_scale) \
         if len(blocks) > 1 else {"js_mean": None, "js_max": None, "js": [[0.0]], "grid": [], "densities": [],
-                                 "sigma": None, "log_base": "e"}
+                                 "sigma": None, "log_base": "e", "scale": cfg.js_scale}
     meta = result_meta(target.model, block_spectra_settings(cfg, target), target=target.name, task=target.task,
                        n_examples=cfg.examples, world_size=ctx.world_size, restored=state.is_restored(),
                        block_notes={b: n for b in names if (n := group_note(b.rpartition(".")[0] or b))},

@@ -106,6 +106,13 @@ def test_disjoint_spectra_give_ln2():
     assert het3["js_mean"] == pytest.approx(2 / 3 * JS_MAX, rel=1e-6)
 
 
+def test_top_scale_compares_shapes_only():
+    n, w = _slq(_dense(np.linspace(1, 2, 20), 0))
+    big = [10 * x for x in n]  # the same spectrum, ten times larger: disjoint on raw scale
+    assert heterogeneity([n, big], [w, w])["js_mean"] == pytest.approx(JS_MAX, rel=1e-6)
+    assert heterogeneity([n, big], [w, w], scale="top")["js_mean"] == pytest.approx(0.0, abs=1e-9)
+
+
 def test_heterogeneity_refuses_one_block():
     n, w = _slq(_dense(np.linspace(1, 5, 6), 0))
     with pytest.raises(ValueError, match="at least 2 blocks"):
