@@ -11,6 +11,7 @@ given ``save="out.png"`` (``.png``, ``.pdf`` or ``.svg``):
 * :func:`figures.fisher.plot_fisher`: Fisher scores by tensor and layer;
 * :func:`figures.spectrum.plot_spectral_density`; :func:`figures.convergence.plot_convergence`;
 * :func:`figures.audit.plot_audit`: multi-panel sensitivity audit;
+* :func:`figures.block_spectra.plot_block_spectra`: per-block Hessian densities, λ₁ and trace by layer;
 * :func:`figures.comparison.plot_mask_metrics`: sharpness metrics per Fisher mask;
 * :func:`figures.intervals.plot_intervals`: estimates with intervals (forest plot);
   :func:`~figures.intervals.plot_surface_rows`: rows of surfaces, one colour scale per row;
@@ -24,6 +25,7 @@ given ``save="out.png"`` (``.png``, ``.pdf`` or ``.svg``):
 """
 
 from figures.audit import plot_audit
+from figures.block_spectra import plot_block_spectra
 from figures.comparison import plot_mask_metrics
 from figures.convergence import plot_convergence
 from figures.curves import plot_curves
@@ -37,6 +39,7 @@ from figures.vtp import surface_file_to_vtp, write_vtp
 
 __all__ = [
     "plot_audit",
+    "plot_block_spectra",
     "plot_convergence",
     "plot_curves",
     "plot_fisher",

@@ -10,10 +10,11 @@ from analyses.cli.config_flags import add_config_arguments, config_from_args
 from analyses.study import STUDIES, Study
 
 NAME = "analyze"
-HELP = "run a named analysis: " + ", ".join(("fisher-sharpness", "guided-dropout", "audit"))
+HELP = "run a named analysis: " + ", ".join(("fisher-sharpness", "guided-dropout", "audit", "block-spectra"))
 
 #: modules whose import registers the built-in analyses
-BUILTIN = ("analyses.fisher_sharpness.study", "analyses.guided_dropout.study", "analyses.audit.study")
+BUILTIN = ("analyses.fisher_sharpness.study", "analyses.guided_dropout.study", "analyses.audit.study",
+           "analyses.block_spectra.study")
 
 
 def studies() -> dict[str, Study]:
