@@ -1,4 +1,4 @@
-"""Side by side with the peers: hessian-eigenthings 1.0.0a5 and curvlinops, on the default model.
+r"""Side by side with the peers: hessian-eigenthings 1.0.0a5 and curvlinops, on the default model.
 
     pip install --no-deps hessian-eigenthings==1.0.0a5 curvlinops-for-pytorch einops einconv opt-einsum \\
         linear_operator backpack-for-pytorch          # never a different torch
@@ -97,7 +97,7 @@ def eigenthings(model: Any, batch: dict, method: str) -> Any:
 
 
 def curvlinops_op(model: Any, batch: dict, params: list[torch.Tensor], method: str) -> Any:
-    """curvlinops' Hessian or GGN of the mean token cross-entropy (= the HF loss)."""
+    """The curvlinops Hessian or GGN of the mean token cross-entropy (= the HF loss)."""
     import curvlinops as cl
 
     x = {k: batch[k] for k in ("input_ids", "attention_mask")}
@@ -137,7 +137,8 @@ def product_rows(model: Any, batch: dict, params: list[torch.Tensor], repeats: i
     cases: list[tuple[str, str, Callable[[], Any]]] = [
         *[("ours", m, lambda m=m: ours(model, batch, m)) for m in
           ("double_backward", "forward_over_reverse", "finite_difference", "ggn")],
-        *[("eigenthings", m, lambda m=m: eigenthings(model, batch, m)) for m in ("autograd", "finite_difference", "ggn")],
+        *[("eigenthings", m, lambda m=m: eigenthings(model, batch, m))
+          for m in ("autograd", "finite_difference", "ggn")],
         *[("curvlinops", m, lambda m=m: curvlinops_op(model, batch, params, m)) for m in ("hessian", "ggn")],
     ]
     rows = []
@@ -196,11 +197,13 @@ def trace_rows(model: Any, batch: dict, exact: Any, budget: int, long: int) -> l
         try:
             t0 = time.perf_counter()
             if lib == "ours":
-                est = curvature.trace(ours(model, batch, "double_backward"), num_matvecs=budget, method="hutch++").estimate
+                op = ours(model, batch, "double_backward")
+                est = curvature.trace(op, num_matvecs=budget, method="hutch++").estimate
             else:
                 import hessian_eigenthings as he
 
-                est = he.trace(eigenthings(model, batch, "autograd"), num_matvecs=budget, method="hutch++", seed=0).estimate
+                peer = eigenthings(model, batch, "autograd")
+                est = he.trace(peer, num_matvecs=budget, method="hutch++", seed=0).estimate
             rows.append((f"{lib}: Hutch++ trace, {budget} matvecs", f"{time.perf_counter() - t0:.1f} s, "
                          f"{abs(est - ref) / abs(ref) * 100:.1f}% from a {long}-matvec Hutchinson run"))
         except Exception as exc:  # noqa: BLE001
