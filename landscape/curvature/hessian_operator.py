@@ -103,7 +103,7 @@ class HessianOperator(DataOperator):
         self.richardson, self.compile = bool(richardson), bool(compile)
         self.fd_step = float(fd_step) if fd_step is not None else default_step(self.dtype, self.richardson)
         self.fd_errors: list[float] = []
-        self.mode = mode  # the evaluation context depends on it before the pick
+        self.mode: str = mode  # the evaluation context depends on it before the pick
         self._gradient_module = gradient_module(model, self.compile)
         self.reuse_graph = False
         self.kept_graph_bytes = 0
