@@ -55,7 +55,7 @@ class HessianOperator(DataOperator):
             data shapes, device and thread count. ``mode_choice`` records timings, pick and cache use.
             ``"finite_difference"``: (∇L(θ₀+εv) − ∇L(θ₀−εv))/2ε from two ordinary gradients (no second
             graph, fused attention kept, works under ``compile``); never picked by ``"auto"``.
-        fd_step: finite-difference step norm h = ‖εv‖ (default from the dtype: float32 0.03, 0.1
+        fd_step: finite-difference step norm h = ‖εv‖ (default from the dtype: float32 0.004, 0.036
             with Richardson; see :func:`~landscape.curvature.finite_difference.default_step`).
         richardson: finite differences with one Richardson step (four gradients, O(ε⁴)); each
             product's estimated relative error is kept in ``fd_errors`` (``describe()``: last, max).

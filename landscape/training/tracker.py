@@ -107,7 +107,7 @@ class CurvatureTracker:
         self.trace_matvecs, self.eig_tol = int(trace_matvecs), float(eig_tol)
         self.distributed, self.progress = distributed, progress
         self.prepared = objective.prepare_data(model, probe_data)
-        self.hvp_mode = "auto"
+        self.hvp_mode: curvature.ModeChoice = "auto"
         self._v0: Vector | None = None
         settings = {"quantities": list(self.quantities), "trace_matvecs": self.trace_matvecs, "eig_tol": self.eig_tol,
                     "alphas": self.alphas.tolist(), "seed": self.seed,
@@ -183,7 +183,7 @@ class CurvatureTracker:
         op = curvature.HessianOperator(self.model, self.objective, self.probe_data, params=self.params,
                                        mode=self.hvp_mode, check_determinism=self.hvp_mode == "auto",
                                        distributed=self.distributed)
-        self.hvp_mode = op.mode  # timed once, then kept
+        self.hvp_mode = op.mode  # type: ignore[assignment]  # timed once, then kept (an exact mode)
         return op
 
     def _top_eigenvalue(self) -> dict[str, Any]:
