@@ -103,12 +103,17 @@ def curvlinops_op(model: Any, batch: dict, params: list[torch.Tensor], method: s
     x = {k: batch[k] for k in ("input_ids", "attention_mask")}
     y = batch["labels"].reshape(-1)
 
-    def model_func(inputs: Any) -> torch.Tensor:
-        logits = model(**inputs).logits
-        return logits.reshape(-1, logits.shape[-1])
+    class TokenLogits(torch.nn.Module):  # curvlinops wants a module: logits [tokens, vocab]
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = model
+
+        def forward(self, inputs: Any) -> torch.Tensor:
+            logits = self.inner(**inputs).logits
+            return logits.reshape(-1, logits.shape[-1])
 
     cls = cl.HessianLinearOperator if method == "hessian" else cl.GGNLinearOperator
-    return cls(model_func, torch.nn.CrossEntropyLoss(), params, [(x, y)], check_deterministic=False,
+    return cls(TokenLogits(), torch.nn.CrossEntropyLoss(), params, [(x, y)], check_deterministic=False,
                batch_size_fn=lambda inputs: inputs["input_ids"].shape[0])
 
 
