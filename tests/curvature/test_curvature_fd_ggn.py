@@ -79,7 +79,8 @@ def test_ggn_matches_dense_on_a_tiny_bert_mlm():
     model = eager_bert()
     data, obj = make_mlm_batches(), mlm_objective()
     before = util.weights_fingerprint(model)
-    op = curvature.GGNOperator(model, obj, data, params=["cls.predictions.transform.dense.*", "bert.encoder.layer.1.output.dense.bias"])
+    op = curvature.GGNOperator(model, obj, data,
+                               params=["cls.predictions.transform.dense.*", "bert.encoder.layer.1.output.dense.bias"])
     G_full = dense_ggn(model, obj, data, "cross_entropy")
     idx = _selected_indices(model, op)
     got = dense(op)
