@@ -7,7 +7,9 @@ Sections (each fails soft: an error is recorded and the next section runs; a sec
 start after ``--deadline`` seconds is skipped):
 
 1. gradient, HVP per mode (double backward, forward-over-reverse, double backward with the graph
-   reused, matmat k=4 per product) and HVP / gradient, eager and with ``torch.compile``;
+   reused, matmat k=4 per product, finite differences plain and Richardson) and the GGN product,
+   each / gradient, eager and with ``torch.compile`` (finite differences and the GGN through the
+   operators' own ``compile=True``);
 2. Lanczos top-1 eigenvalue to 1e-3: wall time and matvecs;
 3. empirical Fisher: sequences per second;
 4. a 51x51 scan: points per second (``batch_points="auto"``);
@@ -83,9 +85,18 @@ def section_products(model, obj, data, repeats: int, compiled: bool) -> dict:
     for label, kw in [("double_backward", dict(mode="double_backward", reuse_graph=False)),
                       ("forward_over_reverse", dict(mode="forward_over_reverse", reuse_graph=False)),
                       ("reuse_graph", dict(mode="double_backward", reuse_graph=True)),
-                      ("matmat4", dict(mode="double_backward", reuse_graph=False))]:
+                      ("matmat4", dict(mode="double_backward", reuse_graph=False)),
+                      ("finite_difference", dict(mode="finite_difference", compile=compiled)),
+                      ("finite_difference_richardson",
+                       dict(mode="finite_difference", richardson=True, compile=compiled)),
+                      ("ggn", dict(compile=compiled))]:
         try:
-            op = curvature.HessianOperator(target, obj, data, check_determinism=False, **kw)
+            if label == "ggn":
+                op = curvature.GGNOperator(model, obj, data, check_determinism=False, **kw)
+            elif label.startswith("finite_difference"):  # compiles its own gradient function
+                op = curvature.HessianOperator(model, obj, data, check_determinism=False, **kw)
+            else:
+                op = curvature.HessianOperator(target, obj, data, check_determinism=False, **kw)
             if label == "matmat4":
                 vs = [op.randn(s) for s in range(4)]
                 t, runs = timed(lambda op=op: op.matmat(vs), repeats)
@@ -201,7 +212,8 @@ def main() -> int:
     cmd = _report.command()
     for label in ("products_eager", "products_compiled"):
         sec = results["sections"].get(label, {})
-        for mode in ("double_backward", "forward_over_reverse", "reuse_graph", "matmat4"):
+        for mode in ("double_backward", "forward_over_reverse", "reuse_graph", "matmat4", "finite_difference",
+                     "finite_difference_richardson", "ggn"):
             m = sec.get(mode, {})
             if "ratio" in m:
                 rows.append(_report.row(f"HVP / gradient, BERT-base {a.sequences}x{a.seq_len}, {name}, {mode}, "

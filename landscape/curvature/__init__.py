@@ -5,7 +5,8 @@
   :class:`OperatorBase` (gives ``.to_scipy()``).
 - ``data_operator``: :class:`DataOperator`, the public base class of operators of a data loss
   (data, sharding, vectors, ``matmat``); subclass it with a ``_batch_product`` for a new operator.
-- ``hessian_operator``: :class:`HessianOperator` (double backward or forward-over-reverse);
+- ``hessian_operator``: :class:`HessianOperator` (double backward, forward-over-reverse or finite
+  differences, ``finite_difference``); ``ggn_operator``: :class:`GGNOperator` (exact or Monte-Carlo);
   ``fisher_operator``: :class:`EmpiricalFisherOperator`; ``matrix_operator``: the dense
   :class:`MatrixOperator` (tests, references, small problems).
 - ``products``: batched products (k vectors sharing one forward and first backward), memory sizing.
@@ -29,16 +30,18 @@ from landscape.curvature.data_operator import DataOperator
 from landscape.curvature.eigen import EigenMethod, EigenResult, top_eigenvalues
 from landscape.curvature.eigensolvers import EIGENSOLVERS, EigenProblem, EigenSolver, Which, register_eigensolver
 from landscape.curvature.fisher_operator import EmpiricalFisherOperator
+from landscape.curvature.ggn_operator import GGNLoss, GGNOperator
 from landscape.curvature.hessian_operator import MODES, HessianOperator, Mode, ModeChoice
 from landscape.curvature.lanczos import lanczos, lanczos_runs, ritz_pairs
 from landscape.curvature.matrix_operator import MatrixOperator
 from landscape.curvature.stochastic import DensityResult, TraceMethod, TraceResult, spectral_density, trace
 
 __all__ = [
-    "CurvatureOperator", "OperatorBase", "DataOperator", "HessianOperator", "EmpiricalFisherOperator", "MatrixOperator",
+    "CurvatureOperator", "OperatorBase", "DataOperator", "HessianOperator", "EmpiricalFisherOperator", "GGNOperator",
+    "MatrixOperator",
     "flat_matvec", "flat_matmat", "flat_draw", "block_size", "to_scipy",
     "lanczos", "lanczos_runs", "ritz_pairs",
     "top_eigenvalues", "EigenResult", "EigenProblem", "EigenSolver", "EIGENSOLVERS", "register_eigensolver",
     "trace", "spectral_density", "TraceResult", "DensityResult",
-    "MODES", "Mode", "ModeChoice", "Which", "EigenMethod", "TraceMethod",
+    "MODES", "Mode", "ModeChoice", "GGNLoss", "Which", "EigenMethod", "TraceMethod",
 ]

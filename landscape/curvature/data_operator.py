@@ -25,6 +25,7 @@ collectives). The counts N and the loss are all-reduced at construction.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -35,13 +36,22 @@ from torch import Tensor, nn
 from landscape import util, vectors
 from landscape.curvature import products
 from landscape.curvature.base import OperatorBase
-from landscape.objectives import Objective, Prepared, select_rows
-from landscape.params import ParamSpace, Selection, select
+from landscape.evaluator import Evaluator
+from landscape.objectives import Objective, Prepared
+from landscape.params import ParamSpace, Selection
 from landscape.util import batch_moments, batches_of, deterministic_eval
-from landscape.util.checks import check_finite_weights
 from landscape.vectors import Vector
 
-__all__ = ["DataOperator"]
+__all__ = ["DataOperator", "gradient_module"]
+
+
+def gradient_module(model: nn.Module, compile: bool) -> nn.Module:
+    """``model``, or ``torch.compile(model)`` for the first-order gradients of compiled products
+    (the compiled module shares the parameters, so perturbing them needs no recompilation)."""
+    if not compile:
+        return model
+    compiled: nn.Module = torch.compile(model)  # type: ignore[assignment]  # an OptimizedModule is an nn.Module
+    return compiled
 
 
 class DataOperator(OperatorBase):
@@ -55,7 +65,8 @@ class DataOperator(OperatorBase):
     Args:
         model: any ``nn.Module``; its current weights are θ.
         objective: how a batch becomes per-example loss sums (``MaskedLM``, ``HFLoss``, ``Criterion``).
-        data: a re-iterable of raw batches, prepared once (:meth:`_prepare_data`).
+        data: a re-iterable of raw batches, prepared and checked once by the evaluator
+            (:class:`landscape.evaluator.Evaluator`, kept as ``self.evaluator``).
         params: names/globs, a ``ParamSpace`` (a block of the operator) or a ``ParamMask`` (P·A·P).
         distributed: ``None``/``True``: shard the examples across ``torchrun`` ranks; ``False``: never.
         memory_budget: bytes for batched products (default: a quarter of the free device memory).
@@ -67,30 +78,26 @@ class DataOperator(OperatorBase):
                  params: Selection = None, distributed: bool | None = None, memory_budget: int | None = None) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be an nn.Module, got {type(model).__name__}.")
-        if not isinstance(objective, Objective):
-            raise TypeError(f"objective must be a landscape Objective (e.g. objectives.Criterion(loss_fn)), "
-                            f"got {type(objective).__name__}.")
+        self.ctx = util.dist_context() if distributed in (None, True) else util.DistContext()
+        shard = (self.ctx.rank, self.ctx.world_size) if self.ctx.active else None
+        # the one place that checks the objective, selects params, prepares the data and checks it
+        self.evaluator = Evaluator(model, objective, data, params=params, shard=shard)
+        self._raw_fingerprint = sum((batch_moments(b) for b in batches_of(data)), np.zeros(3))
         self.model, self.objective, self.data = model, objective, data
-        self.space, self.mask = select(model, params)  # raises on a model without trainable parameters
-        check_finite_weights(model)
+        self.space, self.mask = self.evaluator.space, self.evaluator.mask
         self.names = self.mask.names if self.mask is not None else self.space.names
         self.dim = self.mask.count() if self.mask is not None else self.space.dim
         self.params = {n: self.space.params[n] for n in self.names}
         first = next(iter(self.params.values()))
         self.dtype, self.device = first.dtype, first.device
-        self.ctx = util.dist_context() if distributed in (None, True) else util.DistContext()
-        self.prepared: list[Prepared] = self._prepare_data(data)
+        self.prepared: list[Prepared] = self.evaluator.prepared
+        self.n_terms, self.n_examples = self.evaluator.n_terms, self.evaluator.n_examples
         self._batch_sums = self._forward_sums(self.prepared)  # one forward per batch, float64 sums
-        counts = [objective.count(p) for p in self.prepared]
-        totals = torch.tensor([sum(self._batch_sums), sum(c[1] for c in counts), sum(c[0] for c in counts)],
-                              dtype=torch.float64)
+        total = torch.tensor([sum(self._batch_sums)], dtype=torch.float64)
         if self.ctx.active:
-            products.all_reduce_([totals])
-        self.n_terms, self.n_examples = int(round(float(totals[1]))), int(round(float(totals[2])))
-        if self.n_terms == 0:
-            raise ValueError("data holds no loss term (every label is -100); the curvature of an empty loss is 0.")
-        self.loss = float(totals[0] / totals[1])
-        if not torch.isfinite(torch.tensor(self.loss)):
+            products.all_reduce_([total])
+        self.loss = float(total[0]) / self.n_terms
+        if not np.isfinite(self.loss):
             raise ValueError(f"the loss is {self.loss} at the current weights; curvature is undefined. Check the "
                              "weights and inputs for NaN/inf (or a too-large learning rate in the checkpoint).")
         self.memory_budget = int(memory_budget) if memory_budget is not None else \
@@ -98,25 +105,6 @@ class DataOperator(OperatorBase):
         self.param_bytes = sum(p.numel() * p.element_size() for p in self.params.values())
         self.graph_bytes: int | None = None  # bytes autograd saves for the largest local batch
         self.n_matvecs, self.n_matmats, self.last_block = 0, 0, 0
-
-    def _prepare_data(self, data: Iterable[Any]) -> list[Prepared]:
-        """Each raw batch prepared once (MLM masks fixed); under torchrun, this rank's examples
-        g ≡ rank (mod world) of every batch. Sets the data fingerprint :meth:`check_determinism` uses."""
-        raw = list(batches_of(data))  # refuses one-shot iterators and empty data
-        self._raw_fingerprint = sum((batch_moments(b) for b in raw), np.zeros(3))
-        out: list[Prepared] = []
-        offset = 0
-        for b in raw:
-            p: Prepared | None = self.objective.prepare(b, self.model)
-            assert p is not None
-            size = self.objective.count(p)[0]
-            if self.ctx.active:
-                rows = [i for i in range(size) if (offset + i) % self.ctx.world_size == self.ctx.rank]
-                p = select_rows(p, rows, size) if rows else None
-            offset += size
-            if p is not None:
-                out.append(p)
-        return out
 
     @torch.no_grad()
     def _forward_sums(self, batches: Sequence[Prepared]) -> list[float]:
@@ -166,6 +154,10 @@ class DataOperator(OperatorBase):
         vectors.check_like(v, self.params, "vector")
 
     # ---- the product
+    def _eval_context(self) -> contextlib.AbstractContextManager[Any]:
+        """The setting of every product: eval mode and the math attention backend (override to change)."""
+        return deterministic_eval(self.model)
+
     def _batch_product(self, prepared: Prepared, v: Vector) -> Vector:
         """The unscaled product of one prepared batch's summed loss with ``v``; subclasses implement it."""
         raise NotImplementedError(f"{type(self).__name__} must implement _batch_product(prepared, v), the unscaled "
@@ -174,7 +166,7 @@ class DataOperator(OperatorBase):
     def _summed_over_batches(self, product: Any, arg: Any, out: dict[str, Tensor]) -> dict[str, Tensor]:
         """``out`` += Σ over the prepared batches of ``product(batch, arg)`` (all-reduced under torchrun)."""
         keys = list(out)
-        with deterministic_eval(self.model), torch.enable_grad():
+        with self._eval_context(), torch.enable_grad():
             for p in self.prepared:
                 part = product(p, arg)
                 torch._foreach_add_([out[k] for k in keys], [part[k] for k in keys])
@@ -285,7 +277,7 @@ class DataOperator(OperatorBase):
             return diff
         v = self.randn(seed)
         first = self.prepared[:1]
-        with deterministic_eval(self.model), torch.enable_grad():
+        with self._eval_context(), torch.enable_grad():
             a = self._batch_product(first[0], v)
             b = self._batch_product(first[0], v)
         diff_hvp = float(vectors.norm(vectors.add(a, b, -1.0)) / vectors.norm(a).clamp_min(1e-30))

@@ -7,6 +7,7 @@ Weighting, restriction, vectors and the distributed sharding are those of
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import statistics
 import time
@@ -17,8 +18,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from landscape import util
 from landscape.curvature import products
-from landscape.curvature.data_operator import DataOperator
+from landscape.curvature.data_operator import DataOperator, gradient_module
+from landscape.curvature.finite_difference import default_step, fd_product
 from landscape.objectives import Objective, Prepared
 from landscape.params import Selection
 from landscape.util import deterministic_eval, log, log_once
@@ -29,8 +32,9 @@ __all__ = ["HessianOperator", "MODES", "Mode", "ModeChoice"]
 #: How a Hessian-vector product is computed (``"auto"`` picks one of these by timing both).
 Mode = Literal["double_backward", "forward_over_reverse"]
 MODES: tuple[Mode, ...] = get_args(Mode)
-#: What ``HessianOperator(mode=...)`` accepts.
-ModeChoice = Literal["auto", Mode]
+#: What ``HessianOperator(mode=...)`` accepts: the exact modes, ``"auto"`` (the faster exact one) or
+#: ``"finite_difference"`` (central differences of two gradients, :mod:`~landscape.curvature.finite_difference`).
+ModeChoice = Literal["auto", "double_backward", "forward_over_reverse", "finite_difference"]
 
 #: The auto mode's pick per (model, selection, data shapes, device, threads): measured once per process.
 _MODE_CACHE: dict[tuple, dict[str, Any]] = {}
@@ -49,6 +53,14 @@ class HessianOperator(DataOperator):
             one warm-up, time 3 products of each mode on the first batch and keep the lower median; a
             mode that fails is skipped. The pick is cached per process for the same model, selection,
             data shapes, device and thread count. ``mode_choice`` records timings, pick and cache use.
+            ``"finite_difference"``: (∇L(θ₀+εv) − ∇L(θ₀−εv))/2ε from two ordinary gradients (no second
+            graph, fused attention kept, works under ``compile``); never picked by ``"auto"``.
+        fd_step: finite-difference step norm h = ‖εv‖ (default from the dtype: float32 0.004, 0.036
+            with Richardson; see :func:`~landscape.curvature.finite_difference.default_step`).
+        richardson: finite differences with one Richardson step (four gradients, O(ε⁴)); each
+            product's estimated relative error is kept in ``fd_errors`` (``describe()``: last, max).
+        compile: ``torch.compile`` the model for the gradients (``mode="finite_difference"`` only:
+            AOT autograd has no double backward).
         check_determinism: ``True`` (default): evaluate the first batch's loss twice (one extra
             forward); ``"full"``: two products of one vector (two HVPs); ``False``: no check.
         reuse_graph: keep each batch's first-backward graph (as PyHessian does), so a product is one
@@ -68,9 +80,17 @@ class HessianOperator(DataOperator):
     def __init__(self, model: nn.Module, objective: Objective, data: Iterable[Any], *,
                  params: Selection = None, mode: ModeChoice = "auto",
                  check_determinism: bool | Literal["full"] = True, reuse_graph: bool | Literal["auto"] = "auto",
-                 memory_budget: int | None = None, distributed: bool | None = None) -> None:
-        if mode not in ("auto", *MODES):
-            raise ValueError(f"mode must be 'auto', 'double_backward' or 'forward_over_reverse', got {mode!r}.")
+                 memory_budget: int | None = None, distributed: bool | None = None, fd_step: float | None = None,
+                 richardson: bool = False, compile: bool = False) -> None:
+        if mode not in get_args(ModeChoice):
+            raise ValueError(f"mode must be one of {get_args(ModeChoice)}, got {mode!r}.")
+        if compile and mode != "finite_difference":
+            raise ValueError("compile=True needs mode='finite_difference': torch.compile (AOT autograd) has no double "
+                             "backward, so exact Hessian products cannot be compiled.")
+        if fd_step is not None and not (np.isfinite(fd_step) and fd_step > 0):
+            raise ValueError(f"fd_step must be a positive finite step norm ‖εv‖, got {fd_step!r}.")
+        if mode == "finite_difference":
+            reuse_graph = False
         if reuse_graph not in (True, False, "auto"):
             raise ValueError(f"reuse_graph must be True, False or 'auto', got {reuse_graph!r}.")
         if check_determinism not in (True, False, "full"):
@@ -80,13 +100,18 @@ class HessianOperator(DataOperator):
         super().__init__(model, objective, data, params=params, distributed=distributed, memory_budget=memory_budget)
         self.mode_timings: dict[str, float] = {}
         self.mode_choice: dict[str, Any] = {"requested": mode}
+        self.richardson, self.compile = bool(richardson), bool(compile)
+        self.fd_step = float(fd_step) if fd_step is not None else default_step(self.dtype, self.richardson)
+        self.fd_errors: list[float] = []
+        self.mode: str = mode  # the evaluation context depends on it before the pick
+        self._gradient_module = gradient_module(model, self.compile)
         self.reuse_graph = False
         self.kept_graph_bytes = 0
         self._graphs: dict[int, tuple[Tensor, ...]] = {}
         self._graph_versions: tuple[int, ...] | None = None
         if check_determinism is True:  # cheap: one extra forward
             self.check_determinism()
-        if reuse_graph == "auto" and mode != "forward_over_reverse":
+        if reuse_graph == "auto" and mode not in ("forward_over_reverse", "finite_difference"):
             reuse_graph = self._graphs_fit()
         if reuse_graph is True:
             mode = "double_backward"
@@ -165,6 +190,21 @@ class HessianOperator(DataOperator):
     def _batch_product(self, prepared: Prepared, v: Vector) -> Vector:
         return self._product(self.mode, prepared, v)
 
+    def _eval_context(self) -> contextlib.AbstractContextManager[Any]:
+        """Finite differences keep the model's own attention kernels (no math backend forced)."""
+        return util.eval_mode(self.model) if self.mode == "finite_difference" else super()._eval_context()
+
+    def _fd_product(self, prepared: Prepared, v: Vector) -> Vector:
+        """Central difference of the batch's gradient around θ₀ (see :func:`fd_product`)."""
+        def gradient() -> Vector:
+            s, _ = self.objective.loss_sum(self._gradient_module, prepared)
+            gs = torch.autograd.grad(s, list(self.params.values()), allow_unused=True, materialize_grads=True)
+            return dict(zip(self.names, gs))
+
+        hv, err = fd_product(gradient, self.params, v, self.fd_step, self.richardson)
+        self.fd_errors.append(err)
+        return hv
+
     def _first_backward(self, prepared: Prepared) -> tuple[Tensor, ...]:
         """∇(Σ_{i∈b} sᵢ) with ``create_graph``; kept per batch under ``reuse_graph`` (rebuilt if the
         weights were changed in place since)."""
@@ -191,6 +231,8 @@ class HessianOperator(DataOperator):
 
     def _product(self, mode: str, prepared: Prepared, v: Vector) -> Vector:
         """∇²(Σ_{i∈b} sᵢ)·v for one prepared batch (unscaled)."""
+        if mode == "finite_difference":
+            return self._fd_product(prepared, v)
         if mode == "forward_over_reverse":
             loss = self._loss_sums(prepared)
             with torch.no_grad():  # no ordinary graph on the live weights; func transforms ignore it
@@ -205,6 +247,8 @@ class HessianOperator(DataOperator):
         return {n: h.detach() for n, h in zip(self.names, hv)}
 
     def _batch_matmat(self, prepared: Prepared, V: dict[str, Tensor]) -> dict[str, Tensor]:
+        if self.mode == "finite_difference":  # k central differences, one gradient's memory each
+            return super()._batch_matmat(prepared, V)
         try:
             if self.mode == "forward_over_reverse":
                 return products.forward_over_reverse_matmat(self._loss_sums(prepared), self._primals(), V)
@@ -218,4 +262,11 @@ class HessianOperator(DataOperator):
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "mode": self.mode, "mode_timings": self.mode_timings,
                 "mode_choice": self.mode_choice, "reuse_graph": self.reuse_graph,
-                "kept_graph_bytes": self.kept_graph_bytes}
+                "kept_graph_bytes": self.kept_graph_bytes, "compile": self.compile,
+                **({"fd_step": self.fd_step, "richardson": self.richardson, "fd_error_last": _last(self.fd_errors),
+                    "fd_error_max": max(self.fd_errors, default=float("nan"))} if self.mode == "finite_difference"
+                   else {})}
+
+
+def _last(xs: list[float]) -> float:
+    return xs[-1] if xs else float("nan")
