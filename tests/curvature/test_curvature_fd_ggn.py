@@ -76,7 +76,7 @@ def test_ggn_matches_dense_on_an_mlp(loss):
 
 
 def test_ggn_matches_dense_on_a_tiny_bert_mlm():
-    model = eager_bert()
+    model = eager_bert().eval()  # the reference's forward runs in the model's mode: no dropout, as the operator
     data, obj = make_mlm_batches(), mlm_objective()
     before = util.weights_fingerprint(model)
     op = curvature.GGNOperator(model, obj, data,
