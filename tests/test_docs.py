@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 import time
+import types
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -118,9 +119,10 @@ def test_extending_page_examples_run(tmp_path, monkeypatch):
     blocks = python_blocks(ROOT / "docs" / "extending.md")
     assert len(blocks) >= 7, "docs/extending.md lost its worked examples"
     monkeypatch.chdir(tmp_path)
-    namespace: dict = {"__name__": "docs_extending"}
+    module = types.ModuleType("docs_extending")  # a real module, so dataclasses defined on the page resolve
+    monkeypatch.setitem(sys.modules, module.__name__, module)
     for i, code in enumerate(blocks):
-        exec(compile(code, f"docs/extending.md (python block {i + 1})", "exec"), namespace)
+        exec(compile(code, f"docs/extending.md (python block {i + 1})", "exec"), module.__dict__)
 
 
 def test_site_builds_strict(tmp_path):
