@@ -238,7 +238,7 @@ def _wordpiece_vocab(texts: list[str], vocab_size: int, normalizer: Any, pre_tok
 
 def build_tokenizer(texts: list[str], vocab_size: int, lowercase: bool = True, max_seq_len: int = 128) -> Any:
     """Train a BERT-style WordPiece tokenizer on ``texts`` (deterministic); return a
-    ``PreTrainedTokenizerFast`` with [PAD] [UNK] [CLS] [SEP] [MASK] set (ids 0-4)."""
+    ``PreTrainedTokenizerFast`` with ``[PAD] [UNK] [CLS] [SEP] [MASK]`` set (ids 0-4)."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
