@@ -83,7 +83,9 @@ class CurvatureCallback(TrainerCallback):
         if self._step_start is not None:
             self.schedule.record_step(time.perf_counter() - self._step_start)
         if self._due(state.global_step):
+            should_log = control.should_log  # trainer.log's on_log clears it: keep the training loss's log due
             self._measure(state, kwargs)
+            control.should_log = should_log
         self._warn_if_budget_spent(state.global_step)
         self._step_start = time.perf_counter()
 
