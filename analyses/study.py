@@ -1,10 +1,12 @@
 """The analysis skeleton: one way to declare settings, resume, save a result and register a command.
 
-An analysis is a :class:`Study`: a config dataclass whose fields are declared with :func:`setting`
-(default, help text, and whether the field changes numbers), ``run(config) -> result`` made of named
-stages, and a result dataclass that mixes in :class:`FolderResult` (``result.json`` in the run's
-folder, arrays beside it). :func:`register` makes it ``landscape analyze NAME``; the flags are
-generated from the config fields (:mod:`analyses.cli.config_flags`).
+An analysis is a :class:`Study` record: a config dataclass whose fields are declared with
+:func:`setting` (default, help text, and whether the field changes numbers), a function
+``run(config) -> result`` made of named stages, and a result dataclass that mixes in
+:class:`FolderResult` (``result.json`` in the run's folder, arrays beside it). :func:`register` makes
+it ``landscape analyze NAME``; the flags are generated from the config fields
+(:mod:`analyses.cli.config_flags`). Settings every checkpoint analysis shares come from
+:class:`TextSettings`.
 
 Resume is one mechanism, :class:`Resume`: the hash of every field that changes numbers (plus what
 the study adds: weights, data) is written to ``out/settings.json``; a resumed run under other
@@ -16,7 +18,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-from dataclasses import MISSING, asdict, field
+from collections.abc import Callable
+from dataclasses import MISSING, asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal, TypeVar
 
@@ -63,6 +66,17 @@ def differing(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
 
     keys = sorted(k for k in set(old) | set(new) if norm(old.get(k)) != norm(new.get(k)))
     return [f"{k}={old.get(k)!r} (now {new.get(k)!r})" for k in keys]
+
+
+@dataclass
+class TextSettings:
+    """Settings shared by every analysis that reads a checkpoint and texts (mix into the config)."""
+
+    tokenizer: str | None = setting(None, "tokenizer folder, tokenizer.json or vocab.txt for a checkpoint saved "
+                                    "without one (it changes the tokens, so the numbers)", cli=CliArg(type=str,
+                                    metavar="DIR|FILE"))
+    allow_unk: bool = setting(False, "accept texts that tokenize to over 5 percent [UNK] tokens", affects="nothing")
+    progress: bool = setting(True, "show progress bars", affects="nothing")
 
 
 class Resume:
@@ -138,28 +152,44 @@ class FolderResult:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
+def wrote_line(out: str | Path, files: str, seconds: float) -> str:
+    """The last line every analysis prints: ``wrote OUT/FILES in N s``."""
+    return f"wrote {out}/{files} in {seconds:.0f} s"
+
+
+def _no_summary(result: Any) -> str:
+    """Nothing beyond the ``wrote ...`` line."""
+    return ""
+
+
+def _no_arguments(parser: argparse.ArgumentParser) -> None:
+    """No flags beyond the config fields."""
+
+
+def _no_adjustment(args: argparse.Namespace) -> None:
+    """Leave the parsed flags as they are."""
+
+
+@dataclass(frozen=True)
 class Study:
-    """An analysis: ``name`` (its ``landscape analyze NAME`` command), ``help``, the ``config`` dataclass,
-    :meth:`run` and :meth:`summary`. Subclass it, fill these in, and :func:`register` an instance."""
+    """An analysis, declared once: ``register(Study(name=..., help=..., config=..., run=..., summary=...))``.
 
-    name: ClassVar[str] = ""
-    help: ClassVar[str] = ""
-    config: ClassVar[type] = object
+    ``name``: its ``landscape analyze NAME`` command; ``help``: one line for ``--help`` lists;
+    ``description``: the command's long help; ``config``: the settings dataclass (flags generated from
+    it); ``run(config) -> result``: computes and writes under ``config.out``; ``summary(result) -> str``:
+    what the command prints when done (``landscape analyze`` adds :func:`wrote_line` with ``files`` and
+    the measured time); ``add_arguments``/``adjust``: extra flags, and a rewrite of the parsed flags
+    before the config is built (e.g. a preset)."""
 
-    def run(self, config: Any) -> Any:
-        """Compute and write the result under ``config.out``; return the result object."""
-        raise NotImplementedError
-
-    def summary(self, result: Any) -> str:
-        """What ``landscape analyze NAME`` prints when the run is done."""
-        out = getattr(result, "out", "") or getattr(getattr(result, "config", None), "out", "")
-        return f"wrote {out}/result.json"
-
-    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        """Flags beyond the config fields (none by default)."""
-
-    def adjust(self, args: argparse.Namespace) -> None:
-        """Rewrite parsed flags before the config is built (e.g. a preset); nothing by default."""
+    name: str
+    help: str
+    config: type
+    run: Callable[[Any], Any]
+    summary: Callable[[Any], str] = _no_summary
+    files: str = "result.json"
+    description: str = ""
+    add_arguments: Callable[[argparse.ArgumentParser], None] = _no_arguments
+    adjust: Callable[[argparse.Namespace], None] = _no_adjustment
 
 
 #: name -> Study, in registration order (``landscape analyze --help`` lists them so)

@@ -6,8 +6,9 @@ three steps every analysis takes (see :mod:`analyses.study`):
 1. a config dataclass whose fields are :func:`~analyses.study.setting` s: default, help text and
    whether the field changes numbers (``affects="nothing"`` for where and how to run);
 2. a result dataclass that mixes in :class:`~analyses.study.FolderResult` (``result.json`` in ``out``);
-3. a :class:`~analyses.study.Study` with ``name``, ``help``, ``config``, ``run`` and ``summary``,
-   passed to :func:`~analyses.study.register`: its command and flags follow from the config.
+3. a ``run(config) -> result`` function, and a :class:`~analyses.study.Study` record naming it with
+   ``name``, ``help``, ``config`` and ``summary``, passed to :func:`~analyses.study.register`: its
+   command and flags follow from the config.
 """
 
 from __future__ import annotations
@@ -43,26 +44,23 @@ class ToyResult(FolderResult):
     out: str = ""
 
 
-class Toy(Study):
-    """The loss at θ₀: the smallest analysis, a template for new ones."""
-
-    name = "toy"
-    help = "the loss at the checkpoint's weights on held-out data"
-    config = ToyConfig
-
-    def run(self, config: ToyConfig) -> ToyResult:
-        texts = read_texts(config.texts)
-        target = load_target(config.checkpoint, examples=config.examples, seed=config.seed, texts=texts)
-        loss = target.objective.evaluate(target.model, target.data)
-        result = ToyResult(loss=loss, n_examples=target.n_examples, config=asdict(config), out=config.out)
-        result.save(config.out)
-        return result
-
-    def summary(self, result: ToyResult) -> str:
-        return f"loss at θ₀: {result.loss:.6f} on {result.n_examples} sequences; wrote {result.out}/result.json"
+def run(config: ToyConfig) -> ToyResult:
+    """Load the checkpoint and texts, evaluate the loss at θ₀ and write ``result.json``."""
+    texts = read_texts(config.texts)
+    target = load_target(config.checkpoint, examples=config.examples, seed=config.seed, texts=texts)
+    loss = target.objective.evaluate(target.model, target.data)
+    result = ToyResult(loss=loss, n_examples=target.n_examples, config=asdict(config), out=config.out)
+    result.save(config.out)
+    return result
 
 
-register(Toy())
+def summary(result: ToyResult) -> str:
+    """What ``landscape analyze toy`` prints before its ``wrote ...`` line."""
+    return f"loss at θ₀: {result.loss:.6f} on {result.n_examples} sequences"
+
+
+register(Study(name="toy", help="the loss at the checkpoint's weights on held-out data", config=ToyConfig, run=run,
+               summary=summary, description="The loss at θ₀: the smallest analysis, a template for new ones."))
 
 if __name__ == "__main__":
     sys.exit(main(["analyze", "toy", *sys.argv[1:]]))

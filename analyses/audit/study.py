@@ -38,7 +38,7 @@ from analyses.audit.adaptive import block_curvature
 from analyses.audit.estimate import announce_audit
 from analyses.cli.config_flags import CliArg, seed_count, symmetric_range
 from analyses.common import Target, heldout_texts, load_target, read_texts, split_examples
-from analyses.study import FolderResult, Resume, Study, register, result_settings, setting
+from analyses.study import FolderResult, Resume, Study, TextSettings, register, result_settings, setting
 from landscape import curvature, fisher, scans, sharpness
 from landscape.params import ParamSpace, group_note, layer_group, layer_order
 from landscape.perturb import preserved
@@ -60,7 +60,7 @@ def _texts_file(path: str | None, args: Any) -> list[str] | None:
 
 
 @dataclass
-class AuditConfig:
+class AuditConfig(TextSettings):
     """Settings; the defaults audit the embedded default model in about two minutes on 2 CPU cores."""
 
     checkpoint: str = setting("default", "local Hugging Face checkpoint directory, .safetensors or .pt file; 'default' "
@@ -96,15 +96,10 @@ class AuditConfig:
     worst_steps: int = setting(3, "ascent steps of the worst-case sharpness")
     basin_delta: float = setting(1.0, "basin = where the loss stays below L(θ₀) + basin_delta nats")
     mask_prob: float = setting(0.15, "MLM mask probability")
-    tokenizer: str | None = setting(None, "tokenizer folder, tokenizer.json or vocab.txt for a checkpoint saved "
-                                    "without one (it changes the tokens, so the numbers)", cli=CliArg(type=str,
-                                    metavar="DIR|FILE"))
-    allow_unk: bool = setting(False, "accept texts that tokenize to over 5 percent [UNK] tokens", affects="nothing")
     seed: int = setting(0, "random seed (masks, directions, probes)")
     device: str = setting("cpu", "torch device, e.g. cpu or cuda:0", affects="nothing")
     resume: bool = setting(False, "reuse finished parts and scan points in --out (refused under other settings)",
                            affects="nothing")
-    progress: bool = setting(True, "show progress bars", affects="nothing")
 
     def __post_init__(self) -> None:
         self.seeds = tuple(int(s) for s in self.seeds)
@@ -379,22 +374,19 @@ def _save_arrays(path: Path, blocks: dict[str, dict[str, Any]], overall: dict[st
     })
 
 
-class Audit(Study):
-    """Sensitivity audit of a checkpoint: per-tensor and per-layer Fisher, per-block curvature and 1D
-    sensitivity, overall sharpness; report.md and a self-contained report.html. Raise --examples,
-    --eval-examples, --seeds, --points, --eig-iters and --trace-matvecs for tighter estimates (time grows
-    about linearly)."""
-
-    name = "audit"
-    help = "sensitivity audit of a checkpoint: Fisher, Hessian blocks, per-block 1D curves, sharpness, HTML report"
-    config = AuditConfig
-
-    def run(self, config: AuditConfig) -> AuditResult:
-        return run(config)
-
-    def summary(self, result: AuditResult) -> str:
-        return (result.summary_table() + f"\n\nwrote {result.out}/result.json, report.md, report.html and figures/ in "
-                f"{result.meta['timings']['total_s']:.0f} s")
+def summary(result: AuditResult) -> str:
+    """The audit's table, as ``landscape audit`` prints it."""
+    return result.summary_table()
 
 
-register(Audit())
+#: one line for ``landscape analyze --help``
+HELP = "sensitivity audit of a checkpoint: Fisher, Hessian blocks, per-block 1D curves, sharpness, HTML report"
+#: the command's long help (``landscape analyze NAME --help``)
+DESCRIPTION = ("Sensitivity audit of a checkpoint: per-tensor and per-layer Fisher, per-block curvature and 1D "
+               "sensitivity, overall sharpness; report.md and a self-contained report.html. Raise --examples, "
+               "--eval-examples, --seeds, --points, --eig-iters and --trace-matvecs for tighter estimates (time grows "
+               "about linearly).")
+
+
+register(Study(name="audit", config=AuditConfig, run=run, summary=summary,
+               help=HELP, description=DESCRIPTION, files="result.json, report.md, report.html and figures/"))

@@ -34,7 +34,7 @@ from analyses.block_spectra.blocks import ROLE_RULES, transformer_blocks
 from analyses.block_spectra.heterogeneity import heterogeneity
 from analyses.cli.config_flags import CliArg
 from analyses.common import Target, heldout_texts, load_target
-from analyses.study import FolderResult, Resume, Study, register, result_settings, setting
+from analyses.study import FolderResult, Resume, Study, TextSettings, register, result_settings, setting
 from landscape import curvature
 from landscape.params import ParamSpace, group_note
 from landscape.perturb import preserved
@@ -54,7 +54,7 @@ def _texts_file(path: str | None, args: Any) -> list[str] | None:
 
 
 @dataclass
-class BlockSpectraConfig:
+class BlockSpectraConfig(TextSettings):
     """Settings; the defaults run on the embedded default model in about two minutes on 2 CPU cores."""
 
     checkpoint: str = setting("default", "local Hugging Face checkpoint directory, .safetensors or .pt file; "
@@ -85,7 +85,6 @@ class BlockSpectraConfig:
     distributed: bool = setting(True, "shard the examples across ranks when launched with torchrun",
                                 affects="nothing")
     resume: bool = setting(False, "reuse finished blocks in --out (refused under other settings)", affects="nothing")
-    progress: bool = setting(True, "show progress bars", affects="nothing")
 
     def __post_init__(self) -> None:
         if not self.out:
@@ -167,7 +166,8 @@ def _load(cfg: BlockSpectraConfig) -> Target:
     if texts is None and cfg.checkpoint not in ("", "default"):
         texts = heldout_texts(cfg.examples)
     return load_target(cfg.checkpoint, examples=cfg.examples, batch_size=cfg.batch_size, device=cfg.device,
-                       seed=cfg.seed, texts=texts, max_length=cfg.max_length, mask_prob=cfg.mask_prob)
+                       seed=cfg.seed, texts=texts, max_length=cfg.max_length, mask_prob=cfg.mask_prob,
+                       tokenizer=cfg.tokenizer, allow_unk=cfg.allow_unk)
 
 
 def block_spectra_settings(cfg: BlockSpectraConfig, target: Target) -> dict[str, Any]:
@@ -226,27 +226,25 @@ def _blocks(cfg: BlockSpectraConfig, target: Target, parts: Resume | _Follower,
     return results
 
 
-class BlockSpectra(Study):
-    """Per-block Hessian spectra of a transformer: for embeddings, each layer's query, key, value (or fused
-    qkv), attention output, feed-forward in/out and LayerNorm, and the head: the top eigenvalues, the
-    Hutch++ trace with its standard error and an SLQ density; the Jensen–Shannon heterogeneity between
-    the blocks' densities (Zhang et al., 2024); a figure and report.md. Raise --examples, --eig-iters,
-    --trace-matvecs, --density-runs and --lanczos-steps for tighter estimates (time grows about linearly)."""
+def summary(result: BlockSpectraResult) -> str:
+    """The block table and the heterogeneity."""
+    from analyses.block_spectra.report import block_table
 
-    name = "block-spectra"
-    help = "per-block Hessian eigenvalues, traces, densities and their JS heterogeneity"
-    config = BlockSpectraConfig
-
-    def run(self, config: BlockSpectraConfig) -> BlockSpectraResult:
-        return run(config)
-
-    def summary(self, result: BlockSpectraResult) -> str:
-        from analyses.block_spectra.report import block_table
-
-        js = result.heterogeneity["js_mean"]
-        return (block_table(result.to_dict()) + f"\n\nheterogeneity (mean pairwise JS, nats): "
-                f"{'-' if js is None else f'{js:.4g}'}\nwrote {result.out}/result.json, report.md and figures/ in "
-                f"{result.meta['seconds']:.0f} s")
+    js = result.heterogeneity["js_mean"]
+    return (block_table(result.to_dict()) + "\n\nheterogeneity (mean pairwise JS, nats): "
+            f"{'-' if js is None else f'{js:.4g}'}")
 
 
-register(BlockSpectra())
+#: one line for ``landscape analyze --help``
+HELP = "per-block Hessian eigenvalues, traces, densities and their JS heterogeneity"
+#: the command's long help (``landscape analyze NAME --help``)
+DESCRIPTION = ("Per-block Hessian spectra of a transformer: for embeddings, each layer's query, key, value (or "
+               "fused qkv), attention output, feed-forward in/out and LayerNorm, and the head: the top eigenvalues, "
+               "the Hutch++ trace with its standard error and an SLQ density; the Jensen–Shannon heterogeneity "
+               "between the blocks' densities (Zhang et al., 2024); a figure and report.md. Raise --examples, "
+               "--eig-iters, --trace-matvecs, --density-runs and --lanczos-steps for tighter estimates (time grows "
+               "about linearly).")
+
+
+register(Study(name="block-spectra", config=BlockSpectraConfig, run=run, summary=summary,
+               help=HELP, description=DESCRIPTION, files="result.json, report.md and figures/"))

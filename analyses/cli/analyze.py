@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import time
 
 from analyses.cli.config_flags import add_config_arguments, config_from_args
-from analyses.study import STUDIES, Study
+from analyses.study import STUDIES, Study, wrote_line
 
 NAME = "analyze"
 HELP = "run a named analysis: " + ", ".join(("fisher-sharpness", "guided-dropout", "audit", "block-spectra"))
@@ -34,8 +35,12 @@ def add_study_arguments(parser: argparse.ArgumentParser, study: Study) -> None:
 def run_study(study: Study, args: argparse.Namespace) -> int:
     """Build the config from the flags, run the analysis and print its summary."""
     study.adjust(args)
-    result = study.run(config_from_args(study.config, args))
-    print(study.summary(result))
+    config = config_from_args(study.config, args)
+    t0 = time.perf_counter()
+    result = study.run(config)
+    seconds = time.perf_counter() - t0
+    text, out = study.summary(result), getattr(result, "out", "") or getattr(config, "out", "")
+    print((text + "\n\n" if text else "") + wrote_line(out, study.files, seconds))
     return 0
 
 
@@ -43,7 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """One subparser per registered analysis."""
     sub = parser.add_subparsers(dest="analysis", metavar="ANALYSIS", required=True)
     for name, study in studies().items():
-        doc = (type(study).__doc__ or study.help).strip()
+        doc = study.description or study.help
         add_study_arguments(sub.add_parser(name, help=study.help, description=doc), study)
 
 

@@ -36,13 +36,13 @@ from typing import Any
 
 import numpy as np
 
-from analyses.cli.config_flags import CliArg, seed_count, symmetric_range
+from analyses.cli.config_flags import seed_count, symmetric_range
 from analyses.common import Target, load_target, read_texts, split_examples
 from analyses.fisher_sharpness import arms, measure
 from analyses.fisher_sharpness.estimate import announce_study
 from analyses.fisher_sharpness.summary import summarize
 from analyses.reference import find_reference
-from analyses.study import FolderResult, Resume, Study, register, result_settings, setting
+from analyses.study import FolderResult, Resume, Study, TextSettings, register, result_settings, setting
 from landscape import fisher, scans
 from landscape.params import ParamSpace
 from landscape.scans.points import ExampleLosses
@@ -52,7 +52,7 @@ from landscape.util.fingerprints import data_fingerprint, weights_fingerprint
 
 
 @dataclass
-class FisherSharpnessConfig:
+class FisherSharpnessConfig(TextSettings):
     """Settings; the defaults run the embedded default model in about 2.5 minutes on one CPU core (BENCHMARKS.md)."""
 
     checkpoint: str = setting("default", "local Hugging Face checkpoint directory, .safetensors or .pt file; 'default' "
@@ -84,17 +84,12 @@ class FisherSharpnessConfig:
     n_boot: int = setting(2000, "bootstrap replicates", flag="--bootstrap")
     n_blocks: int = setting(8, "disjoint blocks of sequences for the data-variance split")
     mask_prob: float = setting(0.15, "MLM mask probability")
-    tokenizer: str | None = setting(None, "tokenizer folder, tokenizer.json or vocab.txt for a checkpoint saved "
-                                    "without one (it changes the tokens, so the numbers)", cli=CliArg(type=str,
-                                    metavar="DIR|FILE"))
-    allow_unk: bool = setting(False, "accept texts that tokenize to over 5 percent [UNK] tokens", affects="nothing")
     seed: int = setting(0, "random seed (Fisher masks, first direction seed)")
     reference: str | None = setting("auto", "the paper's surfaces to show beside arm P: a folder, 'auto' (--reference "
                                     "lookup: $LANDSCAPE_REFERENCE, ../shared/reference) or 'none'", affects="nothing")
     device: str = setting("cpu", "torch device, e.g. cpu or cuda:0", affects="nothing")
     resume: bool = setting(False, "reuse finished parts in --out; refuses parts computed with other settings",
                            affects="nothing")
-    progress: bool = setting(True, "show progress bars", affects="nothing")
 
     def __post_init__(self) -> None:
         self.fractions, self.seeds = tuple(float(f) for f in self.fractions), tuple(int(s) for s in self.seeds)
@@ -374,25 +369,21 @@ def _result(r: _Run, F: fisher.FisherDiagonal, halves: dict[str, Any], mspace: P
     )
 
 
-class FisherSharpness(Study):
-    """Arm P reproduces the paper's protocol (all tensors ranked by mean Fisher and halved, filter-normalized,
-    1-D tensors fixed); arm E compares top-Fisher element masks with a stratified random, a random and a
-    bottom-Fisher mask of the same size at equal norm. Each arm's answer reads one endpoint's 95% bootstrap
-    interval (Sharma et al., 2024)."""
+def summary(result: FisherSharpnessResult) -> str:
+    """The answers, as the report states them."""
+    from analyses.fisher_sharpness.report import summary_text
 
-    name = "fisher-sharpness"
-    help = "the paper's tensor halves (arm P) and matched masks at equal norm (arm E)"
-    config = FisherSharpnessConfig
-
-    def run(self, config: FisherSharpnessConfig) -> FisherSharpnessResult:
-        return run(config)
-
-    def summary(self, result: FisherSharpnessResult) -> str:
-        from analyses.fisher_sharpness.report import summary_text
-
-        t = result.meta["timings"]
-        return (summary_text(result.to_dict()) + f"\n\nwrote {result.out}/result.json, report.md and figures/ in "
-                f"{t.get('total_with_figures_s', t['total_s']):.0f} s")
+    return summary_text(result.to_dict())
 
 
-register(FisherSharpness())
+#: one line for ``landscape analyze --help``
+HELP = "the paper's tensor halves (arm P) and matched masks at equal norm (arm E)"
+#: the command's long help (``landscape analyze NAME --help``)
+DESCRIPTION = ("Arm P reproduces the paper's protocol (all tensors ranked by mean Fisher and halved, "
+               "filter-normalized, 1-D tensors fixed); arm E compares top-Fisher element masks with a stratified "
+               "random, a random and a bottom-Fisher mask of the same size at equal norm. Each arm's answer reads one "
+               "endpoint's 95% bootstrap interval (Sharma et al., 2024).")
+
+
+register(Study(name="fisher-sharpness", config=FisherSharpnessConfig, run=run, summary=summary,
+               help=HELP, description=DESCRIPTION, files="result.json, report.md and figures/"))

@@ -26,10 +26,10 @@ from typing import Any
 
 import torch
 
-from analyses.cli.config_flags import CliArg, seed_count
+from analyses.cli.config_flags import seed_count
 from analyses.guided_dropout import stats, tasks
 from analyses.guided_dropout.grid import Setup, train_all
-from analyses.study import FolderResult, Resume, Study, register, result_settings, setting
+from analyses.study import FolderResult, Resume, Study, TextSettings, register, result_settings, setting
 from landscape import dropout, fisher
 
 log = logging.getLogger(__name__)
@@ -40,7 +40,7 @@ ARMS = ("none", "uniform", "guided", "reversed", "permuted", "gaussian", "fisher
 
 
 @dataclass
-class GuidedDropoutConfig:
+class GuidedDropoutConfig(TextSettings):
     """Study settings. The defaults (one task, two sizes, five seeds, every arm) fit in 8 minutes on
     2 CPU cores with the cached default model; flags widen the grid."""
 
@@ -72,17 +72,12 @@ class GuidedDropoutConfig:
     fisher_texts: str | None = setting(None, "text file, one example per line, for the MLM Fisher (default: the "
                                        "held-out docstring corpus)")
     fisher_batch_size: int = setting(16, "sequences per Fisher batch")
-    tokenizer: str | None = setting(None, "tokenizer folder, tokenizer.json or vocab.txt for a checkpoint saved "
-                                    "without one (it changes the tokens, so the numbers)", cli=CliArg(type=str,
-                                    metavar="DIR|FILE"))
-    allow_unk: bool = setting(False, "accept texts that tokenize to over 5 percent [UNK] tokens", affects="nothing")
     n_test: int = setting(1000, "test examples per built-in task")
     n_classes: int = setting(8, "classes of the built-in topic task")
     threads: int | None = setting(1, "torch threads (1 is fastest for the small default model)", affects="nothing")
     seed: int = setting(0, "first seed; also the Fisher mask seed")
     resume: bool = setting(True, "reuse the runs already in --out/runs.jsonl (refused under other settings)",
                            affects="nothing")
-    progress: bool = setting(True, "show progress bars", affects="nothing")
 
     def __post_init__(self) -> None:
         bad = [a for a in self.arms if a not in ARMS]
@@ -232,36 +227,35 @@ def run(cfg: GuidedDropoutConfig) -> GuidedDropoutResult:
         torch.set_num_threads(old_threads)
 
 
-class GuidedDropout(Study):
-    """Does Fisher-guided dropout beat uniform dropout and its permuted/reversed controls in low-data
-    fine-tuning? Default settings (one task, sizes 64 and 256, 5 seeds, every arm) take a few minutes on
-    2 CPU cores."""
 
-    name = "guided-dropout"
-    help = "does guided dropout beat uniform dropout and its permuted/reversed controls in low-data fine-tuning?"
-    config = GuidedDropoutConfig
-
-    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--full", action="store_true",
-                            help="the full grid: both tasks, sizes 64 256 512, 10 seeds, 12 epochs")
-
-    def adjust(self, args: argparse.Namespace) -> None:
-        if args.full:
-            args.tasks, args.sizes, args.seeds, args.epochs = ["topic", "same_module"], [64, 256, 512], max(args.seeds,
-                                                                                                            10), 12
-
-    def run(self, config: GuidedDropoutConfig) -> GuidedDropoutResult:
-        return run(config)
-
-    def summary(self, result: GuidedDropoutResult) -> str:
-        from analyses.guided_dropout.report import arm_table
-
-        res = result.to_dict()
-        lines = [arm_table(res)] + [f"{task}: {q['sentence']}" for task,
-                                    qs in res["verdicts"].items() for q in qs.values()]
-        return "\n".join(lines) + (f"\n\nwrote {result.out}/result.json, runs.jsonl, rates.json, report.md and "
-                                   "figures/ "
-                                   f"in {res['meta']['timings']['total_s']:.0f} s")
+def _full_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--full", action="store_true",
+                        help="the full grid: both tasks, sizes 64 256 512, 10 seeds, 12 epochs")
 
 
-register(GuidedDropout())
+def _full_grid(args: argparse.Namespace) -> None:
+    if args.full:
+        args.tasks, args.sizes, args.epochs = ["topic", "same_module"], [64, 256, 512], 12
+        args.seeds = max(args.seeds, 10)
+
+
+def summary(result: GuidedDropoutResult) -> str:
+    """The arm table and each question's sentence."""
+    from analyses.guided_dropout.report import arm_table
+
+    res = result.to_dict()
+    return "\n".join([arm_table(res)] + [f"{task}: {q['sentence']}" for task, qs in res["verdicts"].items()
+                                         for q in qs.values()])
+
+
+#: one line for ``landscape analyze --help``
+HELP = "does guided dropout beat uniform dropout and its permuted/reversed controls in low-data fine-tuning?"
+#: the command's long help (``landscape analyze NAME --help``)
+DESCRIPTION = ("Does Fisher-guided dropout beat uniform dropout and its permuted/reversed controls in low-data "
+               "fine-tuning? Default settings (one task, sizes 64 and 256, 5 seeds, every arm) take a few minutes on "
+               "2 CPU cores.")
+
+
+register(Study(name="guided-dropout", config=GuidedDropoutConfig, run=run, summary=summary,
+               help=HELP, description=DESCRIPTION, files="result.json, runs.jsonl, rates.json, report.md and figures/",
+               add_arguments=_full_flag, adjust=_full_grid))
