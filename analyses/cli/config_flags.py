@@ -90,9 +90,13 @@ def field_default(f: dataclasses.Field) -> Any:
 
 
 def add_config_arguments(parser: argparse.ArgumentParser, config: type) -> None:
-    """One flag per config field (hidden fields left out), defaults and help text from the field."""
+    """One flag per config field (hidden fields left out), defaults and help text from the field.
+
+    The config's own fields come first, then those it inherits (shared settings such as
+    ``TextSettings``), so ``--help`` lists what is particular to the command at the top."""
     hints = typing.get_type_hints(config)
-    for f in dataclasses.fields(config):
+    own = set(vars(config).get("__annotations__", {}))
+    for f in sorted(dataclasses.fields(config), key=lambda f: f.name not in own):
         if f.metadata.get("hidden"):
             continue
         help_text = str(f.metadata.get("help", "")).replace("%", "%%")

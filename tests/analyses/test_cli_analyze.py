@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from analyses import cli
@@ -16,7 +18,8 @@ def test_flags_reach_the_config(monkeypatch, tmp_path, capsys):
         seen["cfg"] = cfg
         raise ValueError("stop here")
 
-    monkeypatch.setattr(studies()["fisher-sharpness"], "run", fake_run)
+    study = studies()["fisher-sharpness"]
+    monkeypatch.setitem(studies(), "fisher-sharpness", dataclasses.replace(study, run=fake_run))
     texts = tmp_path / "t.txt"
     texts.write_text("one text\nanother\n")
     argv = ["analyze", "fisher-sharpness", "--out", str(tmp_path / "o"), "--texts", str(texts), "--seeds", "4", "--seed", "3",
