@@ -19,7 +19,7 @@ What one measurement holds (all on the same held-out probe data, in eval mode, M
 Cost. Each row records ``cost_gradients``, the passes it ran counted in gradients of the probe loss
 (:mod:`landscape.training.cost`: an HVP 4, a forward 1/3, a per-example sweep 2), with the counts
 under ``cost``. With the defaults (Lanczos ≤ 10 products, 6 Hutch++ products, 3 scan points) that
-is at most :meth:`CurvatureTracker.max_cost` = 69 gradients, and about 40 once the eigenvector is
+is at most :meth:`CurvatureTracker.max_cost` ≈ 70 gradients, and about 40 once the eigenvector is
 warm. ``training_gradients`` passed to :meth:`~CurvatureTracker.measure` adds the running overhead
 ``overhead`` = Σ ``cost_gradients`` / ``training_gradients``. ``seconds``, ``gradient_seconds`` and
 their ratio ``timed_cost_gradients`` check the counted cost against the clock.
@@ -98,7 +98,8 @@ class CurvatureTracker:
         rows: the measurements so far (resumed ones included).
     """
 
-    def __init__(self, model: nn.Module, objective: Objective, probe_data: Iterable[Any], *,
+    def __init__(  # noqa: PLR0913 - the documented settings of a tracker, keyword-only
+                 self, model: nn.Module, objective: Objective, probe_data: Iterable[Any], *,
                  path: str | os.PathLike | None = None, quantities: Sequence[Quantity] = QUANTITIES,
                  params: Selection = None, trace_matvecs: int = 6, eig_tol: float = 1e-2,
                  eig_matvecs: int = 10, alphas: Sequence[float] = (-0.25, 0.0, 0.25), seed: int = 0,
@@ -114,7 +115,8 @@ class CurvatureTracker:
         self.model, self.objective, self.probe_data = model, objective, probe_data
         self.space, self.mask = select(model, params)
         self.params, self.quantities, self.seed = params, tuple(quantities), int(seed)
-        self.trace_matvecs, self.eig_tol, self.eig_matvecs = 3 * (int(trace_matvecs) // 3), float(eig_tol), int(eig_matvecs)
+        self.trace_matvecs = 3 * (int(trace_matvecs) // 3)
+        self.eig_tol, self.eig_matvecs = float(eig_tol), int(eig_matvecs)
         self.distributed, self.progress = distributed, progress
         self.prepared = objective.prepare_data(model, probe_data)
         self.hvp_mode: curvature.ModeChoice = "double_backward"
@@ -148,7 +150,8 @@ class CurvatureTracker:
         if hessian:
             cost.gradients_run += 1  # the kept first-backward graph
             cost.forwards += 1  # the operator's determinism check
-            cost.hvps += self.eig_matvecs * ("top_eigenvalue" in hessian) + self.trace_matvecs * ("hessian_trace" in hessian)
+            cost.hvps += (self.eig_matvecs * ("top_eigenvalue" in hessian)
+                          + self.trace_matvecs * ("hessian_trace" in hessian))
         cost.per_example_sweeps += "fisher_trace" in self.quantities
         cost.forwards += (self.alphas.size + 1) * ("loss_rise" in self.quantities)
         return cost
@@ -245,7 +248,7 @@ class CurvatureTracker:
                 "eig_matvecs_used": int(res.n_matvecs), "eig_warm_start": warm}
 
     def _fisher_trace(self, cost: Cost) -> dict[str, Any]:
-        """tr F = Σᵢ‖gᵢ‖²/Σnᵢ from the empirical diagonal Fisher (Σᵢgᵢ²/N_examples) of the probe data."""
+        """Tr F = Σᵢ‖gᵢ‖²/Σnᵢ from the empirical diagonal Fisher (Σᵢgᵢ²/N_examples) of the probe data."""
         res = fisher.diagonal(self.model, self.objective, self.probe_data, estimator="empirical",
                               params=self.params, distributed=self.distributed, progress=False, convergence=False)
         cost.per_example_sweeps += 1
