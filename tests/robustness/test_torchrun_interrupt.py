@@ -36,30 +36,42 @@ TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--np
 
 
 @pytest.fixture(scope="module")
-def ckpt(tmp_path_factory):
-    root = tmp_path_factory.mktemp("torchrun-interrupt")
-    save_tiny_checkpoint(root / "ck")
-    (root / "texts.txt").write_text("\n".join(tiny_texts(200)))
-    return root / "ck", root / "texts.txt"
+def ckpt(tmp_path_factory) -> tuple[Path, Path, dict[str, str]]:
+    """(a saved tiny BERT, a file of 200 texts, the checkpoint files' SHA-256 before any run)."""
+    folder = tmp_path_factory.mktemp("torchrun-interrupt")
+    texts = folder / "texts.txt"
+    texts.write_text("\n".join(tiny_texts(200)))
+    save_tiny_checkpoint(folder / "ck")
+    return folder / "ck", texts, _digest(folder / "ck")
 
 
 def _scan_args(ckpt, out: Path) -> list[str]:
-    return ["scan", str(ckpt[0]), "--texts", str(ckpt[1]), "--examples", "16", "--dims", "2", "--grid", "60",
+    return ["scan", str(ckpt[0]), "--texts", str(ckpt[1]), "--examples", "8", "--dims", "2", "--grid", "40",
             "--batch-points", "1", "--out", str(out)]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(ckpt, tmp_path_factory) -> Surface:
+    """The scan run to the end in one process (torchrun gives the same numbers to rounding)."""
+    out = tmp_path_factory.mktemp("fresh")
+    fresh = subprocess.run([sys.executable, "-m", "analyses.cli", *_scan_args(ckpt, out), "--no-progress"], cwd=ROOT,
+                           env=ENV, capture_output=True, text=True, timeout=300)
+    assert fresh.returncode == 0, fresh.stderr[-3000:]
+    return Surface.load(out / "scan_2d.npz")
 
 
 def _digest(folder: Path) -> dict[str, str]:
     return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir()) if p.is_file()}
 
 
-def _interrupt(argv: list[str], sig: int) -> tuple[int, str, float]:
+def _interrupt(argv: list[str], sig: int, marker: bytes) -> tuple[int, str, float]:
     """Start ``torchrun ... -m analyses.cli ARGV`` in its own process group, signal the group after the
     first progress, and return (torchrun's status, its merged output, seconds from signal to exit)."""
     proc = subprocess.Popen([*TORCHRUN, "-m", "analyses.cli", *argv], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, env=ENV, cwd=ROOT, start_new_session=True)
     os.set_blocking(proc.stdout.fileno(), False)
     seen, t0 = b"", time.time()
-    while b"surface scan rank 0:" not in seen:
+    while marker not in seen:
         assert proc.poll() is None, f"ended before the first progress: {seen.decode(errors='replace')[-2000:]}"
         assert time.time() - t0 < 120, f"no progress after 120 s: {seen.decode(errors='replace')[-2000:]}"
         seen += proc.stdout.read() or b""
@@ -78,35 +90,42 @@ def _interrupt(argv: list[str], sig: int) -> tuple[int, str, float]:
     return proc.returncode, (seen + proc.stdout.read()).decode(errors="replace"), took
 
 
-def _ours_after_signal(output: str) -> list[str]:
+def _check_stopped(status: int, output: str, took: float) -> None:
+    """Within seconds, torchrun's status 1, and from each rank one line of ours: the interrupt's."""
+    assert took < 10, f"took {took:.1f} s to stop:\n{output[-3000:]}"
+    assert status == 1, output[-3000:]  # torchrun's SignalException: its exit on a death signal
     lines = output.replace("\r", "\n").splitlines()
-    return [ln for ln in lines if ln.startswith("landscape:") and "lowered to" not in ln]
+    ours = [ln for ln in lines if ln.startswith("landscape:") and "lowered to" not in ln]
+    assert len(ours) == 2 and all(ln.startswith("landscape: interrupted") for ln in ours), output[-3000:]
+    assert "internal error" not in output and "Traceback" not in output.split("death signal")[0], output[-3000:]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize(("sig", "resume_ranks"), [(signal.SIGINT, 2), (signal.SIGTERM, 1)])
-def test_signal_to_a_torchrun_group_stops_all_ranks_and_keeps_their_points(ckpt, tmp_path, sig, resume_ranks):
-    before = _digest(ckpt[0])
+def test_signal_to_a_torchrun_scan_stops_all_ranks_and_keeps_their_points(ckpt, uninterrupted, tmp_path, sig,
+                                                                          resume_ranks):
+    """Ctrl-C / SIGTERM to a sharded scan: both ranks stop, keep their points, and --resume (under
+    torchrun, or in one process) completes to the uninterrupted surface."""
     out = tmp_path / "o"
-    status, output, took = _interrupt(_scan_args(ckpt, out), sig)
-    assert took < 10, f"took {took:.1f} s to stop:\n{output[-3000:]}"
-    assert status == 1, output[-3000:]  # torchrun's SignalException: its documented exit on a death signal
-    ours = _ours_after_signal(output)
-    assert len(ours) == 2 and all(ln.startswith("landscape: interrupted") for ln in ours), output[-3000:]
-    assert "internal error" not in output and "Traceback" not in output.split("death signal")[0]
-    assert _digest(ckpt[0]) == before  # the checkpoint on disk is unchanged
+    _check_stopped(*_interrupt(_scan_args(ckpt, out), sig, b"surface scan rank 0:"))
+    assert _digest(ckpt[0]) == ckpt[2]  # the checkpoint on disk is unchanged
     assert not (out / lock.LOCK_NAME).exists()
     kept = [Surface.load(p) for p in sorted(out.glob("scan_2d.npz.rank*.npz"))]
-    assert len(kept) == 2 and all(0 < s.n_done < 3600 for s in kept)  # each rank kept its finished points
-
-    launcher = TORCHRUN if resume_ranks == 2 else []
-    resumed = subprocess.run([*(launcher or [sys.executable]), "-m", "analyses.cli", *_scan_args(ckpt, out),
-                              "--resume", "--no-progress"], cwd=ROOT, env=ENV, capture_output=True, text=True,
-                             timeout=300)
+    assert len(kept) == 2 and all(0 < s.n_done < 1600 for s in kept)  # each rank kept its finished points
+    launcher = TORCHRUN if resume_ranks == 2 else [sys.executable]
+    resumed = subprocess.run([*launcher, "-m", "analyses.cli", *_scan_args(ckpt, out), "--resume", "--no-progress"],
+                             cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-3000:]
-    fresh = subprocess.run([sys.executable, "-m", "analyses.cli", *_scan_args(ckpt, tmp_path / "fresh"),
-                            "--no-progress"], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=300)
-    assert fresh.returncode == 0, fresh.stderr[-3000:]
-    a, b = Surface.load(out / "scan_2d.npz"), Surface.load(tmp_path / "fresh" / "scan_2d.npz")
-    assert a.n_done == b.n_done == 3600
-    np.testing.assert_allclose(a.values["loss"], b.values["loss"], rtol=1e-6)
+    result = Surface.load(out / "scan_2d.npz")
+    assert result.n_done == uninterrupted.n_done == 1600
+    np.testing.assert_allclose(result.values["loss"], uninterrupted.values["loss"], rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_sigint_reaches_ranks_inside_collectives(ckpt, tmp_path):
+    """A Hessian run all-reduces every product, so a rank is often blocked in gloo when Ctrl-C comes:
+    the rank that stops first closes its sockets, the blocked one returns and stops too."""
+    argv = ["hessian", str(ckpt[0]), "--texts", str(ckpt[1]), "--top-k", "3", "--trace", "--trace-matvecs", "3000",
+            "--out", str(tmp_path / "o")]
+    _check_stopped(*_interrupt(argv, signal.SIGINT, b"estimated time"))
+    assert _digest(ckpt[0]) == ckpt[2] and not (tmp_path / "o" / lock.LOCK_NAME).exists()
