@@ -1,10 +1,10 @@
-"""``transformers.Trainer`` integration: measure curvature every N optimizer steps.
+"""``transformers.Trainer`` integration: measure curvature within an overhead budget, or every N steps.
 
 Usage::
 
     tracker = CurvatureTracker(model, objectives.MaskedLM(seed=0), probe_batches, path="run/curvature.jsonl")
     trainer = Trainer(model=model, args=args, train_dataset=train)
-    CurvatureCallback(tracker).attach(trainer)   # every=None: N chosen to keep overhead ≤ 10%
+    CurvatureCallback(tracker).attach(trainer)   # every=None: measurements ≤ 10% of the training gradients
     trainer.train()
 
 Where the values go. Each measurement is one JSONL row (:class:`~landscape.training.log.MeasurementLog`)
