@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import make_mlm_batches, make_tiny_bert, mlm_objective
-from landscape.training import QUANTITIES, CurvatureCallback, CurvatureTracker, read_measurements
+from landscape.training import QUANTITIES, CurvatureCallback, CurvatureTracker, first_step, read_measurements
 
 pytest.importorskip("accelerate")
 
@@ -159,7 +159,7 @@ def test_default_schedule_overhead_within_budget_and_values_match_dense(tmp_path
     g = cb.schedule.step_gradients
     assert g == 8.0 and len(rows) == 2 and rows[0]["step"] > 0  # the first measurement waits for its budget
     c_max = tracker.max_cost().gradients
-    assert rows[0]["step"] == int(-(-c_max // (0.1 * g)))
+    assert rows[0]["step"] == first_step(c_max, g, 0.10) == 88  # ⌈69.7 / (0.1 · 8)⌉
     for r in rows:
         assert r["training_gradients"] == r["step"] * g and r["cost_gradients"] <= c_max
         assert r["overhead"] == pytest.approx(r["total_cost_gradients"] / r["training_gradients"]) and r["overhead"] <= 0.1
