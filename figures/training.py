@@ -87,7 +87,7 @@ def plot_training_curvature(src: str | os.PathLike | Sequence[Mapping[str, Any]]
     Args:
         src: the tracker's ``.jsonl`` file, or its rows (dicts with ``step`` and the quantities).
         quantities: panels to draw, from :data:`PANELS` (default: every one present in the rows).
-        title: figure title (default: steps measured and mean overhead in gradients).
+        title: figure title (default: measurements, mean cost in gradients and the last running overhead).
         dpi: resolution (default: the house style's).
         save: ``.png`` / ``.pdf`` / ``.svg`` path.
 
@@ -115,5 +115,8 @@ def plot_training_curvature(src: str | os.PathLike | Sequence[Mapping[str, Any]]
         default = f"{len(rows)} measurements"
         if np.isfinite(cost).any():
             default += f", {np.nanmean(cost):.0f} gradients each"
+        overhead = _column(rows, "overhead")
+        if np.isfinite(overhead).any():
+            default += f", overhead {100 * overhead[np.isfinite(overhead)][-1]:.1f}% of the training gradients"
         fig.suptitle(title or default)
     return style.finish(fig, save, dpi)

@@ -138,6 +138,6 @@ def test_track_curvature_training_script(tmp_path):
     out = tmp_path / "track"
     proc = _run_script("track_curvature_training.py", "--small", "--out", str(out), cwd=tmp_path)
     rows = read_measurements(out / "curvature.jsonl")
-    assert [r["step"] for r in rows] == [0, 4] and "% of training-step time" in proc.stdout
-    assert all(r["top_eigenvalue"] > 0 and r["cost_gradients"] > 1 for r in rows)
+    assert [r["step"] for r in rows] == [0, 4] and "% of the training gradients" in proc.stdout
+    assert all(r["top_eigenvalue"] > 0 and 1 < r["cost_gradients"] <= 70 for r in rows)
     assert png_size(out / "curvature.png")[0] > 100

@@ -1,10 +1,10 @@
-"""``transformers.Trainer`` integration: measure curvature every N optimizer steps.
+"""``transformers.Trainer`` integration: measure curvature within an overhead budget, or every N steps.
 
 Usage::
 
     tracker = CurvatureTracker(model, objectives.MaskedLM(seed=0), probe_batches, path="run/curvature.jsonl")
     trainer = Trainer(model=model, args=args, train_dataset=train)
-    CurvatureCallback(tracker).attach(trainer)   # every=None: N chosen to keep overhead ≤ 10%
+    CurvatureCallback(tracker).attach(trainer)   # every=None: measurements ≤ 10% of the training gradients
     trainer.train()
 
 Where the values go. Each measurement is one JSONL row (:class:`~landscape.training.log.MeasurementLog`)
@@ -14,28 +14,31 @@ gets an entry ``{"curvature/top_eigenvalue": …, "step": …}`` and every repor
 gives the callback that ``Trainer``; a callback passed as ``Trainer(callbacks=[cb])`` has no
 trainer to log through, so it appends the entry to ``state.log_history`` only (and warns once).
 
-When. A measurement at the start of training (step 0, or the resumed step), then every ``every``
-steps, or with ``every=None`` every N = ⌈m / (budget·s)⌉ steps from the last measurement's
-seconds m and the mean step seconds s, with the step-0 measurement charged to the run's
-``max_steps`` (:class:`~landscape.training.schedule.Schedule`), and optionally one at the end of
-training (``at_end``, outside the budget). Steps already in the file (a resumed run) are skipped.
+When. With ``every=None`` (default) the budget rule of :mod:`landscape.training.schedule`: a
+measurement at step t when the measurements' gradients plus the next one's most cost stay within
+``budget`` (10%) of the training gradients t · ``step_gradients``, the first one included (so it
+comes after t₁ = ⌈c_max / (budget · step_gradients)⌉ steps, not at step 0); ``step_gradients``
+defaults to the training examples per optimizer step (per-device batch × accumulation × world size)
+over the probe examples. With ``every=N``: at the start and every N steps, overhead not bounded.
+Optionally one at the end of training (``at_end``, outside the budget). Steps already in the file
+(a resumed run) are skipped and their costs count. Each row and log entry carries
+``cost_gradients``, ``training_gradients`` and the running ``overhead``.
 """
 
 from __future__ import annotations
 
-import time
 import warnings
 from typing import Any
 
 from transformers import TrainerCallback
 
-from landscape import util
-from landscape.training.schedule import Schedule
+from landscape.training.schedule import Schedule, first_step
 from landscape.training.tracker import CurvatureTracker
 
 __all__ = ["CurvatureCallback", "LOGGED"]
 
-LOGGED = ("loss", "top_eigenvalue", "hessian_trace", "fisher_trace", "loss_rise", "cost_gradients")
+LOGGED = ("loss", "top_eigenvalue", "hessian_trace", "fisher_trace", "loss_rise", "cost_gradients",
+          "training_gradients", "overhead")
 
 
 class CurvatureCallback(TrainerCallback):
@@ -44,19 +47,20 @@ class CurvatureCallback(TrainerCallback):
     Args:
         tracker: the :class:`CurvatureTracker` (its model must be the Trainer's model).
         every: measure every ``every`` optimizer steps; ``None``: automatic, overhead ≤ ``budget``.
-        budget: the automatic schedule's ceiling on measurement time / training time (0.10).
+        budget: the automatic schedule's ceiling on measurement gradients / training gradients (0.10).
+        step_gradients: one optimizer step in gradients of the probe loss (default: training
+            examples per step / probe examples; set it when their sequence lengths differ).
         at_end: also measure at the last step (one measurement outside the budget).
     """
 
     def __init__(self, tracker: CurvatureTracker, *, every: int | None = None, budget: float = 0.10,
-                 at_end: bool = False) -> None:
+                 step_gradients: float | None = None, at_end: bool = False) -> None:
         if not isinstance(tracker, CurvatureTracker):
             raise TypeError(f"tracker must be a landscape.training.CurvatureTracker, got {type(tracker).__name__}.")
-        self.tracker, self.at_end = tracker, at_end
-        self.schedule = Schedule(every, budget)
+        self.tracker, self.at_end, self.step_gradients = tracker, at_end, step_gradients
+        self.schedule = Schedule(every, budget, step_gradients or 1.0)
         self.trainer: Any = None
-        self._step_start: float | None = None
-        self._warned = self._warned_budget = False
+        self._warned = False
 
     def attach(self, trainer: Any) -> CurvatureCallback:
         """Register with ``trainer`` (``add_callback``) and log through ``trainer.log``; returns self."""
@@ -70,54 +74,47 @@ class CurvatureCallback(TrainerCallback):
         if model is not None and model is not self.tracker.model:
             raise ValueError("the CurvatureTracker measures another model than the Trainer trains; build the "
                              "tracker on the same model object you pass to Trainer(model=...).")
-        if getattr(state, "max_steps", 0) and state.max_steps > 0:
-            self.schedule.total_steps = int(state.max_steps)
-        for row in self.tracker.rows:  # a resumed file: its steps count as measured
-            self.schedule.record_measurement(int(row["step"]), None)
-        if self.tracker.rows:
-            self.schedule.measure_seconds = float(self.tracker.rows[-1].get("seconds", 0.0)) or None
-        self._measure(state, kwargs)
-        self._step_start = time.perf_counter()
+        every, budget = self.schedule.every, self.schedule.budget
+        self.schedule = Schedule(every, budget, self.step_gradients or self.default_step_gradients(args))
+        for row in self.tracker.rows:  # a resumed file: its steps count as measured, its costs as spent
+            self.schedule.record_measurement(int(row["step"]), row.get("cost_gradients"))
+        self._warn_if_none_fits(int(getattr(state, "max_steps", 0) or 0))
+        if self._due(state.global_step):
+            self._measure(state, kwargs)
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self._step_start is not None:
-            self.schedule.record_step(time.perf_counter() - self._step_start)
         if self._due(state.global_step):
             should_log = control.should_log  # trainer.log's on_log clears it: keep the training loss's log due
             self._measure(state, kwargs)
             control.should_log = should_log
-        self._warn_if_budget_spent(state.global_step)
-        self._step_start = time.perf_counter()
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.at_end:
             self._measure(state, kwargs)
 
     # ---- helpers
-    def _warn_if_budget_spent(self, step: int) -> None:
-        """Say once when the automatic schedule can fit no further measurement in this run."""
-        n, total = self.schedule.interval, self.schedule.total_steps
-        if self._warned_budget or self.schedule.every is not None or n is None or total is None:
+    def default_step_gradients(self, args: Any) -> float:
+        """Training examples per optimizer step (all ranks) / probe examples: a step in probe gradients."""
+        per_step = (int(args.per_device_train_batch_size) * int(getattr(args, "gradient_accumulation_steps", 1) or 1)
+                    * int(getattr(args, "world_size", 1) or 1))
+        return per_step / max(self.tracker.n_probe_examples, 1)
+
+    def _warn_if_none_fits(self, total: int) -> None:
+        """Say once when the automatic schedule fits no measurement in this run's ``total`` steps."""
+        if self.schedule.every is not None or total <= 0:
             return
-        if (self.schedule.last_step or 0) + n > total:
-            self._warned_budget = True
-            warnings.warn(f"one curvature measurement takes {self.schedule.measure_seconds:.1f} s, so a "
-                          f"{100 * self.schedule.budget:.0f}% budget fits no further one in this run's {total} "
-                          "steps; pass every=N, a smaller probe batch, fewer trace_matvecs, or a larger budget.",
-                          stacklevel=2)
+        c_max = self.tracker.max_cost().gradients
+        t1 = first_step(c_max, self.schedule.step_gradients, self.schedule.budget)
+        if self.schedule.last_step is None and t1 > total:
+            warnings.warn(f"one curvature measurement may cost {c_max:.0f} gradients of the probe loss, and a "
+                          f"training step {self.schedule.step_gradients:.3g} of them, so a "
+                          f"{100 * self.schedule.budget:.0f}% budget fits the first measurement only after {t1} "
+                          f"steps, beyond this run's {total}; pass every=N, a smaller probe batch, fewer "
+                          "trace_matvecs/eig_matvecs, or a larger budget.", stacklevel=2)
 
     def _due(self, step: int) -> bool:
-        """The schedule's answer; under ``torchrun`` with the automatic schedule, rank timings differ,
-        so the ranks agree by an all-reduce (measure if any rank is due): a measurement is collective."""
-        due = self.schedule.due(step)
-        if self.schedule.every is None and self.tracker.ctx.active:
-            import torch
-            import torch.distributed as dist
-
-            flag = torch.tensor([float(due)], device=util.model_device(self.tracker.model))
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-            due = bool(flag.item() > 0)
-        return due
+        """The schedule's answer (step counts only: every ``torchrun`` rank agrees without a collective)."""
+        return self.schedule.due(int(step), self.tracker.max_cost().gradients)
 
     @staticmethod
     def learning_rate(kwargs: dict[str, Any]) -> float | None:
@@ -132,13 +129,11 @@ class CurvatureCallback(TrainerCallback):
     def _measure(self, state: Any, kwargs: dict[str, Any]) -> None:
         step = int(state.global_step)
         if step in self.tracker.log.steps:
-            self.schedule.record_measurement(step, None)
             return
-        row = self.tracker.measure(step, lr=self.learning_rate(kwargs), epoch=state.epoch)
-        self.schedule.record_measurement(step, row["seconds"])
+        row = self.tracker.measure(step, lr=self.learning_rate(kwargs), epoch=state.epoch,
+                                   training_gradients=self.schedule.training_gradients(step))
+        self.schedule.record_measurement(step, row["cost_gradients"])
         logs = {f"curvature/{k}": float(row[k]) for k in LOGGED if row.get(k) is not None}
-        if self.schedule.steps_timed:
-            logs["curvature/overhead"] = self.schedule.overhead()
         if self.trainer is not None:
             self.trainer.log(logs)
             return

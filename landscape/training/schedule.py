@@ -1,90 +1,77 @@
-"""When to measure during training: every N steps, with N fixed or chosen from measured times.
+"""When to measure during training: every N steps, or whenever the overhead budget in gradients allows.
 
-Overhead budget. With a measurement costing m seconds and a training step s seconds, measuring
-every N steps spends the fraction m / (N·s) of training time on curvature, plus m / (T·s) for the
-measurement at step 0 when the run has T steps. The automatic schedule keeps the sum at or under
-``budget`` (default 10%) by taking
+Overhead budget. Costs are counted in gradients of the probe loss (:mod:`landscape.training.cost`).
+A training step counts ``step_gradients`` of them (for a ``Trainer``: training examples per step /
+probe examples, so a probe batch as large as a training batch makes one step one gradient). After
+t steps the training has cost G(t) = t · ``step_gradients``; with C the summed cost of the
+measurements so far and c_max the most the next one can cost
+(:meth:`~landscape.training.tracker.CurvatureTracker.max_cost`), the automatic schedule measures at
+step t when
 
-    N = max(1, ⌈m / (budget·s − m/T)⌉)        (T unknown: drop the m/T term),
+    C + c_max ≤ budget · G(t)          (budget = 0.10 by default).
 
-re-evaluated after every measurement from the latest m and the mean s of the steps seen so far.
-When even the step-0 measurement exceeds the budget (budget·s ≤ m/T), N = T + 1: none more.
-The class only does arithmetic on the times it is given, so it is tested without a clock.
+So the overhead C / G stays at or under the budget at every step, the first measurement included:
+it comes at t₁ = ⌈c_max / (budget · step_gradients)⌉, not at step 0, and later ones follow about
+every t₁ steps (sooner when warm-started measurements cost less than c_max). The rule uses step
+counts only, no clock, so every ``torchrun`` rank takes the same decision and a resumed run
+continues the same schedule (C then includes the rows already in the file).
 """
 
 from __future__ import annotations
 
 import math
 
-__all__ = ["Schedule", "auto_interval"]
+__all__ = ["Schedule", "first_step"]
 
 
-def auto_interval(measure_seconds: float, step_seconds: float, budget: float = 0.10,
-                  total_steps: int | None = None) -> int:
-    """The smallest N ≥ 1 with m/(N·s) + m/(T·s) ≤ ``budget`` (T = ``total_steps``; unknown: no m/T term)."""
+def first_step(max_cost: float, step_gradients: float, budget: float = 0.10) -> int:
+    """The first step t with ``max_cost`` ≤ budget · t · ``step_gradients``: t₁ = ⌈c / (budget·g)⌉."""
     if not 0.0 < budget <= 1.0:
-        raise ValueError(f"budget is a fraction of training time in (0, 1], got {budget}.")
-    if measure_seconds < 0 or step_seconds <= 0:
-        raise ValueError(f"need measure_seconds ≥ 0 and step_seconds > 0, got {measure_seconds} and {step_seconds}.")
-    room = budget * step_seconds - (measure_seconds / total_steps if total_steps else 0.0)
-    if room <= 0:
-        return int(total_steps or 0) + 1
-    return max(1, math.ceil(measure_seconds / room - 1e-9))
+        raise ValueError(f"budget is a fraction of the training gradients in (0, 1], got {budget}.")
+    if max_cost < 0 or step_gradients <= 0:
+        raise ValueError(f"need max_cost ≥ 0 and step_gradients > 0, got {max_cost} and {step_gradients}.")
+    return max(1, math.ceil(max_cost / (budget * step_gradients) - 1e-9))
 
 
 class Schedule:
     """Which training steps get a measurement.
 
     Args:
-        every: measure every ``every`` steps (fixed), or ``None``: choose N with :func:`auto_interval`
-            from the last measurement's seconds and the mean step seconds.
-        budget: the automatic schedule's ceiling on measurement time / training time.
-        total_steps: the run's length T, when known (the Trainer's ``max_steps``).
+        every: measure at step 0 and every ``every`` steps (fixed: the overhead is recorded, not
+            bounded), or ``None``: the automatic rule of the module docstring.
+        budget: the automatic schedule's ceiling on measurement gradients / training gradients.
+        step_gradients: one training step in gradients of the probe loss (> 0).
 
-    Feed it :meth:`record_step` (seconds of one training step, measurement excluded) and
-    :meth:`record_measurement`; ask :meth:`due`. Until a step time is known the automatic schedule
-    is not due (the first measurement, at the start of training, supplies m).
+    Feed it :meth:`record_measurement` with each measurement's cost in gradients; ask :meth:`due`
+    with the next measurement's most cost. The class only does arithmetic, so it is tested as such.
     """
 
-    def __init__(self, every: int | None = None, budget: float = 0.10, total_steps: int | None = None) -> None:
+    def __init__(self, every: int | None = None, budget: float = 0.10, step_gradients: float = 1.0) -> None:
         if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
             raise ValueError(f"every must be a positive number of steps or None (automatic), got {every!r}.")
-        auto_interval(0.0, 1.0, budget)  # validates the budget
-        self.every, self.budget, self.total_steps = every, float(budget), total_steps
+        first_step(0.0, step_gradients, budget)  # validates both
+        self.every, self.budget, self.step_gradients = every, float(budget), float(step_gradients)
         self.last_step: int | None = None
-        self.measure_seconds: float | None = None
-        self.step_seconds_total, self.steps_timed = 0.0, 0
-        self.measured_seconds_total = 0.0
+        self.measured_gradients = 0.0
 
-    @property
-    def interval(self) -> int | None:
-        """Steps between measurements: ``every``, or the automatic N (``None`` until both times are known)."""
-        if self.every is not None:
-            return self.every
-        if self.measure_seconds is None or self.steps_timed == 0:
-            return None
-        return auto_interval(self.measure_seconds, self.step_seconds_total / self.steps_timed, self.budget,
-                             self.total_steps)
+    def training_gradients(self, step: int) -> float:
+        """G(t) = t · ``step_gradients``: the training done by step t, in gradients of the probe loss."""
+        return step * self.step_gradients
 
-    def record_step(self, seconds: float) -> None:
-        """One training step took ``seconds`` (measurement time excluded)."""
-        self.step_seconds_total += max(float(seconds), 0.0)
-        self.steps_timed += 1
-
-    def record_measurement(self, step: int, seconds: float | None) -> None:
-        """A measurement at ``step`` took ``seconds`` (``None``: read back from a file, time unknown)."""
+    def record_measurement(self, step: int, cost_gradients: float | None) -> None:
+        """A measurement at ``step`` cost ``cost_gradients`` (``None``: unknown, e.g. a row without a cost)."""
         self.last_step = step if self.last_step is None else max(self.last_step, step)
-        if seconds is not None:
-            self.measure_seconds = float(seconds)
-            self.measured_seconds_total += float(seconds)
+        self.measured_gradients += float(cost_gradients or 0.0)
 
-    def due(self, step: int) -> bool:
-        """Whether ``step`` gets a measurement: ``step − last ≥ interval`` (the first one always)."""
-        if self.last_step is None:
-            return True
-        n = self.interval
-        return n is not None and step - self.last_step >= n
+    def due(self, step: int, max_cost: float) -> bool:
+        """Whether ``step`` gets a measurement that may cost up to ``max_cost`` gradients."""
+        if self.last_step is not None and step <= self.last_step:
+            return False
+        if self.every is not None:
+            return self.last_step is None or step - self.last_step >= self.every
+        return self.measured_gradients + max_cost <= self.budget * self.training_gradients(step) + 1e-9
 
-    def overhead(self) -> float:
-        """Measurement seconds / training-step seconds so far (``nan`` before any step)."""
-        return self.measured_seconds_total / self.step_seconds_total if self.step_seconds_total > 0 else float("nan")
+    def overhead(self, step: int) -> float:
+        """Measurement gradients / training gradients at ``step`` (``nan`` at step 0)."""
+        g = self.training_gradients(step)
+        return self.measured_gradients / g if g > 0 else float("nan")

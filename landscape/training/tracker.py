@@ -2,22 +2,27 @@
 
 What one measurement holds (all on the same held-out probe data, in eval mode, MLM masks fixed):
 
-* ``loss``: the probe loss L(θ) = Σsᵢ/Σnᵢ, from the timed gradient below;
-* ``top_eigenvalue``: λ_max of the Hessian ∇²L by Lanczos (:func:`landscape.curvature.top_eigenvalues`),
-  warm-started from the previous measurement's eigenvector (``v0``), which usually converges in a
-  fraction of the cold-start products; ``eig_matvecs`` counts them;
+* ``loss``: the probe loss L(θ) = Σsᵢ/Σnᵢ, from a timed gradient;
+* ``top_eigenvalue``: λ_max of the Hessian ∇²L by Lanczos (:func:`landscape.curvature.top_eigenvalues`)
+  to ``eig_tol``, at most ``eig_matvecs`` products, warm-started from the previous measurement's
+  eigenvector (``v0``), which usually converges in a few products; ``eig_matvecs_used`` counts them;
 * ``hessian_trace`` ± ``hessian_trace_stderr``: tr(∇²L) by Hutch++ with ``trace_matvecs`` products,
-  the same Rademacher probes every time (fixed seed), so step-to-step noise is shared;
-* ``fisher_trace`` ± stderr: tr(F) of the empirical Fisher F = (1/N)Σᵢ gᵢgᵢᵀ, Hutch++ as above;
+  the same Rademacher probes every time (fixed seed), so step-to-step noise is shared. The same
+  Hessian operator (and its kept first-backward graph) serves λ_max and the trace;
+* ``fisher_trace``: tr(F) of the empirical Fisher F = (1/N)Σᵢ gᵢgᵢᵀ (gᵢ = ∇sᵢ, N = Σnᵢ as in
+  :class:`~landscape.curvature.EmpiricalFisherOperator`), exact on the probe data:
+  tr F = Σᵢ‖gᵢ‖²/N from one sweep of per-example gradients (:func:`landscape.fisher.diagonal`);
 * ``loss_rise``: ½(L(θ + r·d) + L(θ − r·d)) − L(θ) along a filter-normalized direction d
   (:func:`landscape.scans.directions.random`, one seed: the same Gaussian draw every time, rescaled
-  to the current filter norms), with ``loss_curve`` = L at ``alphas`` (2·points + 1 values on [−r, r]).
+  to the current filter norms), with ``loss_curve`` = L at ``alphas`` (default −r, 0, r).
 
-Cost. Each product is roughly 2–4 gradients (see DESIGN.md), so a measurement costs about
-3·(eig products + 2·trace_matvecs) gradients, plus one forward per scan point and two timed
-gradients. Every row records ``seconds``, ``gradient_seconds`` (one gradient of the probe loss,
-the faster of two timed in the same measurement) and their ratio ``cost_gradients``, the overhead
-in gradients.
+Cost. Each row records ``cost_gradients``, the passes it ran counted in gradients of the probe loss
+(:mod:`landscape.training.cost`: an HVP 4, a forward 1/3, a per-example sweep 2), with the counts
+under ``cost``. With the defaults (Lanczos ≤ 10 products, 6 Hutch++ products, 3 scan points) that
+is at most :meth:`CurvatureTracker.max_cost` ≈ 70 gradients, and about 40 once the eigenvector is
+warm. ``training_gradients`` passed to :meth:`~CurvatureTracker.measure` adds the running overhead
+``overhead`` = Σ ``cost_gradients`` / ``training_gradients``. ``seconds``, ``gradient_seconds`` and
+their ratio ``timed_cost_gradients`` check the counted cost against the clock.
 
 Nothing leaks into training: the weights, buffers and every module's train flag are restored bit for
 bit (:func:`landscape.perturb.preserved`), no ``.grad`` is written, the optimizer is never touched,
@@ -35,10 +40,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from landscape import curvature, perturb, util
+from landscape import curvature, fisher, perturb, util
 from landscape.objectives import Objective
 from landscape.params import Selection, select
 from landscape.scans import directions, scan_1d
+from landscape.training.cost import Cost
 from landscape.training.log import MeasurementLog
 from landscape.util.meta import result_meta
 from landscape.vectors import Vector
@@ -75,9 +81,10 @@ class CurvatureTracker:
             returned from the file, not recomputed.
         quantities: which of :data:`QUANTITIES` to measure (default all).
         params: parameter selection for every quantity (names/globs, ``ParamSpace``, ``ParamMask``).
-        trace_matvecs: Hutch++ products per trace (rounded down to a multiple of 3).
-        eig_tol: Lanczos tolerance for λ_max (relative a-posteriori bound; Krylov cap as in
-            :func:`~landscape.curvature.top_eigenvalues`).
+        trace_matvecs: Hutch++ products for the Hessian trace (rounded down to a multiple of 3).
+        eig_tol: Lanczos tolerance for λ_max (relative a-posteriori bound).
+        eig_matvecs: at most this many Lanczos products per measurement (the Krylov dimension);
+            ``top_eigenvalue_converged`` says whether ``eig_tol`` was met within them.
         alphas: the loss-rise scan's coefficients: sorted, symmetric (α₀ = −α₋₁ = −r), holding 0.
         seed: seed of the trace probes, the Lanczos cold start and the direction.
         distributed: ``None``/``True``: shard the probe data across ``torchrun`` ranks (every rank
@@ -85,31 +92,38 @@ class CurvatureTracker:
         progress: show progress bars inside each measurement.
 
     Attributes:
-        hvp_mode: the Hessian-vector product mode; ``"auto"`` times both modes at the first
-            measurement and keeps the faster; set it (``"double_backward"``) to skip that timing.
+        hvp_mode: the Hessian-vector product mode (default ``"double_backward"``, with the first-backward
+            graph kept across a measurement's products when it fits); ``"auto"`` times both modes at
+            the first measurement (products outside the counted cost).
         rows: the measurements so far (resumed ones included).
     """
 
-    def __init__(self, model: nn.Module, objective: Objective, probe_data: Iterable[Any], *,
+    def __init__(  # noqa: PLR0913 - the documented settings of a tracker, keyword-only
+                 self, model: nn.Module, objective: Objective, probe_data: Iterable[Any], *,
                  path: str | os.PathLike | None = None, quantities: Sequence[Quantity] = QUANTITIES,
-                 params: Selection = None, trace_matvecs: int = 30, eig_tol: float = 1e-3,
-                 alphas: Sequence[float] = (-0.25, -0.125, 0.0, 0.125, 0.25), seed: int = 0,
+                 params: Selection = None, trace_matvecs: int = 6, eig_tol: float = 1e-2,
+                 eig_matvecs: int = 10, alphas: Sequence[float] = (-0.25, 0.0, 0.25), seed: int = 0,
                  distributed: bool | None = None, progress: bool = False) -> None:
         unknown = [q for q in quantities if q not in QUANTITIES]
         if unknown or not quantities:
             raise ValueError(f"quantities must be a non-empty subset of {QUANTITIES}, got {list(quantities)}.")
         if trace_matvecs < 3:
             raise ValueError(f"Hutch++ needs trace_matvecs ≥ 3, got {trace_matvecs}.")
+        if eig_matvecs < 2:
+            raise ValueError(f"Lanczos needs eig_matvecs ≥ 2, got {eig_matvecs}.")
         self.alphas = _check_alphas(alphas)
         self.model, self.objective, self.probe_data = model, objective, probe_data
         self.space, self.mask = select(model, params)
         self.params, self.quantities, self.seed = params, tuple(quantities), int(seed)
-        self.trace_matvecs, self.eig_tol = int(trace_matvecs), float(eig_tol)
+        self.trace_matvecs = 3 * (int(trace_matvecs) // 3)
+        self.eig_tol, self.eig_matvecs = float(eig_tol), int(eig_matvecs)
         self.distributed, self.progress = distributed, progress
         self.prepared = objective.prepare_data(model, probe_data)
-        self.hvp_mode: curvature.ModeChoice = "auto"
+        self.hvp_mode: curvature.ModeChoice = "double_backward"
         self._v0: Vector | None = None
+        self._n_terms = sum(objective.count(p)[1] for p in self.prepared)
         settings = {"quantities": list(self.quantities), "trace_matvecs": self.trace_matvecs, "eig_tol": self.eig_tol,
+                    "eig_matvecs": self.eig_matvecs,
                     "alphas": self.alphas.tolist(), "seed": self.seed,
                     "params": _describe_params(params),
                     "objective": objective.describe(), "n_probe_examples":
@@ -123,95 +137,129 @@ class CurvatureTracker:
         """Every measurement so far (resumed ones included), in the order taken."""
         return self.log.rows
 
-    def measure(self, step: int, *, lr: float | None = None, **extra: Any) -> dict[str, Any]:
+    @property
+    def n_probe_examples(self) -> int:
+        """Examples in the probe data (all ranks together)."""
+        return int(self.log.meta["settings"]["n_probe_examples"])
+
+    def max_cost(self) -> Cost:
+        """The most passes one measurement runs (every Lanczos product used); its ``.gradients`` is
+        what a schedule must have room for before measuring."""
+        cost = Cost(gradients_run=1)
+        hessian = [q for q in ("top_eigenvalue", "hessian_trace") if q in self.quantities]
+        if hessian:
+            cost.gradients_run += 1  # the kept first-backward graph
+            cost.forwards += 1  # the operator's determinism check
+            cost.hvps += (self.eig_matvecs * ("top_eigenvalue" in hessian)
+                          + self.trace_matvecs * ("hessian_trace" in hessian))
+        cost.per_example_sweeps += "fisher_trace" in self.quantities
+        cost.forwards += (self.alphas.size + 1) * ("loss_rise" in self.quantities)
+        return cost
+
+    def measure(self, step: int, *, lr: float | None = None, training_gradients: float | None = None,
+                **extra: Any) -> dict[str, Any]:
         """Measure at training step ``step`` and append the row; a step already measured is not redone.
 
-        ``lr``: the learning rate η in use (recorded; the figure draws 2/η). ``extra``: other JSON
-        values to record (e.g. ``epoch``). Returns the row.
+        ``lr``: the learning rate η in use (recorded; the figure draws 2/η). ``training_gradients``:
+        the training done so far in gradients of the probe loss (a schedule's count), which adds
+        ``overhead`` = Σ ``cost_gradients`` / ``training_gradients`` to the row. ``extra``: other
+        JSON values to record (e.g. ``epoch``). Returns the row.
         """
         done = self.log.get(int(step))
         if done is not None:
             return done
         devices = [util.model_device(self.model)] if util.model_device(self.model).type == "cuda" else []
-        t0 = time.perf_counter()
+        cost, t0 = Cost(), time.perf_counter()
         with perturb.preserved(self.model), torch.random.fork_rng(devices=devices):
             loss, grad_s = self._timed_gradient()
+            cost.gradients_run += 1
             row: dict[str, Any] = {"step": int(step), "lr": None if lr is None else float(lr), "loss": loss}
-            if "top_eigenvalue" in self.quantities:
-                row.update(self._top_eigenvalue())
-            if "hessian_trace" in self.quantities:
-                row.update(self._trace("hessian_trace"))
+            row.update(self._hessian_quantities(cost))
             if "fisher_trace" in self.quantities:
-                row.update(self._trace("fisher_trace"))
+                row.update(self._fisher_trace(cost))
             if "loss_rise" in self.quantities:
-                row.update(self._loss_rise())
+                row.update(self._loss_rise(cost))
         self._synchronize()
         seconds = time.perf_counter() - t0
-        row.update(seconds=seconds, gradient_seconds=grad_s, cost_gradients=seconds / max(grad_s, 1e-12),
-                   time=time.time(), **extra)
+        row.update(self._cost_fields(cost, seconds, grad_s, training_gradients), time=time.time(), **extra)
         self.log.append(row)
         return row
+
+    def _cost_fields(self, cost: Cost, seconds: float, grad_s: float, training: float | None) -> dict[str, Any]:
+        """The row's cost: counted (``cost_gradients``, ``cost``), timed, and the running overhead."""
+        total = cost.gradients + sum(float(r.get("cost_gradients") or 0.0) for r in self.rows)
+        out: dict[str, Any] = {"cost_gradients": cost.gradients, "cost": cost.as_dict(),
+                               "total_cost_gradients": total, "seconds": seconds, "gradient_seconds": grad_s,
+                               "timed_cost_gradients": seconds / max(grad_s, 1e-12)}
+        if training is not None:
+            out.update(training_gradients=float(training), overhead=total / training if training > 0 else None)
+        return out
 
     # ---- the quantities
     def _synchronize(self) -> None:
         if util.model_device(self.model).type == "cuda":
             torch.cuda.synchronize()
 
-    def _timed_gradient(self, repeats: int = 2) -> tuple[float, float]:
-        """(probe loss, seconds of one gradient ∇L on the probe data: the fastest of ``repeats``,
-        so a first-call warm-up or a busy moment does not deflate ``cost_gradients``); no ``.grad``."""
+    def _timed_gradient(self) -> tuple[float, float]:
+        """(probe loss, seconds of one gradient ∇L on the probe data); no ``.grad`` is written."""
         tensors = [self.space.params[n] for n in self.space.names]
-        best = float("inf")
         with util.deterministic_eval(self.model):
-            for _ in range(repeats):
-                self._synchronize()
-                t0 = time.perf_counter()
-                s_tot, n_tot = 0.0, 0
-                for p in self.prepared:
-                    s, n = self.objective.loss_sum(self.model, p)
-                    torch.autograd.grad(s, tensors, allow_unused=True)
-                    s_tot += float(s.detach().double())
-                    n_tot += int(n)
-                self._synchronize()
-                best = min(best, time.perf_counter() - t0)
-        return s_tot / max(n_tot, 1), best
+            self._synchronize()
+            t0 = time.perf_counter()
+            s_tot, n_tot = 0.0, 0
+            for p in self.prepared:
+                s, n = self.objective.loss_sum(self.model, p)
+                torch.autograd.grad(s, tensors, allow_unused=True)
+                s_tot += float(s.detach().double())
+                n_tot += int(n)
+            self._synchronize()
+        return s_tot / max(n_tot, 1), time.perf_counter() - t0
 
-    def _operator(self, kind: str) -> Any:
-        if kind == "fisher_trace":
-            return curvature.EmpiricalFisherOperator(self.model, self.objective, self.probe_data, params=self.params,
-                                                     check_determinism=False, distributed=self.distributed)
+    def _hessian_quantities(self, cost: Cost) -> dict[str, Any]:
+        """λ_max and the Hutch++ trace from one Hessian operator (one determinism check, one kept graph)."""
+        want = [q for q in ("top_eigenvalue", "hessian_trace") if q in self.quantities]
+        if not want:
+            return {}
         op = curvature.HessianOperator(self.model, self.objective, self.probe_data, params=self.params,
-                                       mode=self.hvp_mode, check_determinism=self.hvp_mode == "auto",
-                                       distributed=self.distributed)
-        self.hvp_mode = cast(curvature.ModeChoice, op.mode)  # timed once, then kept
-        return op
-
-    def _top_eigenvalue(self) -> dict[str, Any]:
-        op = self._operator("hessian")
+                                       mode=self.hvp_mode, distributed=self.distributed)
+        self.hvp_mode = cast(curvature.ModeChoice, op.mode)  # "auto": timed once, then kept
+        cost.forwards += 1
+        cost.gradients_run += bool(op.reuse_graph)
+        out: dict[str, Any] = {}
         try:
-            res = curvature.top_eigenvalues(op, k=1, tol=self.eig_tol, seed=self.seed, v0=self._v0,
-                                            progress=self.progress)
+            if "top_eigenvalue" in want:
+                out.update(self._top_eigenvalue(op))
+            if "hessian_trace" in want:
+                res = curvature.trace(op, num_matvecs=self.trace_matvecs, method="hutch++", seed=self.seed,
+                                      progress=self.progress)
+                out.update(hessian_trace=float(res.estimate), hessian_trace_stderr=float(res.stderr),
+                           hessian_trace_matvecs=int(res.n_matvecs))
         finally:
             op.release_graph()
+        cost.hvps += op.n_matvecs
+        return out
+
+    def _top_eigenvalue(self, op: curvature.HessianOperator) -> dict[str, Any]:
+        res = curvature.top_eigenvalues(op, k=1, tol=self.eig_tol, seed=self.seed, v0=self._v0,
+                                        max_iter=self.eig_matvecs, progress=self.progress)
         warm = self._v0 is not None
         self._v0 = {n: t.detach().clone() for n, t in res.vectors[0].items()}
         return {"top_eigenvalue": float(res.values[0]), "top_eigenvalue_converged": bool(res.converged),
-                "eig_matvecs": int(res.n_matvecs), "eig_warm_start": warm}
+                "eig_matvecs_used": int(res.n_matvecs), "eig_warm_start": warm}
 
-    def _trace(self, key: str) -> dict[str, Any]:
-        op = self._operator(key)
-        try:
-            res = curvature.trace(op, num_matvecs=self.trace_matvecs, method="hutch++", seed=self.seed,
-                                  progress=self.progress)
-        finally:
-            if hasattr(op, "release_graph"):
-                op.release_graph()
-        return {key: float(res.estimate), f"{key}_stderr": float(res.stderr), f"{key}_matvecs": int(res.n_matvecs)}
+    def _fisher_trace(self, cost: Cost) -> dict[str, Any]:
+        """Tr F = Σᵢ‖gᵢ‖²/Σnᵢ from the empirical diagonal Fisher (Σᵢgᵢ²/N_examples) of the probe data."""
+        res = fisher.diagonal(self.model, self.objective, self.probe_data, estimator="empirical",
+                              params=self.params, distributed=self.distributed, progress=False, convergence=False)
+        cost.per_example_sweeps += 1
+        total = sum(float(s.double().sum()) for s in res.scores.values())
+        return {"fisher_trace": total * int(res.meta["n_examples"]) / max(self._n_terms, 1)}
 
-    def _loss_rise(self) -> dict[str, Any]:
+    def _loss_rise(self, cost: Cost) -> dict[str, Any]:
         d = directions.random(self.model, seed=self.seed, normalization="filter", one_dim="zero", params=self.params)
         curve = scan_1d(self.model, self.objective, self.probe_data, d, self.alphas, progress=self.progress,
                         batch_points=1, distributed=self.distributed)
+        cost.forwards += self.alphas.size + 1  # the points and the evaluator's determinism check
         values = np.asarray(curve.values["loss"], dtype=np.float64)
         at_zero = values[int(np.flatnonzero(self.alphas == 0.0)[0])]
         return {"loss_rise": float(0.5 * (values[0] + values[-1]) - at_zero),

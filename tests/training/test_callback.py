@@ -6,17 +6,17 @@ import pytest
 import torch
 
 from conftest import make_mlm_batches, make_tiny_bert, mlm_objective
-from landscape.training import QUANTITIES, CurvatureCallback, CurvatureTracker, read_measurements
+from landscape.training import QUANTITIES, CurvatureCallback, CurvatureTracker, first_step, read_measurements
 
 pytest.importorskip("accelerate")
 
 
-def _trainer(model, tmp_path, steps: int = 6):
+def _trainer(model, tmp_path, steps: int = 6, batch: int = 4):
     from transformers import Trainer, TrainingArguments
 
     train = [{"input_ids": ids, "attention_mask": am, "labels": ids.clone()}
              for b in make_mlm_batches(n_batches=4, batch_size=4, seed=1) for ids, am in zip(b["input_ids"], b["attention_mask"])]
-    args = TrainingArguments(output_dir=str(tmp_path / "out"), max_steps=steps, per_device_train_batch_size=4,
+    args = TrainingArguments(output_dir=str(tmp_path / "out"), max_steps=steps, per_device_train_batch_size=batch,
                              learning_rate=1e-3, logging_steps=3, report_to=[], save_strategy="no", use_cpu=True,
                              seed=0, disable_tqdm=True)
     return Trainer(model=model, args=args, train_dataset=train)
@@ -44,7 +44,7 @@ def test_trainer_logs_measurements_and_file(tmp_path):
     rows = read_measurements(tmp_path / "c.jsonl")
     assert [r["step"] for r in rows] == [0, 3, 6] and all(r["lr"] is not None for r in rows)
     assert rows[0]["lr"] == pytest.approx(1e-3) and rows[-1]["lr"] < rows[1]["lr"]  # linear decay
-    assert model.training and cb.schedule.steps_timed == 6
+    assert model.training and cb.schedule.step_gradients == pytest.approx(4 / 3)  # 4 training / 3 probe examples
 
 
 def test_resumed_run_skips_measured_steps(tmp_path):
@@ -96,6 +96,88 @@ def test_budget_warning_when_no_measurement_fits(tmp_path):
     model = make_tiny_bert()
     trainer = _trainer(model, tmp_path, steps=2)
     cb = CurvatureCallback(_tracker(model, None), budget=0.01).attach(trainer)  # automatic schedule
-    with pytest.warns(UserWarning, match="fits no further"):
+    with pytest.warns(UserWarning, match="only after"):
         trainer.train()
-    assert [r["step"] for r in cb.tracker.rows] == [0]
+    assert cb.tracker.rows == []
+
+
+def _hutchpp_dense(H: torch.Tensor, op, num_matvecs: int, seed: int) -> float:
+    """Hutch++ on the dense matrix H with the probes ``curvature.trace`` draws for ``op`` (float64)."""
+    from landscape.curvature.base import flat_draw
+
+    s = num_matvecs // 3
+    sketch = torch.stack([flat_draw(op, seed + j, "rademacher").double() for j in range(s)], 1)
+    q, _ = torch.linalg.qr(H @ sketch)
+    g = torch.stack([flat_draw(op, seed + s + j, "rademacher").double() for j in range(s)], 1)
+    g = g - q @ (q.T @ g)
+    hg = H @ g
+    hg = hg - q @ (q.T @ hg)
+    return float((q * (H @ q)).sum()) + float((g * hg).sum(0).mean())
+
+
+def _dense_hessian(model, obj, data) -> torch.Tensor:
+    """Dense Hessian [d, d] of L = Σsᵢ/Σnᵢ in ParamSpace order (batches prepared outside torch.func)."""
+    from landscape import vectors
+    from landscape.params import ParamSpace
+
+    space = ParamSpace(model)
+    prepared = [obj.prepare(b, model) for b in data]
+
+    def loss(flat):
+        ps = vectors.from_flat(flat, space.params)
+        terms = [obj.loss_terms(obj.forward(model, p, ps), p) for p in prepared]
+        return sum(s.sum() for s, _ in terms) / sum(n.sum() for _, n in terms)
+
+    return torch.func.hessian(loss)(vectors.to_flat(space.values()).detach())
+
+
+@pytest.mark.slow
+def test_default_schedule_overhead_within_budget_and_values_match_dense(tmp_path):
+    """Issue 20 item 6: with the default schedule and settings, a real Trainer run spends ≤ 10% of its
+    training gradients on measurements (from the recorded costs), and a warm-started measurement's
+    λ_max, Hutch++ trace and Fisher trace match dense float64 references at the measured weights."""
+    import copy
+
+    from landscape import curvature
+    from references import per_example_grads
+
+    model = make_tiny_bert(hidden=4, layers=1, attn_implementation="eager")  # ~550 parameters: dense H is cheap
+    trainer = _trainer(model, tmp_path, steps=170, batch=16)
+    probe = make_mlm_batches(n_batches=1, batch_size=2, seed=5)  # 2 probe examples: a step is 8 probe gradients
+    tracker = CurvatureTracker(model, mlm_objective(), probe, path=tmp_path / "c.jsonl")  # every default setting
+    snapshots: dict[int, dict[str, torch.Tensor]] = {}
+    original = tracker.measure
+
+    def measure(step, **kw):
+        snapshots[step] = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        return original(step, **kw)
+
+    tracker.measure = measure  # type: ignore[method-assign]
+    cb = CurvatureCallback(tracker).attach(trainer)
+    trainer.train()
+    rows = read_measurements(tmp_path / "c.jsonl")
+    g = cb.schedule.step_gradients
+    assert g == 8.0 and len(rows) == 2 and rows[0]["step"] > 0  # the first measurement waits for its budget
+    c_max = tracker.max_cost().gradients
+    assert rows[0]["step"] == first_step(c_max, g, 0.10) == 88  # ⌈69.7 / (0.1 · 8)⌉
+    for r in rows:
+        assert r["training_gradients"] == r["step"] * g and r["cost_gradients"] <= c_max
+        assert r["overhead"] == pytest.approx(r["total_cost_gradients"] / r["training_gradients"]) and r["overhead"] <= 0.1
+    assert sum(r["cost_gradients"] for r in rows) / (170 * g) <= 0.10
+    assert rows[1]["eig_warm_start"] and rows[1]["cost_gradients"] < c_max
+    logged = [h for h in trainer.state.log_history if "curvature/overhead" in h]
+    assert [h["curvature/overhead"] for h in logged] == pytest.approx([r["overhead"] for r in rows])
+
+    row = rows[1]
+    ref = copy.deepcopy(model).double()
+    ref.load_state_dict({k: v.double() if v.is_floating_point() else v for k, v in snapshots[row["step"]].items()})
+    ref.eval()
+    H = _dense_hessian(ref, mlm_objective(), probe)
+    assert row["top_eigenvalue_converged"]
+    assert row["top_eigenvalue"] == pytest.approx(float(torch.linalg.eigvalsh(H)[-1]), rel=2e-2)
+    op = curvature.HessianOperator(ref, mlm_objective(), probe, mode="double_backward", check_determinism=False)
+    assert row["hessian_trace"] == pytest.approx(_hutchpp_dense(H, op, tracker.trace_matvecs, tracker.seed), rel=5e-3)
+    grads = per_example_grads(ref, mlm_objective(), probe)
+    n_terms = sum(mlm_objective().count(mlm_objective().prepare(b, ref))[1] for b in probe)
+    fisher_trace = sum(float(sum((gi ** 2).sum() for gi in g_.values())) for g_ in grads) / n_terms
+    assert row["fisher_trace"] == pytest.approx(fisher_trace, rel=1e-4)

@@ -18,7 +18,7 @@ from figures.training import plot_training_curvature  # noqa: E402
 def _rows(n: int = 5) -> list[dict]:
     return [{"step": 10 * i, "lr": 0.1 * (1 - i / n), "loss": 3.0 - 0.1 * i, "top_eigenvalue": 5.0 + i,
              "hessian_trace": 50.0 + i, "hessian_trace_stderr": 2.0, "fisher_trace": 40.0, "fisher_trace_stderr": 1.0,
-             "loss_rise": 0.01 * i, "cost_gradients": 90.0} for i in range(n)]
+             "loss_rise": 0.01 * i, "cost_gradients": 90.0, "overhead": 0.05 + 0.01 * i} for i in range(n)]
 
 
 def test_figure_from_file_has_edge_of_stability_line(tmp_path):
@@ -27,7 +27,7 @@ def test_figure_from_file_has_edge_of_stability_line(tmp_path):
     fig = figures.plot_training_curvature(path, save=tmp_path / "c.png", dpi=40)
     assert (tmp_path / "c.png").stat().st_size > 1000
     axes = fig.get_axes()
-    assert len(axes) == 5
+    assert len(axes) == 5 and "overhead 9.0% of the training gradients" in fig._suptitle.get_text()
     eig = axes[1]
     edge = [ln for ln in eig.get_lines() if "2/η" in str(ln.get_label())]
     assert len(edge) == 1

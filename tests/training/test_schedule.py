@@ -1,51 +1,45 @@
-"""The measurement schedule: fixed and automatic intervals, from given times (no clock)."""
+"""The measurement schedule: fixed intervals and the overhead budget in gradients (arithmetic, no clock)."""
 
 from __future__ import annotations
 
 import pytest
 
-from landscape.training import Schedule, auto_interval
+from landscape.training import Schedule, first_step
 
 
-def test_auto_interval_keeps_overhead_under_budget():
-    assert auto_interval(2.0, 1.0, 0.10) == 20
-    assert auto_interval(2.1, 1.0, 0.10) == 21
-    assert auto_interval(0.01, 1.0, 0.10) == 1
-    for m, s in [(3.3, 0.7), (0.5, 0.01), (10.0, 2.5)]:
-        n = auto_interval(m, s, 0.1)
-        assert m / (n * s) <= 0.1 + 1e-12 and (n == 1 or m / ((n - 1) * s) > 0.1)
+def test_first_step_charges_the_first_measurement():
+    assert first_step(60.0, 1.0, 0.10) == 600  # 60 gradients fit in 10% of 600 one-gradient steps
+    assert first_step(60.0, 4.0, 0.10) == 150
+    assert first_step(61.0, 1.0, 0.10) == 610 and first_step(0.0, 1.0) == 1
     with pytest.raises(ValueError, match="budget"):
-        auto_interval(1.0, 1.0, 0.0)
+        first_step(1.0, 1.0, 0.0)
+    with pytest.raises(ValueError, match="step_gradients"):
+        first_step(1.0, 0.0)
 
 
-def test_auto_interval_charges_the_first_measurement_to_the_run():
-    n = auto_interval(1.0, 1.0, 0.10, total_steps=100)  # room 0.1 − 0.01 per step → N = ⌈1/0.09⌉
-    assert n == 12 and (100 // n + 1) * 1.0 / 100 <= 0.10  # measurements at 0, 12, …, 96: 9% of training
-    assert auto_interval(20.0, 1.0, 0.10, total_steps=100) == 101  # step 0 alone spends the budget: no more
-    sched = Schedule(budget=0.1, total_steps=100)
-    sched.record_measurement(0, 20.0)
-    sched.record_step(1.0)
-    assert not any(sched.due(s) for s in range(1, 101))
+def test_automatic_schedule_keeps_overhead_under_budget_at_every_step():
+    sched = Schedule(budget=0.1, step_gradients=2.0)
+    measured = []
+    for step in range(0, 2001):
+        cost = 50.0 if not measured else 30.0  # a cold first measurement, warm ones after
+        if sched.due(step, max_cost=50.0):
+            sched.record_measurement(step, cost)
+            measured.append(step)
+        assert step == 0 or sched.overhead(step) <= 0.1 + 1e-12
+    # t₁ = 50 / (0.1·2) = 250; then (50 + 50) / 0.2 = 500; then (50 + 30 + 50) / 0.2 = 650, every 150 after
+    assert measured[:5] == [250, 500, 650, 800, 950]
+    assert sched.overhead(2000) > 0.07  # the budget is used, not wasted
 
 
-def test_fixed_schedule():
+def test_fixed_schedule_and_resumed_costs():
     sched = Schedule(every=5)
-    assert sched.due(0)
+    assert sched.due(0, 1e9)
     sched.record_measurement(0, 1.0)
-    assert [s for s in range(1, 16) if sched.due(s) and not sched.record_measurement(s, 1.0)] == [5, 10, 15]
+    assert [s for s in range(1, 16) if sched.due(s, 1e9) and not sched.record_measurement(s, 1.0)] == [5, 10, 15]
     with pytest.raises(ValueError, match="every"):
         Schedule(every=0)
-
-
-def test_automatic_schedule_from_times():
-    sched = Schedule(budget=0.1)
-    assert sched.due(0)
-    sched.record_measurement(0, 3.0)  # m = 3 s
-    assert sched.interval is None and not sched.due(1)  # no step time yet
-    sched.record_step(1.0)
-    sched.record_step(2.0)  # mean s = 1.5 → N = ⌈3 / 0.15⌉ = 20
-    assert sched.interval == 20 and not sched.due(19) and sched.due(20)
-    sched.record_measurement(20, 6.0)  # slower measurement → longer interval
-    assert sched.interval == 40 and sched.overhead() == pytest.approx(9.0 / 3.0)
-    sched.record_measurement(60, None)  # resumed from a file: the step counts, the time is unknown
-    assert sched.last_step == 60 and sched.interval == 40
+    resumed = Schedule(budget=0.1)
+    resumed.record_measurement(100, 10.0)  # rows read back from a file: their cost counts
+    assert not resumed.due(100, 10.0) and not resumed.due(199, 10.0) and resumed.due(200, 10.0)
+    resumed.record_measurement(300, None)  # a row without a cost: the step counts
+    assert resumed.last_step == 300 and not resumed.due(300, 1.0)

@@ -21,8 +21,9 @@ def _setup(seed: int = 0):
 
 def test_values_match_dense_references_and_direct_calls(tmp_path):
     model, obj, probe = _setup()
-    tracker = CurvatureTracker(model, obj, probe, path=tmp_path / "c.jsonl", trace_matvecs=51, eig_tol=1e-8)
-    row = tracker.measure(0, lr=0.1)
+    tracker = CurvatureTracker(model, obj, probe, path=tmp_path / "c.jsonl", trace_matvecs=51, eig_tol=1e-8,
+                               eig_matvecs=17)
+    row = tracker.measure(0, lr=0.1, training_gradients=1000.0)
     H = dense_objective_hessian(model, obj, probe)
     eigs = torch.linalg.eigvalsh(H)
     assert row["top_eigenvalue"] == pytest.approx(float(eigs[-1]), rel=1e-6)
@@ -36,8 +37,11 @@ def test_values_match_dense_references_and_direct_calls(tmp_path):
     curve = scans.scan_1d(model, obj, probe, d, tracker.alphas, progress=False, batch_points=1)
     np.testing.assert_allclose(row["loss_curve"], curve.values["loss"], rtol=1e-12)
     assert row["loss"] == pytest.approx(obj.evaluate(model, probe), rel=1e-12)
-    assert row["lr"] == 0.1 and row["cost_gradients"] > 1 and row["gradient_seconds"] > 0
+    assert row["lr"] == 0.1 and row["gradient_seconds"] > 0 and row["timed_cost_gradients"] > 1
     assert not row["eig_warm_start"]
+    assert row["cost"]["hvps"] == row["eig_matvecs_used"] + 51 and row["cost"]["per_example_sweeps"] == 1
+    assert row["cost_gradients"] <= tracker.max_cost().gradients
+    assert row["overhead"] == pytest.approx(row["cost_gradients"] / 1000.0)
 
 
 def test_warm_start_uses_previous_eigenvector():
@@ -45,7 +49,9 @@ def test_warm_start_uses_previous_eigenvector():
     tracker = CurvatureTracker(model, obj, probe, quantities=["top_eigenvalue"], eig_tol=1e-6)
     first = tracker.measure(0)
     second = tracker.measure(1)  # same weights: the start vector is already the eigenvector
-    assert second["eig_warm_start"] and second["eig_matvecs"] < first["eig_matvecs"]
+    assert second["eig_warm_start"] and second["eig_matvecs_used"] < first["eig_matvecs_used"]
+    assert second["cost_gradients"] < first["cost_gradients"] and second["total_cost_gradients"] == pytest.approx(
+        first["cost_gradients"] + second["cost_gradients"])
     assert second["top_eigenvalue"] == pytest.approx(first["top_eigenvalue"], rel=1e-5)
     assert set(first) >= {"top_eigenvalue", "loss"} and "hessian_trace" not in first
 
