@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import io
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from analyses.cli import add_common_arguments, add_data_arguments, add_include_argument
 from analyses.common import read_texts
@@ -85,21 +86,24 @@ def table(results: dict[str, dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def announce_products(op: Any, args: argparse.Namespace, n_ops: int = 1) -> str:
+def announce_products(op: Any, args: argparse.Namespace, n_ops: int = 1, stream: TextIO | None = None) -> str:
     """Print the estimated time: per operator, top-k eigenvalues (a typical Lanczos run,
-    min(dim, max(20, 4k)) products), the trace's and the density's products, × ``n_ops``."""
+    min(dim, max(20, 4k)) products), the trace's and the density's products, × ``n_ops``.
+
+    Every rank times the product (under torchrun it is a collective); ``stream`` (default stdout)
+    lets the other ranks keep the line to themselves."""
     from analyses.cli.eta import announce, time_product
 
     n = min(op.dim, max(20, 4 * args.top_k)) if args.top_k > 0 else 0
     n += args.trace_matvecs if args.trace else 0
     n += args.density_runs * args.lanczos_steps if args.density else 0
-    return announce(n * n_ops, time_product(op), "products")
+    return announce(n * n_ops, time_product(op), "products", stream=stream)
 
 
 def run(args: argparse.Namespace) -> int:
     """Top eigenvalues, trace and spectral density of the Hessian, written under --out."""
     from analyses.common import load_target
-    from landscape import curvature
+    from landscape import curvature, util
     from landscape.params import ParamSpace
     from landscape.util import versions
     from landscape.util.files import write_json
@@ -117,8 +121,11 @@ def run(args: argparse.Namespace) -> int:
         "hessian": curvature.HessianOperator(target.model, target.objective, target.data, params=space, mode=args.mode)}
     if args.fisher:
         ops["fisher"] = curvature.EmpiricalFisherOperator(target.model, target.objective, target.data, params=space)
-    announce_products(ops["hessian"], args, len(ops))
+    is_main = util.dist_context().is_main
+    announce_products(ops["hessian"], args, len(ops), stream=None if is_main else io.StringIO())
     results = {name: _analyse(op, args) for name, op in ops.items()}
+    if not is_main:  # rank 0 prints and writes; the others computed the same all-reduced numbers
+        return 0
     print(table(results))
     payload = {
         "checkpoint": target.meta.get("checkpoint", args.checkpoint), "n_examples": target.n_examples,
