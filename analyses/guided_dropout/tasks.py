@@ -2,11 +2,12 @@
 and any user CSV/JSONL file.
 
 * ``topic``: which top-level stdlib package a docstring comes from (the K largest packages,
-  balanced: every class has the same number of pool and test examples);
+  balanced: every class has the same number of pool and test examples), split by module: each
+  module (``.py`` file) feeds either the pool or the test set, never both;
 * ``same_module``: whether two docstrings come from the same module (``.py`` file); balanced
   positives and negatives; test pairs come from modules that no training pair uses.
 
-Each has a fixed test set (1,000 examples by default) disjoint from the training pool. Leakage
+Each has a fixed test set (800 examples by default) disjoint from the training pool. Leakage
 policy: the default model was pretrained (MLM) on the docstrings' text, never on these labels, as
 GLUE tasks reuse Wikipedia text that BERT saw.
 
@@ -33,13 +34,16 @@ BUILTIN_TASKS = ("topic", "same_module")
 
 @dataclass
 class Task:
-    """Examples as (text, text_pair or None, label index); ``pool`` for training, ``test`` fixed."""
+    """Examples as (text, text_pair or None, label index); ``pool`` for training, ``test`` fixed;
+    ``pool_groups``/``test_groups``: each example's source module where the task has one."""
 
     name: str
     classes: list[str]
     pool: list[tuple[str, str | None, int]]
     test: list[tuple[str, str | None, int]]
     meta: dict[str, Any] = field(default_factory=dict)
+    pool_groups: list[str] = field(default_factory=list)
+    test_groups: list[str] = field(default_factory=list)
 
     @property
     def pair(self) -> bool:
@@ -75,31 +79,53 @@ def labelled_docstrings(min_chars: int = 40) -> list[tuple[str, str]]:
     return out
 
 
-def topic_task(n_classes: int = 8, n_test: int = 1000, docs: list[tuple[str, str]] | None = None) -> Task:
-    """Top-level package classification over the ``n_classes`` packages with most docstrings."""
+def _split_modules(docs: list[tuple[str, str]], n_test: int) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """Whole modules, in a fixed hashed order, go to the test side until it holds ``n_test`` docstrings;
+    the test side is cut to ``n_test`` and the remaining modules form the pool."""
+    by_mod: dict[str, list[str]] = defaultdict(list)
+    for rel, text in docs:
+        by_mod[rel].append(text)
+    test: list[tuple[str, str]] = []
+    pool: list[tuple[str, str]] = []
+    for m in sorted(by_mod, key=lambda m: (_h(m, "topic-module"), m)):
+        side = test if len(test) < n_test else pool
+        side += [(m, t) for t in sorted(by_mod[m], key=lambda t: _h(t, "topic"))]
+    return pool, test[:n_test]
+
+
+def topic_task(n_classes: int = 8, n_test: int = 800, docs: list[tuple[str, str]] | None = None) -> Task:
+    """Top-level package classification over the ``n_classes`` packages with most docstrings, split
+    by module: no module feeds both the pool and the test set (a module's docstrings share words)."""
     docs = labelled_docstrings() if docs is None else docs
-    by_pkg: dict[str, list[str]] = defaultdict(list)
+    by_pkg: dict[str, list[tuple[str, str]]] = defaultdict(list)
     for rel, text in docs:
         parts = rel.split("/")
         if len(parts) > 1:  # packages only: a top-level single-file module is not a package
-            by_pkg[parts[0]].append(text)
+            by_pkg[parts[0]].append((rel, text))
     ranked = sorted(by_pkg, key=lambda k: (-len(by_pkg[k]), k))[:n_classes]
     if len(ranked) < 2:
         raise ValueError("the stdlib corpus has fewer than two packages with docstrings.")
     classes = sorted(ranked)
     per_test = -(-n_test // len(classes))
-    per_class = min(len(by_pkg[c]) for c in classes)
-    if per_class <= per_test:
-        raise ValueError(f"package {min(classes, key=lambda c: len(by_pkg[c]))!r} has only {per_class} docstrings; "
-                         f"lower n_test ({n_test}) or n_classes ({n_classes}).")
-    pool: list[tuple[str, str | None, int]] = []
-    test: list[tuple[str, str | None, int]] = []
+    sides = {c: _split_modules(by_pkg[c], per_test) for c in classes}
+    short = [c for c in classes if len(sides[c][1]) < per_test or not sides[c][0]]
+    if short:
+        raise ValueError(f"package {short[0]!r} has too few docstrings outside its test modules; lower n_test "
+                         f"({n_test}) or n_classes ({n_classes}).")
+    per_pool = min(len(sides[c][0]) for c in classes)
+    task = Task("topic", classes, [], [])
     for y, c in enumerate(classes):
-        texts = sorted(by_pkg[c], key=lambda t: _h(t, "topic"))[:per_class]  # balanced, in a fixed order
-        test += [(t, None, y) for t in texts[:per_test]]
-        pool += [(t, None, y) for t in texts[per_test:]]
-    return Task("topic", classes, pool, test, {"per_class_pool": per_class - per_test, "per_class_test": per_test,
-                                                "docstrings_per_package": {c: len(by_pkg[c]) for c in classes}})
+        pool, test = sides[c]
+        pool = sorted(pool, key=lambda mt: _h(mt[1], "topic"))[:per_pool]  # spread over every pool module
+        task.test += [(t, None, y) for _, t in test]
+        task.test_groups += [m for m, _ in test]
+        task.pool += [(t, None, y) for _, t in pool]
+        task.pool_groups += [m for m, _ in pool]
+    task.meta = {"per_class_pool": per_pool, "per_class_test": per_test,
+                 "split": "by module: no module feeds both the pool and the test set",
+                 "modules": {"pool": len(set(task.pool_groups)), "test": len(set(task.test_groups))},
+                 "docstrings_per_package": {c: len(by_pkg[c]) for c in classes}}
+    return task
 
 
 def same_module_task(n_test: int = 1000, n_pool: int = 4096, test_fraction: float = 0.3, seed: int = 0,
@@ -132,7 +158,8 @@ def same_module_task(n_test: int = 1000, n_pool: int = 4096, test_fraction: floa
     test = pairs(test_mods, n_test, random.Random(seed + 1))
     pool = pairs(pool_mods, n_pool, random.Random(seed + 2))
     return Task("same_module", ["different", "same"], pool, test,
-                {"n_test_modules": len(test_mods), "n_pool_modules": len(pool_mods)})
+                {"n_test_modules": len(test_mods), "n_pool_modules": len(pool_mods),
+                 "split": "by module: test pairs come from modules that no training pair uses"})
 
 
 def _read_rows(path: Path) -> list[dict[str, Any]]:
