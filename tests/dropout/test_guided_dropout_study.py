@@ -8,36 +8,13 @@ import random
 from pathlib import Path
 
 import pytest
-from dropout_helpers import SPECIALS, VOCAB, make_model, make_tokenizer, save_checkpoint, texts
+from dropout_helpers import VOCAB, make_model, make_tokenizer, save_checkpoint, texts, write_labelled
 
 from analyses.cli import main
 from analyses.guided_dropout import DEFAULT_ARMS, GuidedDropoutConfig, run, tasks
 
 TINY = dict(sizes=(8, 12), seeds=(0, 1), epochs=1, min_steps=2, batch_size=4, fisher_examples=6, fisher_batch_size=3,
             max_length=16, progress=False)
-
-
-def write_labelled(path: Path, n: int, seed: int = 0, labels=("a", "b", "c"), pair: bool = False) -> Path:
-    """Rows whose label is readable from the words (class k uses words w{k}, w{k+3}, ...)."""
-    r = random.Random(seed)
-    rows = []
-    for i in range(n):
-        y = i % len(labels)
-        words = [f"w{r.randrange(y, VOCAB - len(SPECIALS), len(labels))}" for _ in range(r.randint(4, 9))]
-        row = {"text": " ".join(words), "label": labels[y]}
-        if pair:
-            row["text_pair"] = " ".join(reversed(words))
-        rows.append(row)
-    if path.suffix == ".jsonl":
-        path.write_text("\n".join(json.dumps(x) for x in rows) + "\n")
-    else:
-        import csv
-
-        with open(path, "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
-    return path
 
 
 @pytest.fixture(scope="module")
