@@ -119,18 +119,17 @@ def _rates_lines(rates: dict[str, Any]) -> list[str]:
             f"{rates['head_dropouts'] or 'none'}.", "", *rows, "", "![rates per site](figures/site_rates.png)"]
 
 
-def _recipe(cfg: dict[str, Any], runs: list[dict[str, Any]]) -> str:
-    lrs = sorted({r.get("lr") for r in runs if r.get("lr") is not None})
-    batches = sorted({r.get("batch_size") for r in runs if r.get("batch_size") is not None})
-    lr = ", ".join(f"{x:.3g}" for x in lrs) or cfg.get("lr")
-    common = (f"AdamW (lr {lr}, weight decay {cfg['weight_decay']}), linear warmup over {cfg['warmup']:.0%} of the "
-              f"steps then linear decay, batch {batches or cfg.get('batch_size')}, {cfg['epochs']} epochs (at least "
-              f"{cfg['min_steps']} steps), sequences cut to {cfg['max_length']} tokens")
+def _recipe(cfg: dict[str, Any], recipe: dict[str, Any]) -> str:
+    per = "; ".join(f"{k}: lr {v['lr']:.3g}, batch {v['batch_size']}, {v['epochs']} epochs" for k, v in recipe.items()
+                    if v.get("lr") is not None)
+    common = (f"AdamW (weight decay {cfg['weight_decay']}), linear warmup over {cfg['warmup']:.0%} of the steps then "
+              f"linear decay, {cfg['epochs']} epochs or at least {cfg['min_steps']} steps ({per}), sequences cut to "
+              f"{cfg['max_length']} tokens")
     if cfg.get("recipe") == "select":
         return (f"Recipe `select`: {common}; the epoch with the best accuracy on {cfg['val_size']} validation "
                 "examples (drawn besides the training size) is kept, and the test set is evaluated once, for it.")
     return (f"Recipe `paper`: {common}; fixed epochs, the final model kept (no epoch selection, so no validation set: "
-            "every example trains), lr scaled from BERT-base's 2e-5 by 768/hidden size.")
+            "every example trains); lr scaled from BERT-base's 2e-5 by 768/hidden size, batch 32.")
 
 
 def render_report(res: dict[str, Any]) -> str:
@@ -153,7 +152,7 @@ def render_report(res: dict[str, Any]) -> str:
         "at equal amount) and guided − permuted (the Fisher order against a random order of the same rates), "
         "Holm-corrected over both at every task and size; every other contrast is exploratory (raw p). Verdict "
         "words: *detected* where the (Holm) p < 0.05; else *no effect larger than δ* where TOST with margin "
-        f"δ = ±{margin:g} points gives p < 0.05; else *inconclusive at this power*. MDE = (t_0.975 + t_0.80)·s_d/√n "
+        f"δ = ±{margin:g} points gives p < 0.05; else *inconclusive at this power* (always below three seeds). MDE = (t_0.975 + t_0.80)·s_d/√n "
         "over n paired seeds (80% power, α = 0.05).", "",
         "## Arms", "", *arm_rows, "",
         "## Test accuracy per arm", "", arm_table(res), "![metric vs size](figures/metric_vs_size.png)", "",
@@ -161,7 +160,7 @@ def render_report(res: dict[str, Any]) -> str:
         "## Exploratory contrasts", "", _contrast_table(res, primary=False), "",
         "## Rates per site", "", *_rates_lines(res["rates"]), "",
         "## Fisher", "", *_fisher_lines(res["fisher"]), "",
-        "## Setup", "", *task_lines, "", _recipe(cfg, res.get("runs") or []),
+        "## Setup", "", *task_lines, "", _recipe(cfg, meta.get("recipe") or {}),
         "Arms are paired: per seed the same examples, data order, classifier-head initialisation and dropout stream "
         f"start. Fisher-L2 adds λ/2·Σ (F_i/mean F)(θ_i − θ0_i)² with λ = {cfg['l2_strength']}. Gaussian and "
         "unit-granularity noise act at the hidden-state sites; attention-probability sites, which drop inside the "
@@ -177,8 +176,6 @@ def write_outputs(result: Any, out: str | Path) -> None:
 
     out = Path(out)
     res = as_dict(out if result is None else result)
-    if result is not None and getattr(result, "runs", None):
-        res["runs"] = result.runs
     plot_metric_vs_size(res, save=out / "figures" / "metric_vs_size.png")
     plot_site_rates(res, save=out / "figures" / "site_rates.png")
     write_text(out / "report.md", render_report(res))

@@ -13,7 +13,7 @@ For n paired seeds with differences d_i = a_i − b_i (test accuracy, fractions)
   Every other contrast (:data:`EXPLORATORY`) is labelled exploratory and read at its raw p.
 
 Verdict words come from the numbers: "detected" (adjusted p < α), else "no effect larger than δ"
-(TOST p < α), else "inconclusive at this power".
+(TOST p < α), else "inconclusive at this power" (always, below three seeds).
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["ALPHA", "EXPLORATORY", "POWER", "PRIMARY", "contrast", "decide", "holm", "mde", "mean_ci",
+__all__ = ["ALPHA", "EXPLORATORY", "MIN_SEEDS", "POWER", "PRIMARY", "contrast", "decide", "holm", "mde", "mean_ci",
            "power_status", "seeds_needed", "summarize", "tost", "verdicts"]
 
 ALPHA = 0.05
@@ -115,8 +115,16 @@ def holm(pvalues: Mapping[str, float | None]) -> dict[str, float | None]:
     return out
 
 
+#: fewest paired seeds for any verdict but "inconclusive": two differences can agree by chance
+#: (accuracies are discrete), giving a zero SD, a zero MDE and a spurious equivalence.
+MIN_SEEDS = 3
+
+
 def decide(c: Mapping[str, Any], alpha: float = ALPHA) -> str:
-    """The verdict word of one contrast: "detected", "no effect larger than δ" or "inconclusive at this power"."""
+    """The verdict word of one contrast: "detected", "no effect larger than δ" or "inconclusive at this power"
+    (always the last below :data:`MIN_SEEDS` pairs)."""
+    if c.get("n", 0) < MIN_SEEDS:
+        return "inconclusive at this power"
     p = c.get("p_holm") if c.get("primary") else c.get("p_t")
     if p is not None and p < alpha:
         return "detected"
@@ -152,8 +160,8 @@ def summarize(runs: Sequence[Mapping[str, Any]], margin: float = 0.02, metric: s
                 if primary:
                     family[f"{task}\x00{size}\x00{a}-{b}"] = c["p_t"]
     for key, p in holm(family).items():
-        task, size, name = key.split("\x00")
-        out[task][size]["paired"][name]["p_holm"] = p
+        t, sz, name = key.split("\x00")
+        out[t][sz]["paired"][name]["p_holm"] = p
     for sizes in out.values():
         for cell in sizes.values():
             for c in cell["paired"].values():

@@ -277,6 +277,9 @@ def run(cfg: GuidedDropoutConfig) -> GuidedDropoutResult:
             arms={a: ARM_DEFINITIONS[a] for a in cfg.arms}, runs=done,
             meta={"versions": versions(), "checkpoint": str(st.ckpt), "run_key": runs.key, "runs_total": len(done),
                   "runs_this_call": len(runs.seconds), "timings": timings, "threads": torch.get_num_threads(),
+                  "recipe": {f"{r['task']} n = {r['size']}": {"lr": r.get("lr"), "batch_size": r.get("batch_size"),
+                                                              "epochs": r["epochs_run"], "n_val": r["n_val"]}
+                             for r in done},
                   "leakage": "the default model was pretrained (MLM) on the docstrings' text, never on these labels"},
             out=str(out))
         result.save(out)

@@ -114,3 +114,10 @@ def test_power_status_reads_only_the_primary_contrasts():
                                    "reversed": 0.2 * rng.standard_normal(8)}, base))
     assert stats.power_status(s, 0.02)["met"] and not stats.power_status(s, 0.001)["met"]
     assert set(stats.power_status(s, 0.02)["mde"]) == {"t n = 64: guided − uniform", "t n = 64: guided − permuted"}
+
+
+def test_two_seeds_that_agree_by_chance_give_no_verdict():
+    base = np.array([0.7, 0.72])
+    s = stats.summarize(runs_from({"uniform": np.array([0.003, 0.003]), "permuted": np.array([0.0, 0.01])}, base))
+    c = s["t"]["64"]["paired"]["guided-uniform"]
+    assert c["std"] == 0 and c["p_tost"] == 0.0 and c["decision"] == "inconclusive at this power"
