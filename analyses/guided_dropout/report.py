@@ -152,8 +152,8 @@ def render_report(res: dict[str, Any]) -> str:
         "at equal amount) and guided − permuted (the Fisher order against a random order of the same rates), "
         "Holm-corrected over both at every task and size; every other contrast is exploratory (raw p). Verdict "
         "words: *detected* where the (Holm) p < 0.05; else *no effect larger than δ* where TOST with margin "
-        f"δ = ±{margin:g} points gives p < 0.05; else *inconclusive at this power* (always below three seeds). MDE = (t_0.975 + t_0.80)·s_d/√n "
-        "over n paired seeds (80% power, α = 0.05).", "",
+        f"δ = ±{margin:g} points gives p < 0.05; else *inconclusive at this power* (always below three seeds). "
+        "MDE = (t_0.975 + t_0.80)·s_d/√n over n paired seeds (80% power, α = 0.05).", "",
         "## Arms", "", *arm_rows, "",
         "## Test accuracy per arm", "", arm_table(res), "![metric vs size](figures/metric_vs_size.png)", "",
         "## Primary contrasts", "", _contrast_table(res, primary=True), "",

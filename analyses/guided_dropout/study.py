@@ -179,7 +179,9 @@ def _fisher(cfg: GuidedDropoutConfig, target: Any, out: Path) -> tuple[Any, dict
 def _build_tasks(cfg: GuidedDropoutConfig) -> list[tasks.Task]:
     if cfg.data is not None:
         return [tasks.file_task(cfg.data, cfg.test_data, seed=cfg.seed)]
-    docs = tasks.labelled_docstrings()
+    from landscape.models import corpus
+
+    docs = corpus.stdlib_documents()
     out = []
     for name in cfg.tasks:
         if name == "topic":

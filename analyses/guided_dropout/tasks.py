@@ -27,7 +27,7 @@ from typing import Any
 
 from landscape.models import corpus
 
-__all__ = ["BUILTIN_TASKS", "Task", "file_task", "labelled_docstrings", "same_module_task", "topic_task"]
+__all__ = ["BUILTIN_TASKS", "Task", "file_task", "same_module_task", "topic_task"]
 
 BUILTIN_TASKS = ("topic", "same_module")
 
@@ -58,33 +58,12 @@ def _h(text: str, salt: str) -> float:
     return int.from_bytes(hashlib.sha256(f"{salt}\x00{text}".encode()).digest()[:8], "big") / 2.0**64
 
 
-def labelled_docstrings(min_chars: int = 40) -> list[tuple[str, str]]:
-    """(relative module path, docstring) for the stdlib corpus, in corpus order, duplicates once
-    (the same extraction rules as :func:`landscape.models.corpus.stdlib_docstrings`)."""
-    root = corpus.stdlib_root()
-    seen: set[str] = set()
-    out: list[tuple[str, str]] = []
-    for path in corpus.iter_stdlib_files(root):
-        try:
-            docs = corpus.docstrings_from_source(path.read_bytes())
-        except (SyntaxError, ValueError, UnicodeDecodeError, OSError, RecursionError):
-            continue
-        rel = path.relative_to(root).as_posix()
-        for doc in docs:
-            doc = doc.strip()
-            if len(doc) < min_chars or doc in seen:
-                continue
-            seen.add(doc)
-            out.append((rel, doc))
-    return out
-
-
-def _split_modules(docs: list[tuple[str, str]], n_test: int) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+def _split_modules(docs: list[corpus.Document], n_test: int) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     """Whole modules, in a fixed hashed order, go to the test side until it holds ``n_test`` docstrings;
     the test side is cut to ``n_test`` and the remaining modules form the pool."""
     by_mod: dict[str, list[str]] = defaultdict(list)
-    for rel, text in docs:
-        by_mod[rel].append(text)
+    for d in docs:
+        by_mod[d.module].append(d.text)
     test: list[tuple[str, str]] = []
     pool: list[tuple[str, str]] = []
     for m in sorted(by_mod, key=lambda m: (_h(m, "topic-module"), m)):
@@ -93,15 +72,16 @@ def _split_modules(docs: list[tuple[str, str]], n_test: int) -> tuple[list[tuple
     return pool, test[:n_test]
 
 
-def topic_task(n_classes: int = 8, n_test: int = 800, docs: list[tuple[str, str]] | None = None) -> Task:
+def topic_task(n_classes: int = 8, n_test: int = 800, docs: list[corpus.Document] | None = None) -> Task:
     """Top-level package classification over the ``n_classes`` packages with most docstrings, split
-    by module: no module feeds both the pool and the test set (a module's docstrings share words)."""
-    docs = labelled_docstrings() if docs is None else docs
-    by_pkg: dict[str, list[tuple[str, str]]] = defaultdict(list)
-    for rel, text in docs:
-        parts = rel.split("/")
-        if len(parts) > 1:  # packages only: a top-level single-file module is not a package
-            by_pkg[parts[0]].append((rel, text))
+    by module: no module feeds both the pool and the test set (a module's docstrings share words).
+    ``docs`` defaults to :func:`landscape.models.corpus.stdlib_documents`."""
+    docs = corpus.stdlib_documents() if docs is None else docs
+    packages = {d.module.split(".")[0] for d in docs if "." in d.module}  # a single-file module is not a package
+    by_pkg: dict[str, list[corpus.Document]] = defaultdict(list)
+    for d in docs:
+        if d.module.split(".")[0] in packages:
+            by_pkg[d.module.split(".")[0]].append(d)
     ranked = sorted(by_pkg, key=lambda k: (-len(by_pkg[k]), k))[:n_classes]
     if len(ranked) < 2:
         raise ValueError("the stdlib corpus has fewer than two packages with docstrings.")
@@ -129,13 +109,13 @@ def topic_task(n_classes: int = 8, n_test: int = 800, docs: list[tuple[str, str]
 
 
 def same_module_task(n_test: int = 1000, n_pool: int = 4096, test_fraction: float = 0.3, seed: int = 0,
-                     docs: list[tuple[str, str]] | None = None) -> Task:
+                     docs: list[corpus.Document] | None = None) -> Task:
     """Pairs of docstrings: label 1 if both come from the same module. Modules are split between
     pool and test, so no test docstring appears in a training pair."""
-    docs = labelled_docstrings() if docs is None else docs
+    docs = corpus.stdlib_documents() if docs is None else docs
     by_mod: dict[str, list[str]] = defaultdict(list)
-    for rel, text in docs:
-        by_mod[rel].append(text)
+    for d in docs:
+        by_mod[d.module].append(d.text)
     mods = sorted(m for m in by_mod if len(by_mod[m]) >= 2)
     test_mods = [m for m in mods if _h(m, "same_module") < test_fraction]
     pool_mods = [m for m in mods if _h(m, "same_module") >= test_fraction]

@@ -99,14 +99,17 @@ def test_same_seed_gives_the_same_numbers_and_resume_skips_finished_runs(setup, 
 
 def test_builtin_tasks_are_balanced_and_split_by_module():
     r = random.Random(0)
-    docs = [(f"pkg{p}/mod{m}.py", f"docstring {p} {m} {i} " + "x" * r.randrange(40, 60))
+    from landscape.models.corpus import Document
+
+    docs = [Document(f"pkg{p}.mod{m}", f"docstring {p} {m} {i} " + "x" * r.randrange(40, 60))
             for p in range(10) for m in range(6) for i in range(10 + 3 * p)]
+    docs += [Document("single", f"a top-level module's docstring {i} " + "y" * 40) for i in range(300)]
     t = tasks.topic_task(n_classes=8, n_test=160, docs=docs)
     assert t.classes == sorted(f"pkg{p}" for p in range(2, 10))  # the eight largest packages
     counts = [sum(1 for e in t.test if e[2] == y) for y in range(8)]
     assert counts == [20] * 8 and len({sum(1 for e in t.pool if e[2] == y) for y in range(8)}) == 1
     assert not {e[0] for e in t.pool} & {e[0] for e in t.test}
-    module = dict((text, rel) for rel, text in docs)
+    module = {d.text: d.module for d in docs}
     assert [module[e[0]] for e in t.pool] == t.pool_groups and [module[e[0]] for e in t.test] == t.test_groups
     assert t.pool_groups and not set(t.pool_groups) & set(t.test_groups)  # no module feeds both sides
     s = tasks.same_module_task(n_test=100, n_pool=200, docs=docs)
