@@ -129,7 +129,8 @@ def _recipe(cfg: dict[str, Any], recipe: dict[str, Any]) -> str:
         return (f"Recipe `select`: {common}; the epoch with the best accuracy on {cfg['val_size']} validation "
                 "examples (drawn besides the training size) is kept, and the test set is evaluated once, for it.")
     return (f"Recipe `paper`: {common}; fixed epochs, the final model kept (no epoch selection, so no validation set: "
-            "every example trains); lr scaled from BERT-base's 2e-5 by 768/hidden size, batch 32.")
+            "every example trains), batch 32; lr 1e-3, BERT-base's 2e-5 scaled to this model (the width rule's 1.2e-4 "
+            "left the default model where it started).")
 
 
 def render_report(res: dict[str, Any]) -> str:

@@ -65,7 +65,7 @@ class GuidedDropoutConfig(TextSettings):
     epochs: int = setting(8, "epochs (small sets train for at least --min-steps steps)")
     min_steps: int = setting(60, "fewest optimizer steps per run")
     batch_size: int | None = setting(None, "examples per step (default: paper 32, select 16)")
-    lr: float | None = setting(None, "AdamW learning rate (default: paper 2e-5·768/hidden size, select 1e-3)")
+    lr: float | None = setting(None, "AdamW learning rate (default 1e-3: BERT's 2e-5 scaled to the small model)")
     weight_decay: float = setting(0.01, "AdamW weight decay")
     warmup: float = setting(0.1, "fraction of the steps spent warming up the learning rate")
     max_length: int = setting(32, "tokens per example")

@@ -133,3 +133,20 @@ def test_readme_answers_agree_with_the_committed_report():
         "python -m analyses.guided_dropout.gallery runs/guided-dropout")
     doc = json.dumps(lines)
     assert "detected" in doc or "no effect larger than" in doc or "inconclusive at this power" in doc
+
+
+def test_full_is_the_powered_run():
+    import argparse
+
+    from analyses.cli.analyze import add_arguments, studies
+    from analyses.cli.config_flags import config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    study = studies()["guided-dropout"]
+    for argv, target in ((["--full"], 2.0), (["--full", "--target-mde", "1.5"], 1.5), ([], None)):
+        args = parser.parse_args(["guided-dropout", *argv])
+        study.adjust(args)
+        cfg = config_from_args(study.config, args)
+        assert cfg.target_mde == target and cfg.recipe == "paper"
+        assert cfg.tasks == (("topic", "same_module") if argv else ("topic",)) and cfg.sizes == (64, 256)
