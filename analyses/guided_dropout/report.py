@@ -126,8 +126,9 @@ def _recipe(cfg: dict[str, Any], recipe: dict[str, Any]) -> str:
               f"linear decay, {cfg['epochs']} epochs or at least {cfg['min_steps']} steps ({per}), sequences cut to "
               f"{cfg['max_length']} tokens")
     if cfg.get("recipe") == "select":
+        few = " (fewer than 64: too few to choose an epoch reliably)" if cfg["val_size"] < 64 else ""
         return (f"Recipe `select`: {common}; the epoch with the best accuracy on {cfg['val_size']} validation "
-                "examples (drawn besides the training size) is kept, and the test set is evaluated once, for it.")
+                f"examples{few} (drawn besides the training size) is kept, and the test set is evaluated once, for it.")
     return (f"Recipe `paper`: {common}; fixed epochs, the final model kept (no epoch selection, so no validation set: "
             "every example trains), batch 32; lr 1e-3, BERT-base's 2e-5 scaled to this model (the width rule's 1.2e-4 "
             "left the default model where it started).")

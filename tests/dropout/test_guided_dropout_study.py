@@ -234,6 +234,7 @@ def test_select_recipe_chooses_the_epoch_on_its_validation_set(setup, tmp_path):
         best = max(r["epochs"], key=lambda e: (e["val_acc"], -e["val_loss"], -e["epoch"]))
         assert r["best_epoch"] == best["epoch"] and r["lr"] == pytest.approx(1e-3) and r["batch_size"] == 4
     assert "Recipe `select`" in (tmp_path / "sel" / "report.md").read_text()
+    assert "fewer than 64: too few to choose an epoch" in (tmp_path / "sel" / "report.md").read_text()
 
 
 def test_fisher_weights_share_one_global_scale():
