@@ -79,7 +79,8 @@ def plot_site_rates(result: Any, save: str | os.PathLike | None = None) -> Figur
         top.set_ylabel("dropout rate p")
         top.set_title(f"rates per site ({rates.get('mapping', '')}, p from {rates.get('p_max')} to "
                       f"{rates.get('p_min')})")
-        top.legend(fontsize=8)
+        top.set_ylim(0, 1.4 * max([max(rates.get(k, {}).values(), default=0.0) for k, _ in arms] + [1e-3]))
+        top.legend(fontsize=8, ncol=2, loc="upper center")
         bottom.bar(range(len(sites)), [rates["scores"][s] for s in sites], color=style.color(7))
         bottom.set_yscale("log")
         bottom.set_ylabel(f"site score\n({rates.get('score_method', '')})")
