@@ -134,6 +134,15 @@ def _recipe(cfg: dict[str, Any], recipe: dict[str, Any]) -> str:
             "left the default model where it started).")
 
 
+def _model_line(f: dict[str, Any]) -> list[str]:
+    if f.get("heldout_loss") is None:
+        return []
+    gap = (f["heldout_unigram_xent"] - f["heldout_loss"]) if f.get("heldout_unigram_xent") is not None else None
+    below = f" ({gap:.2f} nats below the unigram baseline)" if gap is not None else ""
+    return [f"Pretrained model: held-out MLM loss {f['heldout_loss']:.3f} nats{below}, pretrained with dropout "
+            f"{f.get('dropout')}, built in {f.get('build_seconds') or 0:.0f} s (`{f.get('cache_key')}`).", ""]
+
+
 def render_report(res: dict[str, Any]) -> str:
     """The study's report as Markdown."""
     cfg, meta, t = res["config"], res["meta"], res["meta"]["timings"]
@@ -162,7 +171,8 @@ def render_report(res: dict[str, Any]) -> str:
         "## Exploratory contrasts", "", _contrast_table(res, primary=False), "",
         "## Rates per site", "", *_rates_lines(res["rates"]), "",
         "## Fisher", "", *_fisher_lines(res["fisher"]), "",
-        "## Setup", "", *task_lines, "", _recipe(cfg, meta.get("recipe") or {}),
+        "## Setup", "", *task_lines, "", *_model_line(meta.get("checkpoint_facts") or {}),
+        _recipe(cfg, meta.get("recipe") or {}),
         "Arms are paired: per seed the same examples, data order, classifier-head initialisation and dropout stream "
         f"start. Fisher-L2 adds λ/2·Σ (F_i/mean F)(θ_i − θ0_i)² with λ = {cfg['l2_strength']}. Gaussian and "
         "unit-granularity noise act at the hidden-state sites; attention-probability sites, which drop inside the "

@@ -205,6 +205,22 @@ def _setup(cfg: GuidedDropoutConfig, out: Path) -> Setup:
     return Setup(task_list, target, ckpt, F, finfo, guided, t_fisher)
 
 
+def _checkpoint_facts(ckpt: Path) -> dict[str, Any]:
+    """The default model's held-out loss, unigram baseline, pretraining dropout and build time (its
+    ``metadata.json``); empty for other checkpoints."""
+    import json
+
+    path = ckpt / "metadata.json"
+    if not path.is_file():
+        return {}
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    keep = ("heldout_loss", "heldout_unigram_xent", "build_seconds", "cache_key")
+    return {**{k: doc.get(k) for k in keep}, "dropout": (doc.get("config") or {}).get("dropout")}
+
+
 def _summary(cfg: GuidedDropoutConfig, st: Setup, runs: Runs, seeds: list[int]) -> dict[str, Any]:
     done = [runs.done[k] for k in sorted(wanted(cfg, st, seeds)) if k in runs.done]
     return stats.summarize(done, margin=cfg.equivalence_margin / 100)
@@ -277,7 +293,8 @@ def run(cfg: GuidedDropoutConfig) -> GuidedDropoutResult:
             config={**asdict(cfg), "seeds_used": seeds}, tasks={t.name: t.describe() for t in st.tasks},
             rates=rates, fisher=st.finfo, summary=summary, verdicts=stats.verdicts(summary), power=power,
             arms={a: ARM_DEFINITIONS[a] for a in cfg.arms}, runs=done,
-            meta={"versions": versions(), "checkpoint": str(st.ckpt), "run_key": runs.key, "runs_total": len(done),
+            meta={"versions": versions(), "checkpoint": str(st.ckpt), "checkpoint_facts": _checkpoint_facts(st.ckpt),
+                  "run_key": runs.key, "runs_total": len(done),
                   "runs_this_call": len(runs.seconds), "timings": timings, "threads": torch.get_num_threads(),
                   "recipe": {f"{r['task']} n = {r['size']}": {"lr": r.get("lr"), "batch_size": r.get("batch_size"),
                                                               "epochs": r["epochs_run"], "n_val": r["n_val"]}

@@ -150,3 +150,15 @@ def test_full_is_the_powered_run():
         cfg = config_from_args(study.config, args)
         assert cfg.target_mde == target and cfg.recipe == "paper"
         assert cfg.tasks == (("topic", "same_module") if argv else ("topic",)) and cfg.sizes == (64, 256)
+
+
+def test_the_report_states_the_default_models_loss_and_build_time(tmp_path):
+    from analyses.guided_dropout.report import _model_line
+    from analyses.guided_dropout.study import _checkpoint_facts
+
+    assert _checkpoint_facts(tmp_path) == {} and _model_line({}) == []
+    (tmp_path / "metadata.json").write_text(json.dumps({"heldout_loss": 4.5, "heldout_unigram_xent": 6.1,
+                                                        "build_seconds": 200.0, "cache_key": "k",
+                                                        "config": {"dropout": 0.1}}))
+    line = _model_line(_checkpoint_facts(tmp_path))[0]
+    assert "4.500 nats (1.60 nats below the unigram baseline)" in line and "dropout 0.1" in line and "200 s" in line
