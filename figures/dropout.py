@@ -16,8 +16,9 @@ from figures import style
 __all__ = ["ARM_LABELS", "plot_metric_vs_size", "plot_site_rates"]
 
 ARM_LABELS = {
-    "none": "no dropout", "uniform": "uniform", "guided": "guided (paper)", "reversed": "reversed control",
-    "permuted": "permuted control", "gaussian": "Gaussian (guided rates)", "fisher_l2": "Fisher-L2 pull + uniform",
+    "none": "no dropout", "pretrain": "pretrain rates (paper baseline)", "uniform": "uniform at guided's mean",
+    "guided": "guided (paper)", "reversed": "reversed control", "permuted": "permuted control",
+    "gaussian": "Gaussian (pretrain rates)", "fisher_l2": "Fisher-L2 pull + pretrain rates",
     "unit": "unit-granularity guided",
 }
 _ORDER = tuple(ARM_LABELS)
@@ -44,7 +45,7 @@ def plot_metric_vs_size(result: Any, metric_label: str = "test accuracy (fractio
                 y = [c["mean"] for _, c in pts]
                 err = [[c["mean"] - c["lo"] if c["lo"] is not None else 0 for _, c in pts],
                        [c["hi"] - c["mean"] if c["hi"] is not None else 0 for _, c in pts]]
-                bold = arm in ("guided", "uniform")
+                bold = arm in ("guided", "uniform", "permuted")
                 ax.errorbar(x, y, yerr=err, marker="o", ms=4, capsize=3, color=style.color(i),
                             lw=2.2 if bold else 1.2, ls="-" if bold else "--", label=ARM_LABELS.get(arm, arm))
             ax.set_xscale("log", base=2)
@@ -58,8 +59,8 @@ def plot_metric_vs_size(result: Any, metric_label: str = "test accuracy (fractio
 
 
 def plot_site_rates(result: Any, save: str | os.PathLike | None = None) -> Figure:
-    """Bars of the guided, reversed and uniform rate at every site, and the site's Fisher score
-    (log scale) on a second panel."""
+    """Bars of the guided, reversed, uniform (guided's mean) and pretrain rate at every site, and the
+    site's Fisher score (log scale) on a second panel."""
     from landscape.util.results import as_dict  # deferred: `import figures` stays free of torch
 
     res = as_dict(result)
@@ -68,15 +69,18 @@ def plot_site_rates(result: Any, save: str | os.PathLike | None = None) -> Figur
     with style.context():
         fig = style.new_figure(max(6.0, 0.55 * len(sites) + 2), 5.5)
         top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[2, 1])
-        width = 0.27
-        arms = (("guided", "guided"), ("reversed", "reversed control"), ("uniform", "uniform"))
+        width = 0.2
+        arms = (("guided", "guided"), ("reversed", "reversed control"), ("uniform", "uniform at guided's mean"),
+                ("pretrain", "pretrain"))
         for j, (key, label) in enumerate(arms):
-            vals = [rates[key].get(s, 0.0) for s in sites]
-            top.bar([i + (j - 1) * width for i in range(len(sites))], vals, width, label=label, color=style.color(j))
+            vals = [rates.get(key, {}).get(s, 0.0) for s in sites]
+            top.bar([i + (j - 1.5) * width for i in range(len(sites))], vals, width, label=label,
+                    color=style.color(j))
         top.set_ylabel("dropout rate p")
         top.set_title(f"rates per site ({rates.get('mapping', '')}, p from {rates.get('p_max')} to "
                       f"{rates.get('p_min')})")
-        top.legend(fontsize=8)
+        top.set_ylim(0, 1.4 * max([max(rates.get(k, {}).values(), default=0.0) for k, _ in arms] + [1e-3]))
+        top.legend(fontsize=8, ncol=2, loc="upper center")
         bottom.bar(range(len(sites)), [rates["scores"][s] for s in sites], color=style.color(7))
         bottom.set_yscale("log")
         bottom.set_ylabel(f"site score\n({rates.get('score_method', '')})")

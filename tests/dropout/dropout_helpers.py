@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -81,3 +82,26 @@ def token_batches(n_batches: int = 2, batch: int = 8, seq: int = 24, seed: int =
         ids[-1, seq // 2:] = 0
         out.append({"input_ids": ids, "attention_mask": am})
     return out
+
+
+def write_labelled(path: Path, n: int, seed: int = 0, labels=("a", "b", "c"), pair: bool = False) -> Path:
+    """Rows whose label is readable from the words (class k uses words w{k}, w{k+3}, ...)."""
+    r = random.Random(seed)
+    rows = []
+    for i in range(n):
+        y = i % len(labels)
+        words = [f"w{r.randrange(y, VOCAB - len(SPECIALS), len(labels))}" for _ in range(r.randint(4, 9))]
+        row = {"text": " ".join(words), "label": labels[y]}
+        if pair:
+            row["text_pair"] = " ".join(reversed(words))
+        rows.append(row)
+    if path.suffix == ".jsonl":
+        path.write_text("\n".join(json.dumps(x) for x in rows) + "\n")
+    else:
+        import csv
+
+        with open(path, "w", newline="") as fh:
+            w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+            w.writeheader()
+            w.writerows(rows)
+    return path

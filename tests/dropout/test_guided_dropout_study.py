@@ -8,36 +8,13 @@ import random
 from pathlib import Path
 
 import pytest
-from dropout_helpers import SPECIALS, VOCAB, make_model, make_tokenizer, save_checkpoint, texts
+from dropout_helpers import VOCAB, make_model, make_tokenizer, save_checkpoint, texts, write_labelled
 
 from analyses.cli import main
-from analyses.guided_dropout import ARMS, GuidedDropoutConfig, run, stats, tasks
+from analyses.guided_dropout import DEFAULT_ARMS, GuidedDropoutConfig, run, tasks
 
 TINY = dict(sizes=(8, 12), seeds=(0, 1), epochs=1, min_steps=2, batch_size=4, fisher_examples=6, fisher_batch_size=3,
             max_length=16, progress=False)
-
-
-def write_labelled(path: Path, n: int, seed: int = 0, labels=("a", "b", "c"), pair: bool = False) -> Path:
-    """Rows whose label is readable from the words (class k uses words w{k}, w{k+3}, ...)."""
-    r = random.Random(seed)
-    rows = []
-    for i in range(n):
-        y = i % len(labels)
-        words = [f"w{r.randrange(y, VOCAB - len(SPECIALS), len(labels))}" for _ in range(r.randint(4, 9))]
-        row = {"text": " ".join(words), "label": labels[y]}
-        if pair:
-            row["text_pair"] = " ".join(reversed(words))
-        rows.append(row)
-    if path.suffix == ".jsonl":
-        path.write_text("\n".join(json.dumps(x) for x in rows) + "\n")
-    else:
-        import csv
-
-        with open(path, "w", newline="") as fh:
-            w = csv.DictWriter(fh, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(rows)
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -64,24 +41,33 @@ def test_study_writes_every_promised_file(study):
               "figures/metric_vs_size.png", "figures/site_rates.png"):
         assert (out / f).is_file() and (out / f).stat().st_size > 0, f
     runs = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]
-    assert len(runs) == len(ARMS) * 2 * 2
-    assert {(r["arm"], r["size"], r["seed"]) for r in runs} == {(a, s, d) for a in ARMS for s in (8, 12) for d in (0, 1)}
-    assert all(len(r["epochs"]) == r["epochs_run"] and "val_acc" in r["epochs"][0] for r in runs)
+    assert len(runs) == len(DEFAULT_ARMS) * 2 * 2
+    assert {(r["arm"], r["size"], r["seed"]) for r in runs} == {(a, s, d) for a in DEFAULT_ARMS for s in (8, 12)
+                                                                 for d in (0, 1)}
+    # the paper recipe: fixed epochs, the final model, no validation set
+    assert all(len(r["epochs"]) == r["epochs_run"] == r["best_epoch"] and r["n_val"] == 0 for r in runs)
     res = json.loads((out / "result.json").read_text())
     cell = res["summary"]["train"]["12"]
-    assert set(cell["arms"]) == set(ARMS) and cell["arms"]["guided"]["n"] == 2
-    assert {"guided-uniform", "guided-permuted", "guided-reversed"} <= set(cell["paired"])
-    assert set(res["verdicts"]["train"]) == {"beats_uniform", "beats_permuted", "beats_reversed"}
+    assert set(cell["arms"]) == set(DEFAULT_ARMS) and cell["arms"]["guided"]["n"] == 2
+    assert {"guided-uniform", "guided-permuted", "guided-reversed", "guided-pretrain"} <= set(cell["paired"])
+    assert cell["paired"]["guided-uniform"]["primary"] and not cell["paired"]["guided-reversed"]["primary"]
+    assert cell["paired"]["guided-uniform"]["p_holm"] is None or cell["paired"]["guided-uniform"]["p_holm"] >= \
+        cell["paired"]["guided-uniform"]["p_t"]
+    assert set(res["verdicts"]["train"]) == {"guided-uniform", "guided-permuted"}
+    assert set(res["arms"]) == set(DEFAULT_ARMS) and res["power"]["n_seeds"] == 2
     assert 1 <= res["fisher"]["n_examples"] <= 6 and res["fisher"]["convergence"]["n"][-1] >= res["fisher"]["n_examples"]
-    assert res["fisher"]["site_rank_split_half"]["n_half"] >= 1
+    half = res["fisher"]["split_half"]
+    assert not set(half["halves"][0]) & set(half["halves"][1]) and sum(half["n_examples"]) == res["fisher"]["n_examples"]
     assert sorted(res["rates"]["reversed"].values()) == pytest.approx(sorted(res["rates"]["guided"].values()))
     from figures.dropout import plot_metric_vs_size, plot_site_rates  # re-drawn from result.json alone
 
     fig = plot_metric_vs_size(out)
-    assert len(fig.axes) == 1 and len(fig.axes[0].lines) >= len(ARMS)
+    assert len(fig.axes) == 1 and len(fig.axes[0].lines) >= len(DEFAULT_ARMS)
     assert len(plot_site_rates(out / "result.json").axes) == 2
     report = (out / "report.md").read_text()
-    assert "## Verdict" in report and "Does guided dropout beat uniform?" in report and "| guided |" in report
+    assert "## Answers" in report and "guided − uniform at guided's mean rate" in report and "| guided |" in report
+    assert "## Arms" in report and "Power: with 2 seeds" in report and "swap order between the halves" in report
+    assert "with 5 seeds" not in report
 
 
 def test_arms_are_paired_and_differ_only_by_their_regularizer(study):
@@ -89,10 +75,12 @@ def test_arms_are_paired_and_differ_only_by_their_regularizer(study):
     by = {(r["arm"], r["size"], r["seed"]): r for r in result.runs}
     for size in (8, 12):
         for seed in (0, 1):
-            assert len({by[(a, size, seed)]["n_train"] for a in ARMS}) == 1
-    # the tiny checkpoint's own rates are 0.1 everywhere, so 'uniform' is the checkpoint's and differs from 'none'
-    assert result.rates["uniform_source"] == "checkpoint"
-    assert any(by[("none", 12, s)]["test_loss"] != by[("uniform", 12, s)]["test_loss"] for s in (0, 1))
+            assert len({by[(a, size, seed)]["n_train"] for a in DEFAULT_ARMS}) == 1
+    # the tiny checkpoint's own rates are 0.1 everywhere: the pretrain arm reads them; uniform is guided's mean
+    assert result.rates["pretrain_source"] == "checkpoint" and set(result.rates["pretrain"].values()) == {0.1}
+    mean = sum(result.rates["guided"].values()) / len(result.rates["guided"])
+    assert list(result.rates["uniform"].values()) == pytest.approx([mean] * len(result.rates["guided"])) and mean < 0.1
+    assert any(by[("pretrain", 12, s)]["test_loss"] != by[("uniform", 12, s)]["test_loss"] for s in (0, 1))
 
 
 def test_same_seed_gives_the_same_numbers_and_resume_skips_finished_runs(setup, study):
@@ -109,37 +97,36 @@ def test_same_seed_gives_the_same_numbers_and_resume_skips_finished_runs(setup, 
     assert {key(r): (r["test_acc"], r["test_loss"], r["epochs"]) for r in resumed.runs} == a
 
 
-def test_builtin_tasks_are_balanced_and_disjoint():
+def test_builtin_tasks_are_balanced_and_split_by_module():
     r = random.Random(0)
-    docs = [(f"pkg{p}/mod{m}.py", f"docstring {p} {m} {i} " + "x" * r.randrange(40, 60))
-            for p in range(10) for m in range(3) for i in range(20 + 5 * p)]
+    from landscape.models.corpus import Document
+
+    docs = [Document(f"pkg{p}.mod{m}", f"docstring {p} {m} {i} " + "x" * r.randrange(40, 60))
+            for p in range(10) for m in range(6) for i in range(10 + 3 * p)]
+    docs += [Document("single", f"a top-level module's docstring {i} " + "y" * 40) for i in range(300)]
     t = tasks.topic_task(n_classes=8, n_test=160, docs=docs)
     assert t.classes == sorted(f"pkg{p}" for p in range(2, 10))  # the eight largest packages
     counts = [sum(1 for e in t.test if e[2] == y) for y in range(8)]
     assert counts == [20] * 8 and len({sum(1 for e in t.pool if e[2] == y) for y in range(8)}) == 1
     assert not {e[0] for e in t.pool} & {e[0] for e in t.test}
+    module = {d.text: d.module for d in docs}
+    assert [module[e[0]] for e in t.pool] == t.pool_groups and [module[e[0]] for e in t.test] == t.test_groups
+    assert t.pool_groups and not set(t.pool_groups) & set(t.test_groups)  # no module feeds both sides
     s = tasks.same_module_task(n_test=100, n_pool=200, docs=docs)
     assert sum(e[2] for e in s.test) == 50 and s.pair
     assert not {e[0] for e in s.pool} & ({e[0] for e in s.test} | {e[1] for e in s.test})
 
 
+def test_the_stdlib_topic_task_shares_no_module_between_pool_and_test():
+    t = tasks.topic_task()
+    assert len(t.test) == 800 and len(t.pool) >= 8 * 40
+    assert not set(t.pool_groups) & set(t.test_groups)
+    assert len(set(t.pool_groups)) >= 8 and len(set(t.test_groups)) >= 8
+
+
 def test_pair_jsonl_task_loads(tmp_path):
     t = tasks.file_task(write_labelled(tmp_path / "p.jsonl", 40, pair=True))
     assert t.pair and t.classes == ["a", "b", "c"] and len(t.pool) + len(t.test) == 40
-
-
-def test_paired_statistics_by_hand():
-    a, b = [0.80, 0.82, 0.79, 0.85, 0.81], [0.78, 0.80, 0.79, 0.80, 0.80]
-    p = stats.paired(a, b)
-    from scipy import stats as ss
-
-    assert p["mean"] == pytest.approx(0.02) and p["p_t"] == pytest.approx(ss.ttest_rel(a, b).pvalue)
-    assert p["wins"] == 4 and p["losses"] == 0 and p["lo"] < 0.02 < p["hi"]
-    runs = [{"task": "t", "size": 8, "seed": s, "arm": arm, "test_acc": v}
-            for arm, vals in (("guided", [0.9, 0.91, 0.92, 0.93, 0.9]), ("uniform", [0.8, 0.8, 0.81, 0.8, 0.79]))
-            for s, v in enumerate(vals)]
-    v = stats.verdict(stats.summarize(runs))["t"]["beats_uniform"]
-    assert v["sizes_better"] == ["8"] and v["sentence"].startswith("Does guided dropout beat uniform? Yes")
 
 
 # ----------------------------------------------------------------------------- bad input, one line each
@@ -214,7 +201,7 @@ def test_study_cli_runs_at_tiny_settings(setup, tmp_path, capsys):
             "--arms", "none", "uniform", "guided", "--out", str(tmp_path / "o"), "--no-progress"]
     assert main(argv) == 0
     text = capsys.readouterr().out
-    assert "| guided |" in text and "Does guided dropout beat uniform?" in text
+    assert "| guided |" in text and "Does placement by Fisher beat" in text and "Power: with 2 seeds" in text
     assert json.loads((tmp_path / "o" / "result.json").read_text())["config"]["arms"] == ["none", "uniform", "guided"]
 
 
@@ -225,12 +212,29 @@ def test_train_and_validation_splits_hold_every_class(size):
     from analyses.guided_dropout.grid import sample_split
 
     labels = torch.arange(8).repeat_interleave(40)
-    tr, va = sample_split(labels, size, seed=3, val_fraction=0.25)
-    assert len(tr) + len(va) == size and not set(tr) & set(va)
-    assert abs(len(va) - 0.25 * size) <= 8 * 0.5 + 1
-    if size >= 16:
-        assert set(labels[tr].tolist()) == set(range(8)) == set(labels[va].tolist())
-    assert sample_split(labels, size, 3, 0.25) == (tr, va) and sample_split(labels, size, 4, 0.25) != (tr, va)
+    tr, va = sample_split(labels, size, seed=3, n_val=64)
+    assert len(tr) == size and len(va) == 64 and not set(tr) & set(va)
+    assert set(labels[va].tolist()) == set(range(8)) and set(labels[va].bincount().tolist()) == {8}
+    if size >= 8:
+        assert set(labels[tr].tolist()) == set(range(8))
+    assert sample_split(labels, size, 3, 64) == (tr, va) and sample_split(labels, size, 4, 64) != (tr, va)
+    assert sample_split(labels, size, 3)[0] == tr  # the training sample does not depend on the validation set
+    with pytest.raises(ValueError, match="val-size"):
+        sample_split(labels, 300, 3, 64)
+
+
+def test_select_recipe_chooses_the_epoch_on_its_validation_set(setup, tmp_path):
+    cfg = GuidedDropoutConfig(checkpoint=str(setup / "ckpt"), out=str(tmp_path / "sel"), data=str(setup / "train.csv"),
+                              test_data=str(setup / "test.csv"), fisher_texts=str(setup / "heldout.txt"),
+                              **{**TINY, "sizes": (8,), "seeds": (0,), "epochs": 3}, recipe="select", val_size=6,
+                              arms=("guided", "uniform", "permuted"))
+    res = run(cfg)
+    for r in res.runs:
+        assert r["n_val"] == 6 and r["n_train"] == 8 and all("val_acc" in e for e in r["epochs"])
+        best = max(r["epochs"], key=lambda e: (e["val_acc"], -e["val_loss"], -e["epoch"]))
+        assert r["best_epoch"] == best["epoch"] and r["lr"] == pytest.approx(1e-3) and r["batch_size"] == 4
+    assert "Recipe `select`" in (tmp_path / "sel" / "report.md").read_text()
+    assert "fewer than 64: too few to choose an epoch" in (tmp_path / "sel" / "report.md").read_text()
 
 
 def test_fisher_weights_share_one_global_scale():
