@@ -15,6 +15,10 @@ Built in:
   largest ‖Hx‖ of the orthonormal start block (k extra products).
 * ``"power"``: deflated power iteration with PyHessian's stopping rule (relative change of the
   Rayleigh quotient < tol), shifted by the dominant eigenvalue for largest/smallest when needed.
+
+Lanczos and power iteration take inner products through the operator's vector space
+(:mod:`landscape.curvature.base`), so they run on vectors sliced across processes; ARPACK and
+LOBPCG (scipy) need whole vectors and refuse such an operator.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from landscape.curvature.base import CurvatureOperator, flat_draw, flat_matmat, flat_matvec, to_scipy
+from landscape.curvature.base import CurvatureOperator, flat_draw, flat_matmat, flat_matvec, inner, norm, to_scipy
 from landscape.curvature.base import block_size as operator_block_size
 from landscape.curvature.lanczos import lanczos, ritz_pairs
 from landscape.vectors import Vector
@@ -128,6 +132,7 @@ def _lobpcg_solver(op: CurvatureOperator, pb: EigenProblem) -> tuple[np.ndarray,
 
     if pb.which == "magnitude":
         raise ValueError("method='lobpcg' finds the largest or smallest eigenvalues, not which='magnitude'.")
+    scipy_op = to_scipy(op, pb.block(op))  # first: it refuses sliced vectors before any product
     starts = [pb.start(op, j) for j in range(pb.k)]
     like, block = starts[0], pb.block(op)
     x = torch.linalg.qr(torch.stack([s.double().cpu() for s in starts], 1))[0]
@@ -135,7 +140,7 @@ def _lobpcg_solver(op: CurvatureOperator, pb: EigenProblem) -> tuple[np.ndarray,
     max_iter = pb.max_iter or 100
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        vals, vecs = lobpcg(to_scipy(op, block), x.numpy(), tol=pb.tol * max(scale, 1e-300), maxiter=max_iter,
+        vals, vecs = lobpcg(scipy_op, x.numpy(), tol=pb.tol * max(scale, 1e-300), maxiter=max_iter,
                             largest=pb.which == "largest")
     converged = not any("not reaching the requested tolerance" in str(w.message) for w in caught)
     if not converged:
@@ -152,15 +157,15 @@ def _power_run(op: CurvatureOperator, pb: EigenProblem, k: int, shift: float) ->
     bar = tqdm(total=k * max_iter, desc="power iteration", disable=None if pb.progress else True, leave=False)
     for j in range(k):
         v = pb.start(op, j)
-        v = v / torch.linalg.vector_norm(v)
+        v = v / norm(op, v)
         eig, done = 0.0, False
         for it in range(max_iter):
             for u in vecs:  # deflation: orthogonalize against found eigenvectors
-                v = v - torch.dot(v, u) * u
-            v = v / torch.linalg.vector_norm(v)
+                v = v - inner(op, v, u) * u
+            v = v / norm(op, v)
             hv = flat_matvec(op, v).to(v.dtype) + shift * v
-            new = float(torch.dot(hv, v))
-            v = hv / torch.linalg.vector_norm(hv)
+            new = inner(op, hv, v)
+            v = hv / norm(op, hv)
             bar.update(1)
             done = it > 0 and abs(eig - new) / (abs(eig) + 1e-6) < pb.tol  # PyHessian's rule
             eig = new

@@ -1,6 +1,8 @@
 """Stochastic curvature estimators over any operator: trace (Hutchinson, Hutch++) and spectral
 density (stochastic Lanczos quadrature), applying the operator to blocks of probes through
-``matmat`` where the operator has one (:mod:`landscape.curvature.base`'s flat adapters).
+``matmat`` where the operator has one (:mod:`landscape.curvature.base`'s flat adapters). Sums over
+coordinates go through the operator's vector space (:func:`~landscape.curvature.base.allsum`), so
+the estimators run on vectors sliced across processes too.
 """
 
 from __future__ import annotations
@@ -14,7 +16,15 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from landscape.curvature.base import CurvatureOperator, curvature_meta, flat_draw, flat_matmat
+from landscape.curvature.base import (
+    CurvatureOperator,
+    allsum,
+    curvature_meta,
+    flat_draw,
+    flat_matmat,
+    gram,
+    orthonormalize,
+)
 from landscape.curvature.base import block_size as operator_block_size
 from landscape.curvature.lanczos import lanczos_runs, ritz_pairs
 from landscape.util.results import JsonResult
@@ -75,7 +85,7 @@ def trace(
         for j0 in range(0, num_matvecs, block):
             z = torch.stack([flat_draw(op, seed + j, "rademacher") for j in range(j0, min(j0 + block, num_matvecs))], 1)
             hz = flat_matmat(op, z, block)
-            samples.extend((hz.double() * z.double()).sum(0).tolist())
+            samples.extend(allsum(op, (hz.double() * z.double()).sum(0)).tolist())
             bar.update(z.shape[1])
         bar.close()
         est, exact = float(np.mean(samples)), 0.0
@@ -83,20 +93,21 @@ def trace(
         s = num_matvecs // 3
         bar = tqdm(total=3 * s, desc="hutch++", disable=disable, leave=False)
 
+        like = flat_draw(op, seed, "rademacher")
+
         def apply(x: Tensor) -> Tensor:  # [dim, s] float64 → H x, float64
-            like = flat_draw(op, 0, "rademacher")
             out = flat_matmat(op, x.to(dtype=like.dtype, device=like.device), block).double()
             bar.update(x.shape[1])
             return out
 
         sketch = torch.stack([flat_draw(op, seed + j, "rademacher").double() for j in range(s)], 1)
-        q, _ = torch.linalg.qr(apply(sketch))  # [dim, s]
-        exact = float((q * apply(q)).sum())
+        q = orthonormalize(op, apply(sketch))  # [dim, s]
+        exact = float(allsum(op, (q * apply(q)).sum().reshape(1))[0])
         g = torch.stack([flat_draw(op, seed + s + j, "rademacher").double() for j in range(s)], 1)
-        g = g - q @ (q.T @ g)
+        g = g - q @ gram(op, q.T, g)
         hg = apply(g)
-        hg = hg - q @ (q.T @ hg)
-        samples = (g * hg).sum(0).tolist()
+        hg = hg - q @ gram(op, q.T, hg)
+        samples = allsum(op, (g * hg).sum(0)).tolist()
         bar.close()
         est = exact + float(np.mean(samples))
     # one residual probe (hutch++ with 3-5 matvecs) gives no spread: no error estimate (nan), no numpy warning
