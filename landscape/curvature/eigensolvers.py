@@ -38,7 +38,7 @@ from landscape.curvature.base import block_size as operator_block_size
 from landscape.curvature.lanczos import lanczos, ritz_pairs
 from landscape.vectors import Vector
 
-__all__ = ["EigenProblem", "EigenSolver", "EIGENSOLVERS", "register_eigensolver", "wanted", "Which"]
+__all__ = ["EigenProblem", "EigenSolver", "EIGENSOLVERS", "register_eigensolver", "wanted", "ritz_converged", "Which"]
 
 Which = Literal["largest", "smallest", "magnitude"]
 
@@ -92,6 +92,19 @@ def wanted(values: np.ndarray, k: int, which: Which) -> np.ndarray:
     return idx[:k]
 
 
+def ritz_converged(theta: np.ndarray, residuals: np.ndarray, k: int, which: Which, tol: float) -> bool:
+    """Whether the k wanted Ritz values ``theta`` ``[m]`` meet the a-posteriori bound
+    min(r, r²/gap) ≤ tol·|θ| (r = ``residuals``, ‖Hy − θy‖ = β·|sₘ|; gap to the nearest other Ritz value)."""
+    if len(theta) < k + 1:
+        return False
+    for i in wanted(theta, k, which):
+        others = np.delete(theta, i)
+        gap = np.min(np.abs(others - theta[i])) if len(others) else np.inf
+        if min(residuals[i], residuals[i] ** 2 / max(gap, 1e-300)) > tol * max(abs(theta[i]), 1e-12):
+            return False
+    return True
+
+
 def _lanczos_solver(op: CurvatureOperator, pb: EigenProblem) -> tuple[np.ndarray, list[Vector], bool]:
     steps = int(min(op.dim, pb.max_iter or max(100, 4 * pb.k)))
 
@@ -99,13 +112,7 @@ def _lanczos_solver(op: CurvatureOperator, pb: EigenProblem) -> tuple[np.ndarray
         if len(alpha) < pb.k + 1:
             return False
         theta, s = ritz_pairs(alpha, beta)
-        res = abs(beta[-1] * s[-1, :])
-        for i in wanted(theta, pb.k, pb.which):
-            others = np.delete(theta, i)
-            gap = np.min(np.abs(others - theta[i])) if len(others) else np.inf
-            if min(res[i], res[i] ** 2 / max(gap, 1e-300)) > pb.tol * max(abs(theta[i]), 1e-12):
-                return False
-        return True
+        return ritz_converged(theta, abs(beta[-1] * s[-1, :]), pb.k, pb.which, pb.tol)
 
     alpha, beta, basis = lanczos(op, pb.start(op), steps, stop=bounds, progress=pb.progress, desc="top eigenvalues")
     theta, s = ritz_pairs(alpha, beta)

@@ -126,6 +126,10 @@ class DensityResult(JsonResult):
     """Stochastic Lanczos quadrature: per run, Ritz ``nodes`` θ and ``weights`` τ (summing to 1),
     and the Gaussian-smoothed density φ(t) = (1/R) Σᵣ Σⱼ τᵣⱼ N(t; θᵣⱼ, σ²) on ``grid``.
 
+    ``residuals``: per run, each Ritz pair's residual norm ‖Hy − θy‖ = β_m·|s_mj| ``[m]``, so the
+    runs' largest Ritz values serve as top-eigenvalue estimates with the Lanczos bound
+    (:func:`~landscape.curvature.eigensolvers.ritz_converged`).
+
     ``meta``: nested: ``model``, ``settings`` (num_runs, lanczos_steps, sigma, num_grid, seed,
     block_size), ``versions``, ``operator`` and ``n_matvecs``.
     """
@@ -138,6 +142,7 @@ class DensityResult(JsonResult):
     n_matvecs: int
     seed: int
     meta: dict[str, Any] = field(default_factory=dict)
+    residuals: list[np.ndarray] = field(default_factory=list)
 
     def moment(self, p: int = 1) -> float:
         """Σ τ θᵖ averaged over runs: an estimate of tr(Hᵖ)/dim."""
@@ -163,7 +168,7 @@ def spectral_density(
     if num_runs < 1 or lanczos_steps < 1:
         raise ValueError(f"num_runs and lanczos_steps must be ≥ 1, got {num_runs}, {lanczos_steps}.")
     start, sigma_arg = op.n_matvecs, sigma
-    nodes, weights = [], []
+    nodes, weights, residuals = [], [], []
     block = operator_block_size(op, block_size)
     bar = tqdm(total=num_runs, desc="density (SLQ runs)", disable=None if progress else True)
     for r0 in range(0, num_runs, block):
@@ -173,6 +178,7 @@ def spectral_density(
             theta, s = ritz_pairs(alpha, beta)
             nodes.append(theta)
             weights.append(s[0, :] ** 2)
+            residuals.append(np.abs(beta[len(alpha) - 1] * s[-1, :]))
         bar.update(len(group))
     bar.close()
     lo = min(float(n.min()) for n in nodes)
@@ -190,4 +196,4 @@ def spectral_density(
     settings = {"num_runs": int(num_runs), "lanczos_steps": int(min(lanczos_steps, op.dim)), "sigma": sigma_arg,
                 "num_grid": int(num_grid), "seed": int(seed), "block_size": block_size}
     return DensityResult(nodes, weights, grid, density, float(sigma), n, int(seed),
-                         curvature_meta(op, settings, n_matvecs=n, block=block))
+                         curvature_meta(op, settings, n_matvecs=n, block=block), residuals)
