@@ -180,10 +180,12 @@ def _start(model: nn.Module, objective: Objective, data: Iterable[Any], dirs_in:
         "model_fingerprint": util.model_fingerprint(model), "directions": [tensors_fingerprint(d) for d in dirs],
         "data": data_fingerprint(ev.prepared), "objective": objective.describe(), "metrics": list(result.metrics),
     }
-    result.meta.update(result_meta(
-        model, settings.describe(), identity=identity, directions=[dict(getattr(d, "meta", {}) or {}) for d in dirs_in],
+    model_meta = {"class": type(model).__name__, "fingerprint": identity["model_fingerprint"],
+                  "weights": identity["model_weights"]}  # result_meta(model) would hash the weights again
+    result.meta.update({"model": model_meta, **result_meta(
+        None, settings.describe(), identity=identity, directions=[dict(getattr(d, "meta", {}) or {}) for d in dirs_in],
         n_examples=ev.n_examples, n_terms=ev.n_terms, world_size=ctx.world_size,
-        setting="theta0 + sum_i c_i d_i from a saved theta0 (foreach copy + add)"))
+        setting="theta0 + sum_i c_i d_i from a saved theta0 (foreach copy + add)")})
     return _Scan(ev, dirs, ctx, save_to, CompiledForward(ev, settings.compile))
 
 
@@ -351,7 +353,6 @@ def _gather(result: _GridResult, ctx: util.DistContext) -> _GridResult:
         per_rank.append(int(part["computed"]))
     result.meta["points_per_rank"] = per_rank
     return result
-
 
 
 def scan_1d(model: nn.Module, objective: Objective, data: Iterable[Any], d: Mapping[str, Tensor],  # noqa: PLR0913
