@@ -177,6 +177,26 @@ class _Follower:
         """Rank 0 writes."""
 
 
+#: one product through a block's kept first-backward graph, plus its share of the block's setup, in
+#: gradients of the whole model (measured on the default model, 4×64 tokens: see BENCHMARKS.md)
+PRODUCT_GRADIENTS = 2.0
+
+
+def block_products(cfg: BlockSpectraConfig) -> int:
+    """Products per block: Hutch++ (``trace_matvecs`` rounded down to 3s) and the SLQ runs."""
+    return cfg.trace_matvecs // 3 * 3 + cfg.density_runs * max(cfg.lanczos_steps, cfg.eig_max_iter)
+
+
+def announce_estimate(cfg: BlockSpectraConfig, target: Target, n_blocks: int) -> str:
+    """Time one gradient on the data (weights, modes and RNG untouched) and print the estimated time:
+    ``n_blocks · block_products · PRODUCT_GRADIENTS`` gradients (blocks smaller than the products are
+    counted in full, so small models finish early)."""
+    from analyses.cli.eta import announce, time_gradient
+
+    unit_s = time_gradient(target.model, target.objective, target.data)
+    return announce(n_blocks * block_products(cfg) * PRODUCT_GRADIENTS, unit_s, "gradients")
+
+
 def _load(cfg: BlockSpectraConfig) -> Target:
     texts = cfg.texts
     if texts is None and cfg.checkpoint not in ("", "default"):
@@ -204,6 +224,10 @@ def run(config: BlockSpectraConfig | None = None, target: Target | None = None) 
     settings = block_spectra_settings(cfg, target)
     parts: Resume | _Follower
     parts = Resume(out, settings, cfg.resume) if ctx.is_main else _Follower(out, settings, cfg.resume)
+    if cfg.progress and ctx.is_main:
+        todo = [b for b in transformer_blocks(target.model) if parts.get(f"block_{b}") is None]
+        if todo:
+            announce_estimate(cfg, target, len(todo))
     with preserved(target.model) as state:
         blocks = _blocks(cfg, target, parts, ctx.active)
     names = list(blocks)
