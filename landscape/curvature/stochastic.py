@@ -92,7 +92,6 @@ def trace(
     else:
         s = num_matvecs // 3
         bar = tqdm(total=3 * s, desc="hutch++", disable=disable, leave=False)
-
         like = flat_draw(op, seed, "rademacher")
 
         def apply(x: Tensor) -> Tensor:  # [dim, s] float64 → H x, float64
