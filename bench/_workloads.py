@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import statistics
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -25,3 +27,27 @@ def gradient_fn(model: nn.Module, objective: Any, batch: Any, run: nn.Module | N
             torch.autograd.grad(s, params)
 
     return grad
+
+
+def random_mlm_batch(vocab_size: int, sequences: int, seq_len: int, quick: bool) -> tuple[list[dict], Any]:
+    """One batch of random token ids ``[sequences, seq_len]`` (CLS ... SEP, ids ≥ 1000 unless ``quick``)
+    and BERT's ``MaskedLM`` objective (mask id 103, special ids 0/100-103), seeded: the scale workloads."""
+    from landscape import objectives
+
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(1000 if not quick else 5, vocab_size, (sequences, seq_len), generator=g)
+    ids[:, 0], ids[:, -1] = 101, 102
+    data = [{"input_ids": ids, "attention_mask": torch.ones_like(ids)}]
+    obj = objectives.MaskedLM(mask_prob=0.15, seed=0, mask_token_id=103, special_token_ids=[0, 100, 101, 102, 103])
+    return data, obj
+
+
+def median_time(fn: Callable[[], Any], repeats: int) -> float:
+    """Median seconds of ``repeats`` calls of ``fn`` after one untimed warm-up call."""
+    fn()
+    runs = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        runs.append(time.perf_counter() - t0)
+    return statistics.median(runs)

@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-from _workloads import gradient_fn  # noqa: E402
+from _workloads import gradient_fn, random_mlm_batch  # noqa: E402
 
 
 def sync() -> None:
@@ -55,17 +55,11 @@ def timed(fn, repeats: int) -> tuple[float, list[float]]:
 def build(quick: bool, sequences: int, seq_len: int):
     from transformers import BertConfig, BertForMaskedLM
 
-    from landscape import objectives
-
     torch.manual_seed(0)
     cfg = (BertConfig(vocab_size=2000, hidden_size=128, num_hidden_layers=2, num_attention_heads=2,
                       intermediate_size=512) if quick else BertConfig())
     model = BertForMaskedLM(cfg).cuda().eval()
-    g = torch.Generator().manual_seed(0)
-    ids = torch.randint(1000 if not quick else 5, cfg.vocab_size, (sequences, seq_len), generator=g)
-    ids[:, 0], ids[:, -1] = 101, 102
-    data = [{"input_ids": ids, "attention_mask": torch.ones_like(ids)}]
-    obj = objectives.MaskedLM(mask_prob=0.15, seed=0, mask_token_id=103, special_token_ids=[0, 100, 101, 102, 103])
+    data, obj = random_mlm_batch(cfg.vocab_size, sequences, seq_len, quick)
     return model, obj, data
 
 

@@ -18,7 +18,6 @@ reset through ``clear_refs``). A peer that fails records its error as its row.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 import traceback
@@ -31,6 +30,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
+from _workloads import median_time  # noqa: E402
 
 
 def peak_rss_reset() -> None:
@@ -50,17 +50,6 @@ def peak_rss_mib() -> float:
     except OSError:
         pass
     return float("nan")
-
-
-def timed(fn: Callable[[], Any], repeats: int) -> float:
-    """Median seconds of ``repeats`` calls after one warm-up."""
-    fn()
-    runs = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        runs.append(time.perf_counter() - t0)
-    return statistics.median(runs)
 
 
 def setup(quick: bool) -> tuple[Any, dict[str, torch.Tensor], list[torch.Tensor]]:
@@ -131,7 +120,7 @@ def gradient_time(model: Any, batch: dict, params: list[torch.Tensor], repeats: 
     """Seconds per gradient of the HF loss (the floor the ratios divide by)."""
     def grad() -> None:
         torch.autograd.grad(model(**batch).loss, params, allow_unused=True)
-    return timed(grad, repeats)
+    return median_time(grad, repeats)
 
 
 def product_rows(model: Any, batch: dict, params: list[torch.Tensor], repeats: int) -> list[tuple[str, str]]:
@@ -152,7 +141,7 @@ def product_rows(model: Any, batch: dict, params: list[torch.Tensor], repeats: i
         base = peak_rss_mib()
         try:
             op = make()
-            t = timed(matvec_fn(lib, op, v), repeats)
+            t = median_time(matvec_fn(lib, op, v), repeats)
             rows.append((f"{lib} {method}: product / gradient", f"{t / t_grad:.2f} ({t * 1e3:.0f} ms, gradient "
                          f"{t_grad * 1e3:.0f} ms; peak RSS +{peak_rss_mib() - base:.0f} MiB)"))
         except Exception as exc:  # noqa: BLE001 - a failing peer is a row

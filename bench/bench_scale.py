@@ -30,7 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _report  # noqa: E402
-from _workloads import gradient_fn  # noqa: E402
+from _workloads import gradient_fn, random_mlm_batch  # noqa: E402
 
 import torch  # noqa: E402
 
@@ -50,16 +50,10 @@ def config(quick: bool):
 def setup(quick: bool, sequences: int, seq_len: int):
     from transformers import BertForMaskedLM
 
-    from landscape import objectives
-
     torch.manual_seed(0)
     cfg = config(quick)
     model = BertForMaskedLM(cfg).eval()
-    g = torch.Generator().manual_seed(0)
-    ids = torch.randint(1000 if not quick else 5, cfg.vocab_size, (sequences, seq_len), generator=g)
-    ids[:, 0], ids[:, -1] = 101, 102
-    data = [{"input_ids": ids, "attention_mask": torch.ones_like(ids)}]
-    obj = objectives.MaskedLM(mask_prob=0.15, seed=0, mask_token_id=103, special_token_ids=[0, 100, 101, 102, 103])
+    data, obj = random_mlm_batch(cfg.vocab_size, sequences, seq_len, quick)
     return model, obj, data
 
 

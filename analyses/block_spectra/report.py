@@ -56,9 +56,9 @@ def markdown(res: dict[str, Any], figure: str | None) -> str:
     cfg, het, meta = res["config"], res["heterogeneity"], res["meta"]
     lines = [f"# Block spectra of {meta.get('target', cfg.get('checkpoint'))}", "",
              f"Hessian of the loss on {cfg['examples']} held-out sequences, one diagonal block per row: top "
-             f"{cfg['top_k']} eigenvalues (Lanczos, at most {cfg['eig_max_iter']} matvecs, tol {cfg['eig_tol']}), "
+             f"{cfg['top_k']} eigenvalues (the Ritz values of the SLQ runs' Lanczos, tol {cfg['eig_tol']}), "
              f"Hutch++ trace from {cfg['trace_matvecs']} matvecs (± one standard error), SLQ density from "
-             f"{cfg['density_runs']} run(s) of {cfg['lanczos_steps']} Lanczos steps.", ""]
+             f"{cfg['density_runs']} run(s) of {max(cfg['lanczos_steps'], cfg['eig_max_iter'])} Lanczos steps.", ""]
     if het.get("js_mean") is not None:
         lines += [f"**Block heterogeneity** (Zhang et al., 2024): mean pairwise Jensen–Shannon divergence between "
                   f"the blocks' densities on one grid ({het.get('scale', 'raw')} scale, σ = {het['sigma']:.3g}) = "

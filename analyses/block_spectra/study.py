@@ -5,10 +5,11 @@ query, key, value or fused qkv, attention output, feed-forward in and out, Layer
 diagonal Hessian block H_bb (:class:`landscape.curvature.HessianOperator` with ``params=`` the
 block's :class:`~landscape.params.ParamSpace`) on ``examples`` held-out sequences gives:
 
-- the ``top_k`` largest eigenvalues (Lanczos, :func:`landscape.curvature.top_eigenvalues`);
-- tr(H_bb) by Hutch++ with its standard error (:func:`landscape.curvature.trace`), and tr/dim;
 - an SLQ density (:func:`landscape.curvature.spectral_density`: ``density_runs`` runs of
-  ``lanczos_steps`` steps; nodes and weights kept).
+  ``lanczos_steps`` steps; nodes and weights kept);
+- the ``top_k`` largest eigenvalues: the Ritz values of those same Lanczos runs (the best run's,
+  with the Lanczos convergence bound at ``eig_tol``; no separate eigensolver run);
+- tr(H_bb) by Hutch++ with its standard error (:func:`landscape.curvature.trace`), and tr/dim.
 
 Then the block heterogeneity (:mod:`analyses.block_spectra.heterogeneity`): pairwise Jensen–Shannon
 divergences (nats) between the blocks' densities on one common grid, and their mean.
@@ -23,11 +24,11 @@ from __future__ import annotations
 
 import json
 import time
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 from tqdm.auto import tqdm
 
 from analyses.block_spectra.blocks import ROLE_RULES, transformer_blocks
@@ -36,6 +37,7 @@ from analyses.cli.config_flags import CliArg
 from analyses.common import Target, heldout_texts, load_target
 from analyses.study import FolderResult, Resume, Study, TextSettings, register, result_settings, setting
 from landscape import curvature
+from landscape.curvature.eigensolvers import ritz_converged, wanted
 from landscape.params import ParamSpace, group_note
 from landscape.perturb import preserved
 from landscape.util import data_fingerprint, settings_fingerprint, weights_fingerprint
@@ -66,8 +68,8 @@ class BlockSpectraConfig(TextSettings):
     texts: list[str] | None = setting(None, "UTF-8 file of texts, one per line (default: the held-out stdlib "
                                       "docstrings)", cli=CliArg(type=str, metavar="FILE", convert=_texts_file))
     top_k: int = setting(3, "top eigenvalues per block (≥ 1)")
-    eig_max_iter: int = setting(8, "Lanczos matvecs at most for the top eigenvalues, per block (> top_k)",
-                                flag="--eig-iters")
+    eig_max_iter: int = setting(8, "Lanczos steps at least for the top eigenvalues (the SLQ runs take max(this, "
+                                "--lanczos-steps) steps; > top_k)", flag="--eig-iters")
     eig_tol: float = setting(1e-2, "relative tolerance of the top eigenvalues")
     trace_matvecs: int = setting(6, "Hutch++ matvecs per block (≥ 6, for a standard error)")
     density_runs: int = setting(2, "SLQ runs per block (≥ 1)")
@@ -119,27 +121,41 @@ class BlockSpectraResult(FolderResult):
     out: str = ""
 
 
-def block_spectrum(cfg: BlockSpectraConfig, target: Target, space: ParamSpace, distributed: bool) -> dict[str, Any]:
-    """Top-k eigenvalues, Hutch++ trace (± stderr) and SLQ nodes/weights of one Hessian block."""
+def top_from_density(dens: curvature.DensityResult, k: int, tol: float) -> tuple[list[float], bool]:
+    """The k largest Ritz values of the SLQ run whose largest Ritz value is largest (Ritz values are
+    lower bounds of λ₁, so that run's are the best), descending, and whether they meet the Lanczos
+    bound min(r, r²/gap) ≤ tol·|θ| (:func:`~landscape.curvature.eigensolvers.ritz_converged`)."""
+    best = max(range(len(dens.nodes)), key=lambda r: float(np.max(dens.nodes[r])))
+    theta, res = dens.nodes[best], dens.residuals[best]
+    top = sorted((float(t) for t in theta[wanted(theta, k, "largest")]), reverse=True)
+    return top, ritz_converged(theta, res, min(k, len(theta) - 1), "largest", tol) if len(theta) > 1 else True
+
+
+def block_spectrum(cfg: BlockSpectraConfig, target: Target, space: ParamSpace, distributed: bool,
+                   check: bool = True) -> dict[str, Any]:
+    """Top-k eigenvalues, Hutch++ trace (± stderr) and SLQ nodes/weights of one Hessian block.
+
+    The top eigenvalues come from the SLQ runs' own Lanczos (:func:`top_from_density`), so a block
+    costs ``trace_matvecs + density_runs·lanczos_steps`` products; with ``eig_max_iter`` larger
+    than ``lanczos_steps`` the runs take that many steps. ``check``: the operator's determinism check.
+    """
     t0 = time.perf_counter()
     op = curvature.HessianOperator(target.model, target.objective, target.data, params=space, mode=cfg.hvp_mode,
-                                   distributed=distributed)
-    k = min(cfg.top_k, op.dim)
-    with warnings.catch_warnings():  # a capped Lanczos run is expected; eig_converged records it
-        warnings.filterwarnings("ignore", message="Lanczos did not reach")
-        eig = curvature.top_eigenvalues(op, k=k, tol=cfg.eig_tol, max_iter=max(k, min(cfg.eig_max_iter, op.dim)),
-                                      seed=cfg.seed, progress=False)
+                                   distributed=distributed, check_determinism=check)
+    k = min(cfg.top_k, op.dim - 1) if op.dim > 1 else 1
+    steps = min(max(cfg.lanczos_steps, cfg.eig_max_iter), op.dim)
+    dens = curvature.spectral_density(op, num_runs=cfg.density_runs, lanczos_steps=steps, seed=cfg.seed,
+                                      progress=False)
+    top, converged = top_from_density(dens, k, cfg.eig_tol)
     tr = curvature.trace(op, num_matvecs=cfg.trace_matvecs, seed=cfg.seed, progress=False)
-    dens = curvature.spectral_density(op, num_runs=cfg.density_runs, lanczos_steps=min(cfg.lanczos_steps, op.dim),
-                                      seed=cfg.seed, progress=False)
     op.release_graph()
-    return {"tensors": list(space.names), "n_params": op.dim, "top_eigenvalues": [float(v) for v in eig.values],
-            "eig_converged": bool(eig.converged), "trace": float(tr.estimate),
+    return {"tensors": list(space.names), "n_params": op.dim, "top_eigenvalues": top,
+            "eig_converged": bool(converged), "trace": float(tr.estimate),
             "trace_stderr": finite_or_none(tr.stderr),
             "trace_per_param": float(tr.estimate) / op.dim,
             "density": {"nodes": [n.tolist() for n in dens.nodes], "weights": [w.tolist() for w in dens.weights],
                         "sigma": dens.sigma},
-            "n_matvecs": int(eig.n_matvecs + tr.n_matvecs + dens.n_matvecs), "seconds": time.perf_counter() - t0}
+            "n_matvecs": int(tr.n_matvecs + dens.n_matvecs), "seconds": time.perf_counter() - t0}
 
 
 class _Follower:
@@ -159,6 +175,26 @@ class _Follower:
 
     def put(self, key: str, data: Any) -> None:
         """Rank 0 writes."""
+
+
+#: one product through a block's kept first-backward graph, plus its share of the block's setup, in
+#: gradients of the whole model (measured on the default model, 4×64 tokens: see BENCHMARKS.md)
+PRODUCT_GRADIENTS = 2.0
+
+
+def block_products(cfg: BlockSpectraConfig) -> int:
+    """Products per block: Hutch++ (``trace_matvecs`` rounded down to 3s) and the SLQ runs."""
+    return cfg.trace_matvecs // 3 * 3 + cfg.density_runs * max(cfg.lanczos_steps, cfg.eig_max_iter)
+
+
+def announce_estimate(cfg: BlockSpectraConfig, target: Target, n_blocks: int) -> str:
+    """Time one gradient on the data (weights, modes and RNG untouched) and print the estimated time:
+    ``n_blocks · block_products · PRODUCT_GRADIENTS`` gradients (blocks smaller than the products are
+    counted in full, so small models finish early)."""
+    from analyses.cli.eta import announce, time_gradient
+
+    unit_s = time_gradient(target.model, target.objective, target.data)
+    return announce(n_blocks * block_products(cfg) * PRODUCT_GRADIENTS, unit_s, "gradients")
 
 
 def _load(cfg: BlockSpectraConfig) -> Target:
@@ -188,6 +224,10 @@ def run(config: BlockSpectraConfig | None = None, target: Target | None = None) 
     settings = block_spectra_settings(cfg, target)
     parts: Resume | _Follower
     parts = Resume(out, settings, cfg.resume) if ctx.is_main else _Follower(out, settings, cfg.resume)
+    if cfg.progress and ctx.is_main:
+        todo = [b for b in transformer_blocks(target.model) if parts.get(f"block_{b}") is None]
+        if todo:
+            announce_estimate(cfg, target, len(todo))
     with preserved(target.model) as state:
         blocks = _blocks(cfg, target, parts, ctx.active)
     names = list(blocks)
@@ -216,11 +256,13 @@ def _blocks(cfg: BlockSpectraConfig, target: Target, parts: Resume | _Follower,
     """Every block's spectrum, each reused from ``parts`` when resuming."""
     results: dict[str, dict[str, Any]] = {}
     bar = tqdm(transformer_blocks(target.model).items(), desc="block spectra", disable=not cfg.progress)
+    checked = False  # the determinism check (one extra forward) once per run, not per block
     for name, names in bar:
         bar.set_postfix_str(name)
         entry = parts.get(f"block_{name}")
         if entry is None:
-            entry = block_spectrum(cfg, target, ParamSpace.from_names(target.model, names), distributed)
+            entry = block_spectrum(cfg, target, ParamSpace.from_names(target.model, names), distributed, not checked)
+            checked = True
             parts.put(f"block_{name}", entry)
         results[name] = entry
     return results

@@ -4,7 +4,15 @@ An operator is anything with the :class:`CurvatureOperator` attributes: ``dim`` 
 ``n_matvecs`` (a counter), ``matvec(v)`` on dict vectors, ``zeros()``, ``randn(seed)``,
 ``rademacher(seed)`` and ``to_flat(v)`` / ``from_flat(x)`` between dict vectors and 1-D tensors
 ``[dim]``. Optional: ``matmat(vs)`` (k vectors at once, sharing work), ``block_size()`` (how many
-fit memory), ``model`` (recorded in results' ``meta``) and ``describe()``.
+fit memory), ``model`` (recorded in results' ``meta``), ``describe()``, ``meta(settings, **extra)``
+(a result's whole ``meta``, replacing :func:`curvature_meta`'s) and ``allsum(t)``.
+
+Vector space. A flat vector may be one process's *slice* of the operator's vectors (a model
+sharded across ``torchrun`` ranks): then the operator has ``allsum(t)``, which sums a tensor of
+per-slice partial sums over the slices (an all-reduce). Every inner product, norm and Gram matrix
+of the algorithms goes through :func:`inner`, :func:`norm`, :func:`gram` and
+:func:`orthonormalize`, which call it, so one Lanczos, Hutch++, Hutchinson and SLQ serve one
+process and shards alike. Without ``allsum`` they are the plain local products.
 
 The algorithms work on flat tensors through the adapters here (:func:`flat_matvec`,
 :func:`flat_matmat`, :func:`flat_draw`, :func:`block_size`), so an operator on any vector layout
@@ -29,7 +37,7 @@ if TYPE_CHECKING:
     from scipy.sparse.linalg import LinearOperator
 
 __all__ = ["CurvatureOperator", "OperatorBase", "flat_matvec", "flat_matmat", "flat_draw", "block_size", "to_scipy",
-           "curvature_meta", "Draw"]
+           "curvature_meta", "Draw", "is_sliced", "allsum", "inner", "norm", "gram", "orthonormalize"]
 
 Draw = Literal["randn", "rademacher"]
 
@@ -83,12 +91,67 @@ def flat_draw(op: CurvatureOperator, seed: int, kind: Draw = "randn") -> Tensor:
     return op.to_flat(op.randn(seed) if kind == "randn" else op.rademacher(seed))
 
 
+def is_sliced(op: CurvatureOperator) -> bool:
+    """Whether ``op``'s flat vectors are this process's slices (the operator has ``allsum``)."""
+    return callable(getattr(op, "allsum", None))
+
+
+def allsum(op: CurvatureOperator, t: Tensor) -> Tensor:
+    """The sum over the slices of per-slice partial sums ``t`` (any shape): ``op.allsum(t)``, or ``t``."""
+    hook = getattr(op, "allsum", None)
+    return hook(t) if callable(hook) else t
+
+
+def inner(op: CurvatureOperator, x: Tensor, y: Tensor) -> float:
+    """xᵀy of two flat vectors ``[dim]`` (sliced: float64 partial sums, summed over the slices)."""
+    if not is_sliced(op):
+        return float(torch.dot(x, y))
+    return float(allsum(op, torch.dot(x.double(), y.double()).reshape(1))[0])
+
+
+def norm(op: CurvatureOperator, x: Tensor, dim: int | None = None) -> Tensor:
+    """‖x‖₂ of a flat vector ``[dim]``, or of each column (``dim=0``) of ``[dim, k]``, keeping dims for
+    broadcasting (``[1, k]``); ``x``'s dtype. Sliced: √(Σ over slices of Σ x²), summed in float64."""
+    if not is_sliced(op):
+        return torch.linalg.vector_norm(x, dim=dim, keepdim=dim is not None)
+    sq = (x.double() ** 2).sum(dim=dim, keepdim=dim is not None)
+    return allsum(op, sq.reshape(-1)).reshape(sq.shape).sqrt().to(x.dtype)
+
+
+def gram(op: CurvatureOperator, a: Tensor, b: Tensor) -> Tensor:
+    """The product a @ b, contracted over the vector coordinates (``a`` ``[r, dim]``, ``b``
+    ``[dim, ...]``): summed over the slices when sliced. Returns ``[r, ...]``."""
+    out = a @ b
+    return allsum(op, out.contiguous()) if is_sliced(op) else out
+
+
+def orthonormalize(op: CurvatureOperator, x: Tensor) -> Tensor:
+    """An orthonormal basis ``[dim, r]`` of the range of the columns of ``x`` ``[dim, s]``.
+
+    One process: the Q of ``torch.linalg.qr`` (r = s). Sliced: the Gram-eigen (SVQB) step twice:
+    G = Σ_slices XᵀX = U Λ Uᵀ, Q = X U Λ^{-1/2}, dropping columns with λ ≤ 1e-12·λ_max (so r ≤ s);
+    it spans the same range, so projectors QQᵀ (and traces of QᵀHQ) agree with the QR's.
+    """
+    if not is_sliced(op):
+        return torch.linalg.qr(x)[0]
+    for _ in range(2):
+        lam, u = torch.linalg.eigh(gram(op, x.T, x))
+        keep = lam > 1e-12 * max(float(lam.max()), 1e-300)
+        x = x @ (u[:, keep] / lam[keep].sqrt())
+    return x
+
+
 def to_scipy(op: CurvatureOperator, block: int | None = None) -> LinearOperator:
     """``op`` as a ``scipy.sparse.linalg.LinearOperator`` of shape ``(dim, dim)``: float64 numpy in and
     out (converted to and from the operator's dtype and device); ``matmat`` goes through the
     operator's ``matmat``, ``block`` vectors per call (default :func:`block_size`). Each product
-    counts in ``op.n_matvecs``. Symmetric, so ``rmatvec`` is ``matvec``."""
+    counts in ``op.n_matvecs``. Symmetric, so ``rmatvec`` is ``matvec``. Needs whole vectors: an
+    operator on slices (``allsum``) raises ``ValueError``."""
     from scipy.sparse.linalg import LinearOperator
+
+    if is_sliced(op):
+        raise ValueError("this operator's vectors are sliced across processes; scipy needs whole vectors. Use "
+                         "method='lanczos' or 'power' (top_eigenvalues), trace and spectral_density instead.")
 
     like = op.to_flat(op.zeros())
     per_call = block_size(op, block)
@@ -104,7 +167,11 @@ def to_scipy(op: CurvatureOperator, block: int | None = None) -> LinearOperator:
 def curvature_meta(op: CurvatureOperator, settings: dict[str, Any], **extra: Any) -> dict[str, Any]:
     """The nested ``meta`` of a curvature result (:func:`landscape.util.meta.result_meta`): the
     operator's model (none for a :class:`MatrixOperator`), ``settings``, versions, and
-    ``operator`` (its ``describe()``, or its class name) plus ``extra`` (n_matvecs, ...)."""
+    ``operator`` (its ``describe()``, or its class name) plus ``extra`` (n_matvecs, ...); an
+    operator with ``meta(settings, **extra)`` gives its own (e.g. without a sharded model's fingerprint)."""
+    own = getattr(op, "meta", None)
+    if callable(own):
+        return dict(own(settings, **extra))
     describe = getattr(op, "describe", None)
     operator = describe() if callable(describe) else {"operator": type(op).__name__, "dim": op.dim}
     return result_meta(getattr(op, "model", None), settings, operator=operator, **extra)

@@ -15,6 +15,10 @@ Built in:
   largest ‖Hx‖ of the orthonormal start block (k extra products).
 * ``"power"``: deflated power iteration with PyHessian's stopping rule (relative change of the
   Rayleigh quotient < tol), shifted by the dominant eigenvalue for largest/smallest when needed.
+
+Lanczos and power iteration take inner products through the operator's vector space
+(:mod:`landscape.curvature.base`), so they run on vectors sliced across processes; ARPACK and
+LOBPCG (scipy) need whole vectors and refuse such an operator.
 """
 
 from __future__ import annotations
@@ -29,12 +33,12 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from landscape.curvature.base import CurvatureOperator, flat_draw, flat_matmat, flat_matvec, to_scipy
+from landscape.curvature.base import CurvatureOperator, flat_draw, flat_matmat, flat_matvec, inner, norm, to_scipy
 from landscape.curvature.base import block_size as operator_block_size
 from landscape.curvature.lanczos import lanczos, ritz_pairs
 from landscape.vectors import Vector
 
-__all__ = ["EigenProblem", "EigenSolver", "EIGENSOLVERS", "register_eigensolver", "wanted", "Which"]
+__all__ = ["EigenProblem", "EigenSolver", "EIGENSOLVERS", "register_eigensolver", "wanted", "ritz_converged", "Which"]
 
 Which = Literal["largest", "smallest", "magnitude"]
 
@@ -88,6 +92,19 @@ def wanted(values: np.ndarray, k: int, which: Which) -> np.ndarray:
     return idx[:k]
 
 
+def ritz_converged(theta: np.ndarray, residuals: np.ndarray, k: int, which: Which, tol: float) -> bool:
+    """Whether the k wanted Ritz values ``theta`` ``[m]`` meet the a-posteriori bound
+    min(r, r²/gap) ≤ tol·|θ| (r = ``residuals``, ‖Hy − θy‖ = β·|sₘ|; gap to the nearest other Ritz value)."""
+    if len(theta) < k + 1:
+        return False
+    for i in wanted(theta, k, which):
+        others = np.delete(theta, i)
+        gap = np.min(np.abs(others - theta[i])) if len(others) else np.inf
+        if min(residuals[i], residuals[i] ** 2 / max(gap, 1e-300)) > tol * max(abs(theta[i]), 1e-12):
+            return False
+    return True
+
+
 def _lanczos_solver(op: CurvatureOperator, pb: EigenProblem) -> tuple[np.ndarray, list[Vector], bool]:
     steps = int(min(op.dim, pb.max_iter or max(100, 4 * pb.k)))
 
@@ -95,13 +112,7 @@ def _lanczos_solver(op: CurvatureOperator, pb: EigenProblem) -> tuple[np.ndarray
         if len(alpha) < pb.k + 1:
             return False
         theta, s = ritz_pairs(alpha, beta)
-        res = abs(beta[-1] * s[-1, :])
-        for i in wanted(theta, pb.k, pb.which):
-            others = np.delete(theta, i)
-            gap = np.min(np.abs(others - theta[i])) if len(others) else np.inf
-            if min(res[i], res[i] ** 2 / max(gap, 1e-300)) > pb.tol * max(abs(theta[i]), 1e-12):
-                return False
-        return True
+        return ritz_converged(theta, abs(beta[-1] * s[-1, :]), pb.k, pb.which, pb.tol)
 
     alpha, beta, basis = lanczos(op, pb.start(op), steps, stop=bounds, progress=pb.progress, desc="top eigenvalues")
     theta, s = ritz_pairs(alpha, beta)
@@ -128,6 +139,7 @@ def _lobpcg_solver(op: CurvatureOperator, pb: EigenProblem) -> tuple[np.ndarray,
 
     if pb.which == "magnitude":
         raise ValueError("method='lobpcg' finds the largest or smallest eigenvalues, not which='magnitude'.")
+    scipy_op = to_scipy(op, pb.block(op))  # first: it refuses sliced vectors before any product
     starts = [pb.start(op, j) for j in range(pb.k)]
     like, block = starts[0], pb.block(op)
     x = torch.linalg.qr(torch.stack([s.double().cpu() for s in starts], 1))[0]
@@ -135,7 +147,7 @@ def _lobpcg_solver(op: CurvatureOperator, pb: EigenProblem) -> tuple[np.ndarray,
     max_iter = pb.max_iter or 100
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        vals, vecs = lobpcg(to_scipy(op, block), x.numpy(), tol=pb.tol * max(scale, 1e-300), maxiter=max_iter,
+        vals, vecs = lobpcg(scipy_op, x.numpy(), tol=pb.tol * max(scale, 1e-300), maxiter=max_iter,
                             largest=pb.which == "largest")
     converged = not any("not reaching the requested tolerance" in str(w.message) for w in caught)
     if not converged:
@@ -152,15 +164,15 @@ def _power_run(op: CurvatureOperator, pb: EigenProblem, k: int, shift: float) ->
     bar = tqdm(total=k * max_iter, desc="power iteration", disable=None if pb.progress else True, leave=False)
     for j in range(k):
         v = pb.start(op, j)
-        v = v / torch.linalg.vector_norm(v)
+        v = v / norm(op, v)
         eig, done = 0.0, False
         for it in range(max_iter):
             for u in vecs:  # deflation: orthogonalize against found eigenvectors
-                v = v - torch.dot(v, u) * u
-            v = v / torch.linalg.vector_norm(v)
+                v = v - inner(op, v, u) * u
+            v = v / norm(op, v)
             hv = flat_matvec(op, v).to(v.dtype) + shift * v
-            new = float(torch.dot(hv, v))
-            v = hv / torch.linalg.vector_norm(hv)
+            new = inner(op, hv, v)
+            v = hv / norm(op, hv)
             bar.update(1)
             done = it > 0 and abs(eig - new) / (abs(eig) + 1e-6) < pb.tol  # PyHessian's rule
             eig = new

@@ -5,6 +5,11 @@ For a symmetric operator H and a start vector, m Lanczos steps build an orthonor
 H·Qᵀ = Qᵀ·T + β r eₘᵀ. The eigenpairs of T (:func:`ritz_pairs`) give the Ritz values that
 approximate H's extreme eigenvalues (:mod:`landscape.curvature.eigensolvers`) and the Gauss
 quadrature nodes and weights of stochastic Lanczos quadrature (:mod:`landscape.curvature.stochastic`).
+
+Inner products and norms go through the operator's vector space (:func:`~landscape.curvature.base.inner`,
+:func:`~landscape.curvature.base.norm`, :func:`~landscape.curvature.base.gram`), so on an operator
+whose vectors are sliced across processes each rank stores only its rows of Q (``[m, local_dim]``)
+and gets the single-process coefficients.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from landscape.curvature.base import CurvatureOperator, flat_matmat, flat_matvec
+from landscape.curvature.base import CurvatureOperator, flat_matmat, flat_matvec, gram, inner, norm
 
 __all__ = ["lanczos", "lanczos_runs", "ritz_pairs"]
 
@@ -35,10 +40,10 @@ def lanczos(
 
     Returns:
         ``alpha`` ``[m]``, ``beta`` ``[m]`` (``beta[-1]`` is the residual norm after the last step)
-        and the basis ``Q`` ``[m, dim]`` in the operator's dtype.
+        and the basis ``Q`` ``[m, dim]`` in the operator's dtype (this process's columns when sliced).
     """
     steps = int(min(steps, op.dim))
-    q = v0 / torch.linalg.vector_norm(v0)
+    q = v0 / norm(op, v0)
     basis = torch.empty((steps, q.numel()), dtype=q.dtype, device=q.device)
     alphas: list[float] = []
     betas: list[float] = []
@@ -47,11 +52,11 @@ def lanczos(
     for j in range(steps):
         basis[j] = q
         w = flat_matvec(op, q).to(q.dtype)
-        alpha = float(torch.dot(w, q))
+        alpha = inner(op, w, q)
         alphas.append(alpha)
         for _ in range(2):  # full reorthogonalization, twice
-            w = w - basis[: j + 1].T @ (basis[: j + 1] @ w)
-        beta = float(torch.linalg.vector_norm(w))
+            w = w - basis[: j + 1].T @ gram(op, basis[: j + 1], w)
+        beta = float(norm(op, w))
         betas.append(beta)
         bar.update(1)
         scale = max(scale, abs(alpha), beta)
@@ -74,7 +79,7 @@ def lanczos_runs(
     breaks down (β ≈ 0) drops out. Returns ``(alpha, beta)`` per run.
     """
     steps = int(min(steps, op.dim))
-    q = starts / torch.linalg.vector_norm(starts, dim=0, keepdim=True)
+    q = starts / norm(op, starts, dim=0)
     r = q.shape[1]
     bases = torch.empty((r, steps, q.shape[0]), dtype=q.dtype, device=q.device)
     alphas: list[list[float]] = [[] for _ in range(r)]
@@ -88,10 +93,10 @@ def lanczos_runs(
         still = []
         for c, i in enumerate(active):
             w = w_all[:, c].to(q.dtype)
-            alpha = float(torch.dot(w, q[:, i]))
+            alpha = inner(op, w, q[:, i])
             for _ in range(2):  # full reorthogonalization, twice
-                w = w - bases[i, : j + 1].T @ (bases[i, : j + 1] @ w)
-            beta = float(torch.linalg.vector_norm(w))
+                w = w - bases[i, : j + 1].T @ gram(op, bases[i, : j + 1], w)
+            beta = float(norm(op, w))
             alphas[i].append(alpha)
             betas[i].append(beta)
             scale[i] = max(scale[i], abs(alpha), beta)

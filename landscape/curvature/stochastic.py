@@ -1,6 +1,8 @@
 """Stochastic curvature estimators over any operator: trace (Hutchinson, Hutch++) and spectral
 density (stochastic Lanczos quadrature), applying the operator to blocks of probes through
-``matmat`` where the operator has one (:mod:`landscape.curvature.base`'s flat adapters).
+``matmat`` where the operator has one (:mod:`landscape.curvature.base`'s flat adapters). Sums over
+coordinates go through the operator's vector space (:func:`~landscape.curvature.base.allsum`), so
+the estimators run on vectors sliced across processes too.
 """
 
 from __future__ import annotations
@@ -14,7 +16,15 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from landscape.curvature.base import CurvatureOperator, curvature_meta, flat_draw, flat_matmat
+from landscape.curvature.base import (
+    CurvatureOperator,
+    allsum,
+    curvature_meta,
+    flat_draw,
+    flat_matmat,
+    gram,
+    orthonormalize,
+)
 from landscape.curvature.base import block_size as operator_block_size
 from landscape.curvature.lanczos import lanczos_runs, ritz_pairs
 from landscape.util.results import JsonResult
@@ -75,28 +85,28 @@ def trace(
         for j0 in range(0, num_matvecs, block):
             z = torch.stack([flat_draw(op, seed + j, "rademacher") for j in range(j0, min(j0 + block, num_matvecs))], 1)
             hz = flat_matmat(op, z, block)
-            samples.extend((hz.double() * z.double()).sum(0).tolist())
+            samples.extend(allsum(op, (hz.double() * z.double()).sum(0)).tolist())
             bar.update(z.shape[1])
         bar.close()
         est, exact = float(np.mean(samples)), 0.0
     else:
         s = num_matvecs // 3
         bar = tqdm(total=3 * s, desc="hutch++", disable=disable, leave=False)
+        like = flat_draw(op, seed, "rademacher")
 
         def apply(x: Tensor) -> Tensor:  # [dim, s] float64 → H x, float64
-            like = flat_draw(op, 0, "rademacher")
             out = flat_matmat(op, x.to(dtype=like.dtype, device=like.device), block).double()
             bar.update(x.shape[1])
             return out
 
         sketch = torch.stack([flat_draw(op, seed + j, "rademacher").double() for j in range(s)], 1)
-        q, _ = torch.linalg.qr(apply(sketch))  # [dim, s]
-        exact = float((q * apply(q)).sum())
+        q = orthonormalize(op, apply(sketch))  # [dim, s]
+        exact = float(allsum(op, (q * apply(q)).sum().reshape(1))[0])
         g = torch.stack([flat_draw(op, seed + s + j, "rademacher").double() for j in range(s)], 1)
-        g = g - q @ (q.T @ g)
+        g = g - q @ gram(op, q.T, g)
         hg = apply(g)
-        hg = hg - q @ (q.T @ hg)
-        samples = (g * hg).sum(0).tolist()
+        hg = hg - q @ gram(op, q.T, hg)
+        samples = allsum(op, (g * hg).sum(0)).tolist()
         bar.close()
         est = exact + float(np.mean(samples))
     # one residual probe (hutch++ with 3-5 matvecs) gives no spread: no error estimate (nan), no numpy warning
@@ -115,6 +125,10 @@ class DensityResult(JsonResult):
     """Stochastic Lanczos quadrature: per run, Ritz ``nodes`` θ and ``weights`` τ (summing to 1),
     and the Gaussian-smoothed density φ(t) = (1/R) Σᵣ Σⱼ τᵣⱼ N(t; θᵣⱼ, σ²) on ``grid``.
 
+    ``residuals``: per run, each Ritz pair's residual norm ‖Hy − θy‖ = β_m·|s_mj| ``[m]``, so the
+    runs' largest Ritz values serve as top-eigenvalue estimates with the Lanczos bound
+    (:func:`~landscape.curvature.eigensolvers.ritz_converged`).
+
     ``meta``: nested: ``model``, ``settings`` (num_runs, lanczos_steps, sigma, num_grid, seed,
     block_size), ``versions``, ``operator`` and ``n_matvecs``.
     """
@@ -127,6 +141,7 @@ class DensityResult(JsonResult):
     n_matvecs: int
     seed: int
     meta: dict[str, Any] = field(default_factory=dict)
+    residuals: list[np.ndarray] = field(default_factory=list)
 
     def moment(self, p: int = 1) -> float:
         """Σ τ θᵖ averaged over runs: an estimate of tr(Hᵖ)/dim."""
@@ -152,7 +167,7 @@ def spectral_density(
     if num_runs < 1 or lanczos_steps < 1:
         raise ValueError(f"num_runs and lanczos_steps must be ≥ 1, got {num_runs}, {lanczos_steps}.")
     start, sigma_arg = op.n_matvecs, sigma
-    nodes, weights = [], []
+    nodes, weights, residuals = [], [], []
     block = operator_block_size(op, block_size)
     bar = tqdm(total=num_runs, desc="density (SLQ runs)", disable=None if progress else True)
     for r0 in range(0, num_runs, block):
@@ -162,6 +177,7 @@ def spectral_density(
             theta, s = ritz_pairs(alpha, beta)
             nodes.append(theta)
             weights.append(s[0, :] ** 2)
+            residuals.append(np.abs(beta[len(alpha) - 1] * s[-1, :]))
         bar.update(len(group))
     bar.close()
     lo = min(float(n.min()) for n in nodes)
@@ -179,4 +195,4 @@ def spectral_density(
     settings = {"num_runs": int(num_runs), "lanczos_steps": int(min(lanczos_steps, op.dim)), "sigma": sigma_arg,
                 "num_grid": int(num_grid), "seed": int(seed), "block_size": block_size}
     return DensityResult(nodes, weights, grid, density, float(sigma), n, int(seed),
-                         curvature_meta(op, settings, n_matvecs=n, block=block))
+                         curvature_meta(op, settings, n_matvecs=n, block=block), residuals)

@@ -4,7 +4,8 @@
   Hessian eigenvectors (``direction`` defines :class:`Direction`, ``constructions`` the
   interpolation, PCA and eigenvector builders; ``directions`` exports them all).
 - ``points``: :class:`ExampleLosses`, per-example loss sums at chosen points.
-- ``runner``: :func:`scan_1d` and :func:`scan_2d` from a saved θ₀, resumable, sharded under torchrun.
+- ``runner``: :func:`scan_1d` and :func:`scan_2d` from a saved θ₀, resumable, sharded under torchrun;
+  ``compiled``: their forward under ``torch.compile`` (``compile=True``), with an eager fallback.
 - ``results``: :class:`Curve` and :class:`Surface` (values, coordinates, metadata, ``.npz`` files).
 - ``li_hdf5``: Li et al.'s loss-landscape HDF5 layout, read and written.
 """

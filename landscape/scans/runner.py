@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from landscape import util
 from landscape.evaluator import Evaluator, Metric
 from landscape.objectives import Objective
+from landscape.scans.compiled import CompiledForward
 from landscape.scans.direction import check_direction
 from landscape.scans.results import Curve, Surface, _GridResult
 from landscape.util import data_fingerprint, tensors_fingerprint
@@ -133,18 +134,22 @@ class ScanSettings:
     batch_points: int | Literal["auto"] = "auto"
     save_every: float = 5.0
     distributed: bool | None = None
+    compile: bool = False
 
     def __post_init__(self) -> None:
         bp = self.batch_points
         if bp != "auto" and (isinstance(bp, (str, bool)) or not isinstance(bp, (int, np.integer)) or int(bp) < 1):
             raise ValueError(f"batch_points must be 'auto' or at least 1, got {bp!r}.")
+        if self.compile and bp not in ("auto", 1):
+            raise ValueError(f"compile=True evaluates one point per call through the compiled forward; batch_points "
+                             f"must be 1 or 'auto', got {bp!r} (or drop compile=True to batch points with vmap).")
         if self.path is not None and not isinstance(self.path, Path):
             object.__setattr__(self, "path", Path(self.path))
 
     def describe(self) -> dict[str, Any]:
         """The settings that shape the run (not the numbers), for ``meta["settings"]``."""
         return {"batch_points": self.batch_points, "save_every": self.save_every, "resume": self.resume,
-                "distributed": self.distributed}
+                "distributed": self.distributed, "compile": self.compile}
 
 
 @dataclass
@@ -155,6 +160,7 @@ class _Scan:
     dirs: list[dict[str, Tensor]]
     ctx: util.DistContext
     save_to: Path | None
+    forward: CompiledForward
     t_start: float = field(default_factory=time.time)
     computed: int = 0
     t_eval: float = 0.0
@@ -174,11 +180,13 @@ def _start(model: nn.Module, objective: Objective, data: Iterable[Any], dirs_in:
         "model_fingerprint": util.model_fingerprint(model), "directions": [tensors_fingerprint(d) for d in dirs],
         "data": data_fingerprint(ev.prepared), "objective": objective.describe(), "metrics": list(result.metrics),
     }
-    result.meta.update(result_meta(
-        model, settings.describe(), identity=identity, directions=[dict(getattr(d, "meta", {}) or {}) for d in dirs_in],
+    model_meta = {"class": type(model).__name__, "fingerprint": identity["model_fingerprint"],
+                  "weights": identity["model_weights"]}  # result_meta(model) would hash the weights again
+    result.meta.update({"model": model_meta, **result_meta(
+        None, settings.describe(), identity=identity, directions=[dict(getattr(d, "meta", {}) or {}) for d in dirs_in],
         n_examples=ev.n_examples, n_terms=ev.n_terms, world_size=ctx.world_size,
-        setting="theta0 + sum_i c_i d_i from a saved theta0 (foreach copy + add)"))
-    return _Scan(ev, dirs, ctx, save_to)
+        setting="theta0 + sum_i c_i d_i from a saved theta0 (foreach copy + add)")})
+    return _Scan(ev, dirs, ctx, save_to, CompiledForward(ev, settings.compile))
 
 
 def _resume(result: _GridResult, path: Path, ctx: util.DistContext) -> None:
@@ -201,10 +209,11 @@ def _evaluate_chunk(scan: _Scan, result: _GridResult, points: np.ndarray, chunk:
     if batched:
         outs = scan.ev.metrics_batched(scan.dirs, points[chunk], metrics)
     else:
-        outs = []
-        for k in chunk:
+        def one(k: int) -> dict[str, float]:
             scan.ev.set(points[k], scan.dirs)
-            outs.append(scan.ev.metrics(metrics))
+            return scan.ev.metrics(metrics)
+
+        outs = [scan.forward.run(lambda: one(int(k))) for k in chunk]
     scan.t_eval += time.perf_counter() - t0
     for k, o in zip(chunk, outs):
         result._set_flat(int(k), o)
@@ -223,7 +232,9 @@ def _evaluate_points(scan: _Scan, result: _GridResult, settings: ScanSettings) -
                disable=not settings.progress or not ctx.is_main, leave=False)
     try:
         per_call, start = (1, 0) if settings.batch_points == "auto" else (int(settings.batch_points), 0)
-        if settings.batch_points == "auto":
+        if settings.compile:
+            result.meta["batch_calibration"] = {"calibrated": False, "reason": "compile"}
+        elif settings.batch_points == "auto":
             per_call, start, result.meta["batch_calibration"] = _calibrate(scan, points, mine, result)
             bar.update(start)
         result.meta["batch_points"] = int(per_call)
@@ -268,9 +279,10 @@ def _run(model: nn.Module, objective: Objective, data: Iterable[Any], dirs_in: S
 
         dist.barrier()
     try:
-        with scan.ev.evaluating():
+        with scan.ev.evaluating(), scan.forward:
             _evaluate_points(scan, result, settings)
     finally:
+        result.meta.update(scan.forward.describe())
         result.meta["timing"] = {"points_computed": scan.computed, "seconds_eval": scan.t_eval,
                                  "seconds_total": time.time() - scan.t_start}
         if scan.save_to is not None and scan.computed:
@@ -343,11 +355,10 @@ def _gather(result: _GridResult, ctx: util.DistContext) -> _GridResult:
     return result
 
 
-
 def scan_1d(model: nn.Module, objective: Objective, data: Iterable[Any], d: Mapping[str, Tensor],  # noqa: PLR0913
             alphas: Sequence[float] | np.ndarray, *, path: str | Path | None = None, resume: bool = False,
             metrics: Sequence[Metric] = ("loss",), progress: bool = True, batch_points: int | Literal["auto"] = "auto",
-            save_every: float = 5.0, distributed: bool | None = None) -> Curve:
+            save_every: float = 5.0, distributed: bool | None = None, compile: bool = False) -> Curve:
     """L(θ₀ + α·d) for each α in ``alphas`` → :class:`Curve` (``values[m] [n]``).
 
     Args:
@@ -362,9 +373,12 @@ def scan_1d(model: nn.Module, objective: Objective, data: Iterable[Any], d: Mapp
             :func:`_calibrate`; recorded in ``meta["batch_points"]`` and ``meta["batch_calibration"]``).
             Batched and single points agree to rounding (~1e-7 relative in float32), not bit for bit.
         distributed: ``None`` shards across ``torchrun`` ranks when present; ``False`` never.
+        compile: evaluate through ``torch.compile(model)`` (one point per call; falls back to eager
+            with one warning where compiling fails; ``meta["compile"]`` says which ran). See
+            :mod:`landscape.scans.compiled`.
     """
     settings = ScanSettings(None if path is None else Path(path), resume, progress, batch_points, save_every,
-                            distributed)
+                            distributed, compile)
     res = Curve(_check_grid(alphas, "alphas"), metrics=_check_metrics(metrics))
     _run(model, objective, data, [d], res, settings)
     return res
@@ -374,11 +388,11 @@ def scan_2d(model: nn.Module, objective: Objective, data: Iterable[Any], d1: Map
             d2: Mapping[str, Tensor], xs: Sequence[float] | np.ndarray, ys: Sequence[float] | np.ndarray, *,
             path: str | Path | None = None, resume: bool = False, metrics: Sequence[Metric] = ("loss",),
             progress: bool = True, batch_points: int | Literal["auto"] = "auto", save_every: float = 5.0,
-            distributed: bool | None = None) -> Surface:
+            distributed: bool | None = None, compile: bool = False) -> Surface:
     """L(θ₀ + x·d1 + y·d2) over the grid → :class:`Surface` with ``values[m][iy, ix]`` at
     ``(xs[ix], ys[iy])`` (``np.meshgrid(xs, ys)`` layout). Arguments as :func:`scan_1d`."""
     settings = ScanSettings(None if path is None else Path(path), resume, progress, batch_points, save_every,
-                            distributed)
+                            distributed, compile)
     res = Surface(_check_grid(xs, "xs"), _check_grid(ys, "ys"), metrics=_check_metrics(metrics))
     _run(model, objective, data, [d1, d2], res, settings)
     return res

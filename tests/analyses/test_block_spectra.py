@@ -165,6 +165,22 @@ def test_numbers_match_a_direct_call(analysed):
     assert res.blocks["layer.0.value"]["trace"] == pytest.approx(tr.estimate, rel=1e-5, abs=1e-9)
 
 
+def test_top_eigenvalues_come_from_the_slq_runs(analysed):
+    res, *_ = analysed
+    for b in res.blocks.values():  # no separate eigensolver run: Hutch++ and the SLQ runs only
+        assert b["n_matvecs"] == SMALL["trace_matvecs"] // 3 * 3 + SMALL["density_runs"] * SMALL["lanczos_steps"]
+        assert b["top_eigenvalues"][0] == pytest.approx(max(max(n) for n in b["density"]["nodes"]), rel=1e-12)
+    eigs = np.array([9.0, 5.0, 4.0, *np.linspace(0.1, 1.0, 27)])
+    full = curvature.spectral_density(curvature.MatrixOperator(_dense(eigs, 3)), num_runs=2, lanczos_steps=30,
+                                      progress=False)
+    top, converged = bs.top_from_density(full, 2, 1e-8)
+    assert converged and top == pytest.approx([9.0, 5.0], rel=1e-10)
+    short = curvature.spectral_density(curvature.MatrixOperator(_dense(eigs, 3)), num_runs=2, lanczos_steps=3,
+                                       progress=False)
+    top, converged = bs.top_from_density(short, 2, 1e-8)
+    assert not converged and top[0] <= 9.0 + 1e-12  # Ritz values are lower bounds of λ₁
+
+
 def test_weights_and_modes_restored(analysed):
     res, out, target, before, flags = analysed
     after = _state(target.model)

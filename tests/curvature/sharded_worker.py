@@ -1,7 +1,7 @@
 """Worker for the sharded curvature test: ``torchrun --nproc_per_node=2 sharded_worker.py OUT``.
 
 Every rank builds the same float64 model (an MLP; a tiny BERT with tied weights) and data, shards the model with FSDP2 (``fully_shard``, gloo
-on CPU), and runs Lanczos, Hutch++, Hutchinson and SLQ on sharded vectors; each rank saves its
+on CPU), and runs the stock Lanczos, Hutch++, Hutchinson and SLQ on sharded vectors; each rank saves its
 numbers and its largest vector (numel) to ``OUT/<case>-rank<r>.json``.
 """
 
@@ -16,7 +16,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for conftest
 from conftest import make_classification_data, make_mlm_batches, make_mlp, make_tiny_bert, mlm_objective  # noqa: E402
 
-from landscape import objectives, util  # noqa: E402
+from landscape import curvature, objectives, util  # noqa: E402
 from landscape.curvature import distributed as sharded  # noqa: E402
 from landscape.curvature.distributed.operator import local_shard  # noqa: E402
 
@@ -40,10 +40,10 @@ def run(model: torch.nn.Module, case: str = "mlp") -> dict:
     _, obj, data = setup(case)
     op = sharded.ShardedHessianOperator(model, obj, data)
     before = [local_shard(p).detach().clone() for p in model.parameters()]
-    eig = sharded.top_eigenvalues(op, seed=0, **EIG[case])
-    tr = sharded.trace(op, num_matvecs=12, seed=1)
-    hutch = sharded.trace(op, num_matvecs=4, method="hutchinson", seed=3)
-    dens = sharded.spectral_density(op, num_runs=2, lanczos_steps=6, seed=2)
+    eig = curvature.top_eigenvalues(op, seed=0, progress=False, **EIG[case])
+    tr = curvature.trace(op, num_matvecs=12, seed=1, progress=False)
+    hutch = curvature.trace(op, num_matvecs=4, method="hutchinson", seed=3, progress=False)
+    dens = curvature.spectral_density(op, num_runs=2, lanczos_steps=6, seed=2, progress=False)
     after = [local_shard(p).detach() for p in model.parameters()]
     assert all(torch.equal(a, b) for a, b in zip(before, after)), "weights changed"
     assert all(p.grad is None for p in model.parameters()), ".grad written"

@@ -190,8 +190,30 @@ def test_compiled_products_equal_eager_ones():
         assert rel(compiled.to_flat(compiled.matvec(v)), eager.to_flat(eager.matvec(v))) < 1e-4
 
 
+def _gradient(op: curvature.HessianOperator) -> torch.Tensor:
+    """∇L at the operator's weights, flat float64 (summed per batch, divided by N)."""
+    total = torch.zeros(op.dim, dtype=torch.float64)
+    with util.deterministic_eval(op.model), torch.enable_grad():
+        for p in op.prepared:
+            s, _ = op.objective.loss_sum(op.model, p)
+            gs = torch.autograd.grad(s, list(op.params.values()), allow_unused=True, materialize_grads=True)
+            total += op.to_flat(dict(zip(op.names, gs))).double()
+    return total / op.n_terms
+
+
 @pytest.mark.slow
-def test_fd_on_the_default_model_matches_exact_products_and_top_eigenvalue():
+def test_fd_on_the_default_model_sits_on_the_float32_gradient_floor():
+    """Issue 19's targets (1e-4 plain, 3e-5 Richardson, float32) are out of reach on the default model:
+    the float32 gradient itself is off by ‖g₃₂ − g₆₄‖ ≈ 3.4e-6·‖g‖, so a central difference carries
+    √2·‖g₃₂ − g₆₄‖·‖v‖ / (2h·‖Hv‖) ≈ 3.1e-5 / h of rounding, while truncation grows as 5.6e-3·h² (plain,
+    measured in float64) along a random v and ~300× faster along the top eigenvector. Measured
+    (float32 vs a float64 double-backward product, 16 held-out sequences): random v, plain h = 0.004 /
+    0.03 / 0.1 / 0.3: 7.3e-3 / 9.4e-4 / 2.6e-4 / 5.2e-4; Richardson h = 0.036 / 0.3 / 1.0: 2.0e-3 /
+    2.4e-4 / 8.0e-5; top eigenvector, plain h = 0.001 / 0.01: 1.5e-4 / 1.2e-2, Richardson h = 0.003 /
+    0.03: 1.05e-4 / 5.9e-3. The eager attention kernel instead of SDPA changes nothing (9.2e-4 vs 9.4e-4
+    at h = 0.03). Bounds: the measured values with margin."""
+    import copy
+
     from landscape.models.default_model import cached_path, load_default
 
     if cached_path() is None:
@@ -200,15 +222,28 @@ def test_fd_on_the_default_model_matches_exact_products_and_top_eigenvalue():
     model, data = dm.model, dm.heldout_batches(batch_size=8, max_examples=16)
     obj = objectives.MaskedLM(mask_prob=0.15, seed=0)
     before = util.weights_fingerprint(model)
+    exact64 = curvature.HessianOperator(copy.deepcopy(model).double(), obj, data, mode="double_backward",
+                                        reuse_graph=False, check_determinism=False)
+    v64 = exact64.randn(0)
+    ref = exact64.to_flat(exact64.matvec(v64))
+    v = {k: t.float() for k, t in v64.items()}
+
+    def fd_error(**kw) -> float:
+        op = curvature.HessianOperator(model, obj, data, mode="finite_difference", check_determinism=False, **kw)
+        return rel(op.to_flat(op.matvec(v)).double(), ref)
+
+    plain_default = curvature.HessianOperator(model, obj, data, mode="finite_difference")
+    g32, g64 = _gradient(plain_default), _gradient(exact64)
+    h = plain_default.fd_step
+    floor = 2**0.5 * float(torch.linalg.vector_norm(g32 - g64)) * float(vectors.norm(v64)) / (
+        2 * h * float(torch.linalg.vector_norm(ref)))
+    err = rel(plain_default.to_flat(plain_default.matvec(v)).double(), ref)
+    assert 0.5 * floor < err < 2 * floor  # the error *is* the gradient's float32 rounding (7.3e-3 vs 7.8e-3)
+    assert fd_error(fd_step=0.1) < 6e-4  # the best plain step here: 2.6e-4
+    assert fd_error(richardson=True) < 5e-3  # default h = 0.036: 2.0e-3
+    assert fd_error(fd_step=1.0, richardson=True) < 2e-4  # 8.0e-5
     exact = curvature.HessianOperator(model, obj, data, mode="double_backward")
-    plain = curvature.HessianOperator(model, obj, data, mode="finite_difference")
     rich = curvature.HessianOperator(model, obj, data, mode="finite_difference", richardson=True)
-    v = exact.randn(0)
-    ref = exact.to_flat(exact.matvec(v))
-    # float32 round-off and truncation bound these (see landscape.curvature.finite_difference). Measured on
-    # the default model: 1e-3 plain, 2.1e-3 Richardson; issue 19's targets (1e-4, 3e-5) are not met yet.
-    assert rel(plain.to_flat(plain.matvec(v)), ref) < 2e-2
-    assert rel(rich.to_flat(rich.matvec(v)), ref) < 4e-3
     top_exact = curvature.top_eigenvalues(exact, k=1, tol=1e-4).values[0]
     top_fd = curvature.top_eigenvalues(rich, k=1, tol=1e-4).values[0]
     assert abs(top_fd - top_exact) <= 1e-2 * abs(top_exact)

@@ -92,4 +92,19 @@ def test_bad_input_names_the_fix():
     with pytest.raises(ValueError, match="sharded flat vector"):
         op.from_flat(torch.zeros(op.dim + 1, dtype=torch.float64))
     with pytest.raises(ValueError, match="1 ≤ k < dim"):
-        sharded.top_eigenvalues(op, k=op.dim)
+        curvature.top_eigenvalues(op, k=op.dim)
+    for method in ("arpack", "lobpcg"):  # scipy needs whole vectors: refused before any product
+        with pytest.raises(ValueError, match="sliced across processes"):
+            curvature.top_eigenvalues(op, method=method, progress=False)
+    assert op.n_matvecs == 0
+
+
+def test_power_iteration_runs_on_sliced_vectors():
+    """The stock power iteration takes its inner products through the operator's allsum too."""
+    model, obj, data = setup("mlp")
+    ref = curvature.HessianOperator(model, obj, data, mode="double_backward", distributed=False)
+    op = sharded.ShardedHessianOperator(model, obj, data)
+    a = curvature.top_eigenvalues(ref, method="power", tol=1e-10, max_iter=500, progress=False)
+    b = curvature.top_eigenvalues(op, method="power", tol=1e-10, max_iter=500, progress=False)
+    np.testing.assert_allclose(b.values, a.values, rtol=1e-6)
+    assert b.meta["model"] == {"class": type(model).__name__, "sharded": False}

@@ -4,7 +4,10 @@ Layout. Under ``torchrun`` the model's parameters are DTensors sharded on dim 0
 (:func:`shard_model`, i.e. ``torch.distributed.fsdp.fully_shard``). A vector is a dict of the
 *local* shards (``p.to_local()`` shapes), and its flat form (:meth:`ShardedHessianOperator.to_flat`)
 is their concatenation ``[local_dim]`` with local_dim ≈ dim / world_size. ``dim`` is the global
-count. The algorithms of :mod:`landscape.curvature.distributed.krylov` all-reduce dot products.
+count. Its :meth:`~ShardedHessianOperator.allsum` all-reduces partial sums, so the stock algorithms
+(:func:`landscape.curvature.top_eigenvalues` with ``"lanczos"`` or ``"power"``,
+:func:`~landscape.curvature.trace`, :func:`~landscape.curvature.spectral_density`) take every
+inner product and norm over all shards.
 
 Product. With the loss L(θ) = Σᵢ sᵢ(θ) / N (N all-reduced; each rank keeps the examples
 g ≡ rank (mod world) of every batch, as :class:`~landscape.curvature.data_operator.DataOperator`, or
@@ -204,10 +207,12 @@ class ShardedHessianOperator(OperatorBase):
         self._track([x])
         return out
 
-    def dot(self, x: Tensor, y: Tensor) -> float:
-        """xᵀy of two flat sharded vectors (float64, all-reduced)."""
-        s = torch.dot(x.double(), y.double()).reshape(1)
-        return float(self._all_reduce(s) if self.ctx.active else s)
+    def allsum(self, t: Tensor) -> Tensor:
+        """The sum over ranks of this rank's partial sums ``t`` (a new tensor, ``t``'s shape and dtype):
+        the vector-space hook of :mod:`landscape.curvature.base` that makes the stock algorithms
+        all-reduce their inner products and norms."""
+        out = t.detach().clone().contiguous()
+        return self._all_reduce(out) if self.ctx.active else out
 
     # ---- the product
     def _gradient(self) -> list[Tensor]:
@@ -232,8 +237,8 @@ class ShardedHessianOperator(OperatorBase):
         """H·v by central differences of two gradients, on local shards (weights restored bit for bit)."""
         vs = [v[n].to(dtype=self.dtype, device=self.device) for n in self.names]
         self._track(vs)
-        flat = torch.cat([t.reshape(-1) for t in vs])
-        size = self.dot(flat, flat) ** 0.5
+        local_sq = sum((t.double() ** 2).sum() for t in vs)
+        size = float(self.allsum(torch.as_tensor(local_sq, dtype=torch.float64).reshape(1))[0]) ** 0.5
         self.n_matvecs += 1
         if size == 0.0:
             return self.zeros()
