@@ -83,7 +83,8 @@ class Design:
     def of(cls, num: np.ndarray, groups: Iterable[int] | None = None) -> Design:
         """The design of a ``[M, K, R, S, N]`` array; ``groups`` None: every sequence its own document."""
         if num.ndim != 5:
-            raise ValueError(f"expected a [models, fisher samples, draws, seeds, sequences] array, got shape {num.shape}.")
+            raise ValueError("expected a [models, fisher samples, draws, seeds, sequences] array, got shape "
+                             f"{num.shape}.")
         g = np.arange(num.shape[4]) if groups is None else np.asarray(list(groups))
         if g.shape != (num.shape[4],):
             raise ValueError(f"groups has {g.size} entries for {num.shape[4]} sequences; give one document id per "

@@ -82,7 +82,8 @@ def isotropic_in_mask(model: nn.Module, mask: ParamMask, *, norm: float, seed: i
          if n in mask.masks else torch.zeros_like(t) for n, t in raw.items()}
     raw_norm = float(vectors.norm(d))
     if raw_norm == 0.0:
-        raise ValueError("the mask selects no element: an isotropic direction inside it is zero; give a non-empty mask.")
+        raise ValueError("the mask selects no element, so an isotropic direction inside it is zero; give a "
+                         "non-empty mask.")
     scaled = {n: (t.double() * (norm / raw_norm)).to(t.dtype) for n, t in d.items()}
     meta = {"kind": "isotropic_in_mask", "seed": int(seed), "distribution": "gaussian", "target_norm": float(norm),
             "mask": {"granularity": mask.granularity, "count": mask.count(), "fraction": mask.fraction},
