@@ -43,6 +43,7 @@ def endpoint_rows(res: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def variance_section(res: dict[str, Any]) -> list[str]:
+    """The variance-components table of the primary endpoint, one column pair per construction."""
     lines = ["## Variance components of the primary endpoint", "",
              "Each level's term V_L is the variance of the endpoint when that level alone is resampled; its share is "
              "V_L / Σ V (the multi-way bootstrap's variance is about Σ V; `analyses.fisher_sharpness.hierarchy`). A "
@@ -60,6 +61,7 @@ def variance_section(res: dict[str, Any]) -> list[str]:
 
 
 def models_section(res: dict[str, Any]) -> list[str]:
+    """Each model's primary endpoints and arm P difference."""
     cons = list(res["arm_e"]["primary"])
     lines = ["## Results per model", "", "Top vs stratified (dᵀHd difference per token, 95% interval over the levels "
              "below the model) and arm P's top vs bottom half, on each model alone:", "",
@@ -87,7 +89,8 @@ def _fisher_loss_lines(res: dict[str, Any]) -> list[str]:
 
 def _mask_table(res: dict[str, Any]) -> list[str]:
     lines = ["Per mask on the first cell (main fraction):", "",
-             "| mask | elements | tensors | ‖d‖ | dᵀHd [95% CI] | loss rise | basin width | top eigenvalue | trace ± SE |",
+             "| mask | elements | tensors | ‖d‖ | dᵀHd [95% CI] | loss rise | basin width | top eigenvalue | "
+             "trace ± SE |",
              "|---|---|---|---|---|---|---|---|---|"]
     for key, m in res["arm_e"]["masks"].items():
         eig, tr = m.get("top_eigenvalue"), m.get("trace")
@@ -99,6 +102,7 @@ def _mask_table(res: dict[str, Any]) -> list[str]:
 
 
 def arm_e_section(res: dict[str, Any]) -> list[str]:
+    """Constructions side by side, the sweep, descriptive rows, the Fisher-loss comparison, masks."""
     e = res["arm_e"]
     lines = ["## Arm E: matched element masks at equal norm", "",
              "The two direction constructions side by side (primary endpoint, top vs stratified at the main "
@@ -128,6 +132,7 @@ def arm_e_section(res: dict[str, Any]) -> list[str]:
 
 
 def arm_p_section(res: dict[str, Any]) -> list[str]:
+    """The halves, the endpoint with its derived per-‖d‖² row, and the surfaces."""
     p = res["arm_p"]
     lines = ["## Arm P: the paper's protocol", "",
              "| half | tensors | moving | parameters moved | ‖d‖ | dᵀHd [95% CI] (first cell) | loss rise | basin |",
@@ -147,7 +152,8 @@ def arm_p_section(res: dict[str, Any]) -> list[str]:
                      f"normalization): top {d['top']:.3g}, bottom {d['bottom']:.3g}, ratio ×{d['ratio']:.3g} = the "
                      f"raw ratio × {d['factor']:.3g}.")
     lines += ["", "Surface summaries (ours; the paper's published bert-base surfaces):", "",
-              "| surface | min | max | fitted curvature at 0 | loss rise at r = 0.25 / 0.5 / 1 |", "|---|---|---|---|---|"]
+              "| surface | min | max | fitted curvature at 0 | loss rise at r = 0.25 / 0.5 / 1 |",
+              "|---|---|---|---|---|"]
     rows = [(f"ours, {h}", v["surface"]) for h, v in p["halves"].items() if "surface" in v]
     ref = res.get("reference") or {}
     rows += [(f"paper, {h}", s) for h, s in ref.get("surfaces", {}).items()]
@@ -160,6 +166,7 @@ def arm_p_section(res: dict[str, Any]) -> list[str]:
 
 
 def checks_section(res: dict[str, Any]) -> list[str]:
+    """The FD check of dᵀHd against an exact Hessian-vector product, per mask."""
     lines = ["## Check of the finite-difference dᵀHd on this model", "",
              "Relative error of the second difference against the exact dᵀ(Hd) (one Hessian-vector product), first "
              "seed's direction per mask:", "", "| mask | h | relative error |", "|---|---|---|"]

@@ -20,7 +20,7 @@ from analyses.fisher_sharpness.statistics import censored_median
 
 
 def _interval(num: Any, counts: np.ndarray, groups: np.ndarray, cfg: Any) -> dict[str, Any]:
-    """q of one cell's ``[S, N]`` numerators with its interval over documents and seeds."""
+    """The mean q of one cell's ``[S, N]`` numerators with its interval over documents and seeds."""
     a = np.asarray(num, np.float64)[None, None, None]
     reps = hi.replicates({"q": a}, counts[None, None], groups, n_boot=cfg.n_boot, seed=cfg.seed)["q"]
     return {"estimate": hi.estimate(a, counts[None, None]), "interval": hi.percentile_interval(reps),

@@ -40,8 +40,8 @@ from landscape.scans.direction import DIRECTION_FORMAT, Direction, check_directi
 from landscape.util.checks import check_finite_weights
 
 __all__ = ["Direction", "DIRECTION_FORMAT", "check_direction", "random", "orthogonalize", "between", "pca",
-           "eigenvectors", "isotropic_in_mask", "PCADirections", "filter_axis", "filter_norms", "NORMALIZATIONS", "ONE_DIM_POLICIES",
-           "MASK_SCALINGS", "Normalization", "OneDim", "MaskScaling"]
+           "eigenvectors", "isotropic_in_mask", "PCADirections", "filter_axis", "filter_norms", "NORMALIZATIONS",
+           "ONE_DIM_POLICIES", "MASK_SCALINGS", "Normalization", "OneDim", "MaskScaling"]
 
 Normalization = Literal["filter", "tensor", "model", "none"]
 OneDim = Literal["zero", "filter", "radial"]
