@@ -89,7 +89,8 @@ class Design:
         if g.shape != (num.shape[4],):
             raise ValueError(f"groups has {g.size} entries for {num.shape[4]} sequences; give one document id per "
                              "evaluation sequence.")
-        return cls(*(int(x) for x in num.shape[:4]), g)
+        M, K, R, S = (int(x) for x in num.shape[:4])
+        return cls(M, K, R, S, g)
 
 
 def draw_weights(design: Design, n_boot: int, seed: int, levels: Iterable[str] = LEVELS) -> dict[str, np.ndarray]:

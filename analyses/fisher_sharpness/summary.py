@@ -141,17 +141,15 @@ def summarize(cfg: Any, raw: dict[str, Any], extras: dict[str, Any], other: dict
               reference_note: str | None = None) -> dict[str, Any]:
     """Raw cells -> both arms' endpoints, the sweep, per-model rows, variance components, the verdict."""
     from analyses.fisher_sharpness.reference import reference_summaries
-    from analyses.fisher_sharpness.report_lines import verdict_lines
+    from analyses.fisher_sharpness.report_lines import secondary_comparisons, verdict_lines
 
     c = Cells(raw, cfg, groups)
     arm_p = _arm_p(c)
     arm_p["halves"] = first_cell_masks(cfg, c.cell(0, 0, 0), "P", arm_p["halves"], extras, out, c.groups)
     primary = _primary(c)
-    arm_e = {"primary": primary, "descriptive": _descriptive(c),
+    arm_e: dict[str, Any] = {"primary": primary, "descriptive": _descriptive(c),
              "sweep": sweep_rows(cfg, c.cell(0, 0, 0), lambda t, s: _endpoint(c, "E", t, s, SCALES["sweep"])),
              "masks": first_cell_masks(cfg, c.cell(0, 0, 0), "E", {}, extras, out, c.groups)}
-    from analyses.fisher_sharpness.report_lines import secondary_comparisons
-
     arm_e["secondary"] = secondary_comparisons(cfg, arm_e["masks"])
     variance = {con: e["components"] for con, e in primary.items()}
     fisher_loss = _fisher_loss(c, other)
