@@ -1,23 +1,30 @@
 """Diagonal Fisher information: every estimator choice explicit, exact where it claims to be.
 
-For examples i = 1..N with per-example loss sums sᵢ(θ) (``objective.loss_terms``: for an MLM, the
-sequence's cross-entropy *summed* over its masked tokens; for a ``Criterion``, the example's loss)
-and predictive distributions p(y | xᵢ, θ) = softmax(logits) at each labelled position:
+For examples i = 1..N with per-example loss sums sᵢ(θ) over nᵢ loss terms (``objective.loss_terms``:
+for an MLM, the sequence's cross-entropy *summed* over its nᵢ masked tokens; for a ``Criterion``,
+the example's loss, nᵢ = 1), the example loss ℓᵢ is chosen by ``example_loss``:
 
-* ``empirical``  F = (1/N) Σᵢ (∇sᵢ)², with the true labels. Exact per-example gradients (the
-  paper's estimator: MLM loss, batch size 1, eval mode).
-* ``mc``         F = (1/N) Σᵢ (1/K) Σₖ (∇sᵢ(ŷᵏ))², labels ŷᵏ sampled from the model itself at every
+* ``"sum"`` (default)  ℓᵢ = sᵢ, the summed token loss: (∇ℓᵢ)² weights an MLM sequence by about nᵢ²;
+* ``"mean"``           ℓᵢ = sᵢ/nᵢ, the mean token loss: weight 1 per example. With ``empirical`` this
+  is the paper's estimator (Sharma et al., 2024: MLM loss, batch size 1, eval mode).
+
+The two agree whenever every nᵢ = 1 (a ``Criterion``). With predictive distributions
+p(y | xᵢ, θ) = softmax(logits) at each labelled position:
+
+* ``empirical``  F = (1/N) Σᵢ (∇ℓᵢ)², with the true labels. Exact per-example gradients.
+* ``mc``         F = (1/N) Σᵢ (1/K) Σₖ (∇ℓᵢ(ŷᵏ))², labels ŷᵏ sampled from the model itself at every
   labelled position (K = ``mc_samples``). Unbiased for the true Fisher.
-* ``exact``      F = (1/N) Σᵢ Σ_t Σ_c p_tc (J_tᵀ(p_t − e_c))², the expectation over labels in closed
-  form (cross terms between positions vanish because E[p − e_y] = 0). Costs C·P gradients per
-  example (C classes, P positions), so it is refused above ``exact_limit``.
-* ``batch``      F = (1/N) Σ_b (Σ_{i∈b} ∇sᵢ)² / n_b over the data's mini-batches b (n_b examples with
+* ``exact``      F = (1/N) Σᵢ wᵢ Σ_t Σ_c p_tc (J_tᵀ(p_t − e_c))², the expectation over labels in closed
+  form (cross terms between positions vanish because E[p − e_y] = 0; wᵢ = 1, or 1/nᵢ² for
+  ``"mean"``). Costs C·P gradients per example (C classes, P positions), so it is refused above
+  ``exact_limit``.
+* ``batch``      F = (1/N) Σ_b (Σ_{i∈b} ∇ℓᵢ)² / n_b over the data's mini-batches b (n_b examples with
   a labelled term). Cheap and **biased**: it equals ``empirical`` plus the cross terms
-  (1/N) Σ_b (1/n_b) Σ_{i≠j∈b} ∇sᵢ∇sⱼ minus (1/N) Σ_b (1 − 1/n_b) Σ_{i∈b} (∇sᵢ)²; with one
+  (1/N) Σ_b (1/n_b) Σ_{i≠j∈b} ∇ℓᵢ∇ℓⱼ minus (1/N) Σ_b (1 − 1/n_b) Σ_{i∈b} (∇ℓᵢ)²; with one
   example per batch it is ``empirical``.
 
 Counting: N counts the examples with at least one labelled term. An example whose labels are all
--100 has sᵢ ≡ 0, contributes zero and is *not* counted in N (it carries no information about the
+-100 has ℓᵢ ≡ 0, contributes zero and is *not* counted in N (it carries no information about the
 loss); ``meta["n_examples_empty"]`` reports how many there were. ``max_examples`` caps the
 examples *read* (empty ones included).
 
@@ -59,7 +66,7 @@ from landscape.params import ParamMask, ParamSpace, Selection, select
 from landscape.util.checks import check_finite_loss, check_finite_weights
 from landscape.util.results import plain
 
-__all__ = ["diagonal", "ESTIMATORS", "Estimator", "PerExample"]
+__all__ = ["diagonal", "ESTIMATORS", "Estimator", "PerExample", "ExampleLoss", "EXAMPLE_LOSSES"]
 
 #: Under ``torchrun``, per-example estimators deal whole batches to ranks when the data has at least
 #: this many batches per rank (else rows, for balance).
@@ -68,8 +75,11 @@ WHOLE_BATCHES_PER_RANK = 4
 log = logging.getLogger("landscape.fisher")
 Estimator = Literal["empirical", "mc", "exact", "batch"]
 PerExample = Literal["auto", "vmap", "loop"]
+#: The per-example loss whose gradients are squared: the summed or the mean token loss.
+ExampleLoss = Literal["sum", "mean"]
 ESTIMATORS: tuple[str, ...] = get_args(Estimator)
 PER_EXAMPLE: tuple[str, ...] = get_args(PerExample)
+EXAMPLE_LOSSES: tuple[str, ...] = get_args(ExampleLoss)
 
 
 @dataclass
@@ -102,6 +112,7 @@ def diagonal(  # noqa: PLR0913 - the documented public settings of one estimate,
     progress: bool = True,
     convergence: bool | Sequence[int] = True,
     per_example: PerExample = "auto",
+    example_loss: ExampleLoss = "sum",
 ) -> FisherDiagonal:
     """Diagonal Fisher scores of ``model``'s parameters on ``data`` (see the module docstring).
 
@@ -124,20 +135,23 @@ def diagonal(  # noqa: PLR0913 - the documented public settings of one estimate,
         convergence: record the convergence curves (``True``: geometric checkpoints 1, 2, 4, ..., N;
             or a list of example counts); ``False`` to skip.
         per_example: ``"auto"`` (vmap, loop fallback), ``"vmap"`` or ``"loop"``.
+        example_loss: ``"sum"``: gradients of each example's summed token loss sᵢ (weight nᵢ²);
+            ``"mean"``: of its mean token loss sᵢ/nᵢ (weight 1 per example; the paper's).
 
     Returns:
         :class:`FisherDiagonal` with ``scores[name]`` of the parameter's shape (tied tensors once).
 
     Raises:
-        ValueError: unknown estimator, ``max_examples < 1``, data with no labelled example, an
+        ValueError: unknown estimator or example loss, ``max_examples < 1``, data with no labelled example, an
             ``"exact"`` output space above the limit, mc/exact without categorical logits.
     """
     settings = {"estimator": estimator, "max_examples": max_examples, "mc_samples": int(mc_samples),
-                "seed": int(seed), "chunk_size": int(chunk_size), "per_example": per_example}
+                "seed": int(seed), "chunk_size": int(chunk_size), "per_example": per_example,
+                "example_loss": example_loss}
     space, mask = _check_inputs(model, objective, params, settings)
     ctx = util.dist_context() if distributed in (None, True) else util.DistContext()
     engine = SquaredGradients(model, objective, space, estimator, int(mc_samples), int(seed), int(chunk_size),
-                              per_example)
+                              per_example, example_loss)
     start = time.perf_counter()
     tally = _accumulate(engine, data, max_examples, ctx, progress)
     rows, weights = _all_reduce(tally, ctx)
@@ -179,6 +193,9 @@ def _check_inputs(model: nn.Module, objective: Objective, params: Selection,
     for key in ("mc_samples", "chunk_size"):
         if settings[key] < 1:
             raise ValueError(f"{key} must be at least 1, got {settings[key]}.")
+    if settings["example_loss"] not in EXAMPLE_LOSSES:
+        raise ValueError(f"example_loss must be 'sum' (summed token loss) or 'mean' (mean token loss, the paper's), "
+                         f"got {settings['example_loss']!r}.")
     if settings["per_example"] not in PER_EXAMPLE:
         raise ValueError(f"per_example must be one of {PER_EXAMPLE}, got {settings['per_example']!r}.")
     if not isinstance(objective, Objective):
@@ -199,7 +216,13 @@ def _counts(engine: SquaredGradients, tally: _Tally, n_informative: int) -> dict
             "mc_samples": engine.mc_samples if estimator == "mc" else None,
             "per_example": "batched" if estimator == "batch" else engine.mode if engine.mode != "auto" else "vmap",
             "hf_4d_mask": bool(engine.use_4d),
-            "weighting": "N counts examples with ≥1 labelled term; sᵢ sums the example's loss terms"}
+            "example_loss": engine.example_loss, "weighting": _WEIGHTING[engine.example_loss]}
+
+
+_WEIGHTING = {
+    "sum": "N counts examples with ≥1 labelled term; ℓᵢ = sᵢ sums the example's loss terms (weight nᵢ²)",
+    "mean": "N counts examples with ≥1 labelled term; ℓᵢ = sᵢ/nᵢ, the mean of its loss terms (weight 1)",
+}
 
 
 def _convergence(tally: _Tally, space: ParamSpace, weights: list[int], rows: Tensor,

@@ -55,16 +55,19 @@ def hf_4d_attention_mask(model: nn.Module, prepared: dict[str, Any], causal: boo
 class SquaredGradients:
     """Per-example squared gradients of one Fisher estimator, vmapped in chunks or looped.
 
-    ``squared_grads(chunk)`` returns ``{name: [B, *shape]}`` (empirical: (∇sᵢ)²; mc: the mean over
+    ``squared_grads(chunk)`` returns ``{name: [B, *shape]}`` (empirical: (∇ℓᵢ)²; mc: the mean over
     K label draws; exact: the closed-form expectation); ``batch_grad_sq`` the batch estimator's
-    (∇Σᵢsᵢ)². ``n_grads`` counts the gradients taken, ``use_4d`` whether the 4-D mask is used.
+    (∇Σᵢℓᵢ)². The example loss ℓᵢ is ``example_loss``: ``"sum"``, sᵢ (the summed token loss), or
+    ``"mean"``, sᵢ/nᵢ (the mean token loss). nᵢ does not depend on θ, so ∇(sᵢ/nᵢ) = ∇sᵢ/nᵢ and the
+    per-example contributions are those of the sum times 1/nᵢ². ``n_grads`` counts the gradients
+    taken, ``use_4d`` whether the 4-D mask is used.
     """
 
-    def __init__(self, model: nn.Module, objective: Objective, space: ParamSpace, estimator: str,
-                 mc_samples: int, seed: int, chunk_size: int, per_example: str) -> None:
+    def __init__(self, model: nn.Module, objective: Objective, space: ParamSpace, estimator: str,  # noqa: PLR0913
+                 mc_samples: int, seed: int, chunk_size: int, per_example: str, example_loss: str = "sum") -> None:
         self.model, self.objective, self.space = model, objective, space
         self.estimator, self.mc_samples, self.seed = estimator, mc_samples, seed
-        self.chunk_size, self.mode = chunk_size, per_example
+        self.chunk_size, self.mode, self.example_loss = chunk_size, per_example, example_loss
         self.values = {n: p.detach() for n, p in space.params.items()}
         self.use_4d: bool | None = None  # decided on the first batch
         self.n_grads = 0
@@ -222,7 +225,16 @@ class SquaredGradients:
         self.use_4d = bool(torch.isfinite(got_t).all()) and diff <= tol * max(float(ref_t.abs().max()), 1.0)
 
     def squared_grads(self, chunk: dict[str, Any], size: int, global_idx: Sequence[int]) -> dict[str, Tensor]:
-        """Per-example contributions ``[size, *shape]`` (already squared and summed over draws)."""
+        """Per-example contributions ``[size, *shape]`` (already squared and summed over draws; for
+        ``example_loss="mean"`` divided by nᵢ², every example in ``chunk`` having nᵢ ≥ 1)."""
+        sq = self._squared_sums(chunk, size, global_idx)
+        if self.example_loss == "sum":
+            return sq
+        w = self.objective.term_counts(chunk).to(next(iter(sq.values())).device).double().clamp_min(1).pow(-2)
+        return {n: t * w.to(t.dtype).view(-1, *([1] * (t.ndim - 1))) for n, t in sq.items()}
+
+    def _squared_sums(self, chunk: dict[str, Any], size: int, global_idx: Sequence[int]) -> dict[str, Tensor]:
+        """Per-example contributions of the summed token loss sᵢ, vmapped (loop fallback)."""
         if self.use_4d is None:
             self._decide_4d(chunk)
         ys = self.sample_labels(chunk, global_idx)
@@ -242,9 +254,13 @@ class SquaredGradients:
         return self._chunk_loop(chunk, size, ys)
 
     def batch_grad_sq(self, prepared: dict[str, Any]) -> dict[str, Tensor]:
-        """(∇ Σ_{i∈b} sᵢ)² for one prepared batch."""
+        """(∇ Σ_{i∈b} ℓᵢ)² for one prepared batch (ℓᵢ = sᵢ, or sᵢ/nᵢ for ``example_loss="mean"``)."""
         def total(prm: dict[str, Tensor]) -> Tensor:
-            return self.objective.loss_sum(_FunctionalModel(self.model, prm), prepared)[0]
+            model = _FunctionalModel(self.model, prm)
+            if self.example_loss == "sum":
+                return self.objective.loss_sum(model, prepared)[0]
+            s, n = self.objective.loss_terms(self.objective.forward(model, prepared), prepared)
+            return (s / n.clamp_min(1)).sum()
 
         g = grad(total)(self.values)
         self.n_grads += 1

@@ -3,8 +3,10 @@
 Files are parsed with :mod:`ast` and never imported, so building the corpus has
 no side effects.  Ordering is deterministic (sorted relative paths, then source
 order within a file), so the same interpreter always yields the same corpus and
-the same :func:`corpus_hash`.  :func:`build_tokenizer` trains a BERT WordPiece
-tokenizer on it (deterministically) and :func:`chunk_texts` packs it into rows.
+the same :func:`corpus_hash`.  Each docstring is a :class:`Document` that keeps the
+module it came from, so rows can be grouped (clustered) by docstring or module.
+:func:`build_tokenizer` trains a BERT WordPiece tokenizer on it (deterministically)
+and :func:`chunk_texts` packs it into rows, recording each row's source docstring.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import sysconfig
 import warnings
 from collections import Counter
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +29,9 @@ __all__ = [
     "stdlib_root",
     "iter_stdlib_files",
     "docstrings_from_source",
+    "Document",
+    "module_name",
+    "stdlib_documents",
     "stdlib_docstrings",
     "stdlib_fingerprint",
     "corpus_hash",
@@ -35,6 +41,7 @@ __all__ = [
     "build_tokenizer",
     "chunk_texts",
     "unigram_entropy",
+    "unigram_cross_entropy",
 ]
 
 #: BERT special tokens, in id order 0-4.
@@ -110,40 +117,65 @@ def docstrings_from_source(source: str | bytes) -> list[str]:
     return out
 
 
-def stdlib_docstrings(min_chars: int = 40, root: Path | None = None, use_cache: bool = True) -> list[str]:
-    """Collect the docstrings of the stdlib under ``root`` (default: the running Python's).
+@dataclass(frozen=True)
+class Document:
+    """One docstring of the corpus and the module it came from.
+
+    ``module`` is the dotted name of its file relative to the corpus root (``json/decoder.py`` ->
+    ``json.decoder``, ``json/__init__.py`` -> ``json``); ``text`` the stripped docstring.
+    """
+
+    module: str
+    text: str
+
+
+def module_name(rel: Path) -> str:
+    """Dotted module name of a ``.py`` path relative to the corpus root (``__init__`` -> its package)."""
+    parts = list(rel.with_suffix("").parts)
+    if parts and parts[-1] == "__init__" and len(parts) > 1:
+        parts.pop()
+    return ".".join(parts)
+
+
+def stdlib_documents(min_chars: int = 40, root: Path | None = None) -> list[Document]:
+    """The docstrings of the stdlib under ``root`` (default: the running Python's), with their modules.
 
     Files that fail to decode or parse are skipped.  Docstrings shorter than
     ``min_chars`` (after stripping) are dropped; exact duplicates are kept only
-    once (first occurrence), so the corpus has no trivially repeated texts.
-    Results are memoised per process (``use_cache=False`` re-parses).
+    once (first occurrence, with that occurrence's module), so the corpus has no
+    trivially repeated texts.  Order: sorted file paths, then source order.
+    Memoised per process (the files are parsed once per ``(root, min_chars)``).
     """
     root = stdlib_root() if root is None else Path(root)
-    if use_cache:
-        return list(_docstrings_cached(str(root), min_chars))
-    return _collect(root, min_chars)
+    return list(_documents_cached(str(root), min_chars))
+
+
+def stdlib_docstrings(min_chars: int = 40, root: Path | None = None) -> list[str]:
+    """The texts of :func:`stdlib_documents`, in the same order."""
+    return [d.text for d in stdlib_documents(min_chars, root)]
 
 
 @functools.lru_cache(maxsize=8)
-def _docstrings_cached(root: str, min_chars: int) -> tuple[str, ...]:
+def _documents_cached(root: str, min_chars: int) -> tuple[Document, ...]:
     return tuple(_collect(Path(root), min_chars))
 
 
-def _collect(root: Path, min_chars: int) -> list[str]:
+def _collect(root: Path, min_chars: int) -> list[Document]:
     seen: set[str] = set()
-    texts: list[str] = []
+    out: list[Document] = []
     for path in iter_stdlib_files(root):
         try:
             docs = docstrings_from_source(path.read_bytes())
         except (SyntaxError, ValueError, UnicodeDecodeError, OSError, RecursionError):
             continue
+        module = module_name(path.relative_to(root))
         for doc in docs:
             doc = doc.strip()
             if len(doc) < min_chars or doc in seen:
                 continue
             seen.add(doc)
-            texts.append(doc)
-    return texts
+            out.append(Document(module, doc))
+    return out
 
 
 def stdlib_fingerprint(root: Path | None = None) -> str:
@@ -263,21 +295,34 @@ def chunk_texts(tokenizer: Any, texts: list[str], max_seq_len: int) -> dict[str,
     """Pack the texts' tokens ([SEP] between texts) into ``[CLS] ... [SEP]`` rows of ``max_seq_len``.
 
     Only the last row can be shorter; it is padded with the pad id.
+
+    Returns:
+        ``input_ids`` and ``attention_mask`` (int64 ``[n_rows, max_seq_len]``) and ``doc_index``
+        (int64 ``[n_rows]``): the index in ``texts`` of the text that supplied the row's first real
+        token (the first token that is not a separating [SEP]; a row holding only separators takes
+        the text the first one closes).
     """
     enc = tokenizer.backend_tokenizer.encode_batch(texts, add_special_tokens=False)
     stream: list[int] = []
-    for e in enc:
+    owner: list[int] = []  # per stream position: the text it came from
+    real: list[bool] = []  # per stream position: a text's token, not a separator
+    for t, e in enumerate(enc):
         stream.extend(e.ids)
         stream.append(tokenizer.sep_token_id)
+        owner.extend([t] * (len(e.ids) + 1))
+        real.extend([True] * len(e.ids) + [False])
     body = max_seq_len - 2
-    rows = [[tokenizer.cls_token_id, *stream[i:i + body], tokenizer.sep_token_id]
-            for i in range(0, len(stream), body)]
-    ids = torch.full((len(rows), max_seq_len), tokenizer.pad_token_id, dtype=torch.long)
-    mask = torch.zeros((len(rows), max_seq_len), dtype=torch.long)
-    for r, row in enumerate(rows):
+    starts = range(0, len(stream), body)
+    ids = torch.full((len(starts), max_seq_len), tokenizer.pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(starts), max_seq_len), dtype=torch.long)
+    doc = torch.zeros(len(starts), dtype=torch.long)
+    for r, i in enumerate(starts):
+        row = [tokenizer.cls_token_id, *stream[i:i + body], tokenizer.sep_token_id]
         ids[r, : len(row)] = torch.tensor(row)
         mask[r, : len(row)] = 1
-    return {"input_ids": ids, "attention_mask": mask}
+        first = next((j for j in range(i, min(i + body, len(stream))) if real[j]), i)
+        doc[r] = owner[first]
+    return {"input_ids": ids, "attention_mask": mask, "doc_index": doc}
 
 
 def unigram_entropy(input_ids: torch.Tensor, special_ids: list[int]) -> float:
@@ -287,3 +332,13 @@ def unigram_entropy(input_ids: torch.Tensor, special_ids: list[int]) -> float:
     counts = torch.bincount(flat[keep]).double()
     p = counts[counts > 0] / counts.sum()
     return float(-(p * p.log()).sum())
+
+
+def unigram_cross_entropy(train_ids: torch.Tensor, heldout_ids: torch.Tensor, special: list[int], vocab: int) -> float:
+    """Cross-entropy (nats) of held-out non-special tokens under add-one-smoothed train unigram frequencies."""
+    sp = torch.tensor(special)
+    tr, he = train_ids.flatten(), heldout_ids.flatten()
+    counts = torch.bincount(tr[~torch.isin(tr, sp)], minlength=vocab).double() + 1.0
+    counts[sp] = 0.0
+    logp = (counts / counts.sum()).log()
+    return float(-logp[he[~torch.isin(he, sp)]].mean())

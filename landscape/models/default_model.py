@@ -5,7 +5,9 @@
 lives in ``$LANDSCAPE_CACHE`` or ``~/.cache/landscape`` under
 ``default-model/<key>``, where ``key`` hashes the config and the corpus hash.
 Each cache entry is a loadable Hugging Face checkpoint plus ``metadata.json``
-and the tokenized ``train``/``heldout`` sequences; it is written to a temporary
+and the tokenized ``train``/``heldout`` sequences; the held-out rows carry the
+docstring and module each came from (:meth:`DefaultModel.heldout_groups`), for
+bootstrapping over documents rather than rows.  An entry is written to a temporary
 directory and renamed into place, so an interrupted build leaves nothing behind.
 
 Builds run in a child process with ``OMP_WAIT_POLICY=PASSIVE``: with the default
@@ -29,28 +31,31 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
 from landscape.models import corpus, pretraining
-from landscape.models.corpus import build_tokenizer, chunk_texts, unigram_entropy
+from landscape.models.corpus import build_tokenizer, chunk_texts, unigram_cross_entropy, unigram_entropy
+from landscape.models.pretraining import PretrainRecipe
 from landscape.util.files import write_text
 
 __all__ = ["DefaultModelConfig", "DefaultModel", "load_default", "cached_path", "cache_root", "heldout_loss"]
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: held-out rows carry their docstring and module (heldout_groups)
 #: Build in a child process with passive OpenMP waits (tests switch this off to monkeypatch).
 BUILD_IN_SUBPROCESS = True
 
 
 @dataclass(frozen=True)
-class DefaultModelConfig:
-    """Everything that determines the default model (with the corpus hash, the cache key).
+class DefaultModelConfig(PretrainRecipe):
+    """Everything that determines the default model (with the corpus hash, the cache key): the
+    pretraining recipe it extends (:class:`~landscape.models.pretraining.PretrainRecipe`: seed,
+    steps, batch size, learning rate, ...), the architecture and the corpus.
 
-    The defaults were tuned on a 2-core CPU: 2.5-3 minutes of pretraining for a held-out
-    masked-LM loss about 1.8 nats below the unigram-entropy baseline (see BENCHMARKS.md).
-    Large training mask rates (40%) and short rows (64 tokens) gave the best loss per second.
+    The defaults were tuned on a 2-core CPU: about 3 minutes of pretraining, with dropout 0.1 as
+    BERT, for a held-out masked-LM loss GAP_NATS nats below the unigram-entropy baseline (see
+    BENCHMARKS.md). Short rows (64 tokens) gave the best loss per second.
     """
 
     vocab_size: int = 2048
@@ -59,15 +64,7 @@ class DefaultModelConfig:
     num_heads: int = 2
     intermediate_size: int = 512
     max_seq_len: int = 64  # also the model's max_position_embeddings
-    dropout: float = 0.0
-    steps: int = 1500
-    batch_size: int = 64
-    lr: float = 3e-3  # 6e-3 diverges (post-LN BERT)
-    warmup_steps: int = 80
-    weight_decay: float = 0.01
-    grad_clip: float = 1.0
-    train_mask_prob: float = 0.4  # pretraining only; evaluation always masks 15%
-    seed: int = 0
+    dropout: float = 0.1  # hidden and attention dropout while pretraining, as BERT (evaluation: eval mode, none)
     heldout_fraction: float = 0.05
     min_chars: int = 40
     max_docstrings: int | None = None  # use only the first N docstrings (tests)
@@ -106,6 +103,25 @@ class DefaultModel:
         """Training sequences, in corpus order, as ``input_ids``/``attention_mask`` batches."""
         return _batches(self._train, batch_size, max_examples)
 
+    def heldout_groups(self, level: Literal["document", "module"]) -> torch.Tensor:
+        """Cluster label of every held-out row, int64 ``[n_heldout_rows]``, rows in the order of
+        :meth:`heldout_batches`.
+
+        ``"document"``: the index (among the held-out docstrings, in corpus order) of the docstring
+        that supplied the row's first real token; ``"module"``: the index of that docstring's module
+        in :meth:`heldout_module_names`. Neighbouring rows of the packed stream share a docstring or
+        a module, so resample these groups, not rows, to bootstrap over the corpus.
+        """
+        key = {"document": "doc_index", "module": "module_index"}.get(level)
+        if key is None:
+            raise ValueError(f"level must be 'document' or 'module', got {level!r}.")
+        return self._heldout[key].clone()
+
+    def heldout_module_names(self) -> list[str]:
+        """Dotted names of the held-out docstrings' modules (``json.decoder``), indexed by
+        ``heldout_groups("module")``, in order of first appearance."""
+        return list(self.metadata["heldout_module_names"])
+
 
 def _batches(data: dict[str, torch.Tensor], batch_size: int, max_examples: int | None) -> list[dict[str, torch.Tensor]]:
     if batch_size < 1:
@@ -128,8 +144,9 @@ def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
 # --------------------------------------------------------------------------- corpus
 
 
-def _corpus(cfg: DefaultModelConfig, root: Path, fresh: bool = False) -> tuple[list[str] | None, str]:
-    """Return (texts or None, corpus hash).
+def _corpus(cfg: DefaultModelConfig, root: Path,
+            fresh: bool = False) -> tuple[list[corpus.Document] | None, str]:
+    """Return (documents or None, corpus hash of their texts).
 
     The corpus hash is memoised under ``root/corpus-index``, keyed by a stat
     fingerprint of the stdlib, so loading a cached model does not re-parse the
@@ -143,15 +160,11 @@ def _corpus(cfg: DefaultModelConfig, root: Path, fresh: bool = False) -> tuple[l
             return None, json.loads(index.read_text())["corpus_hash"]
         except (OSError, ValueError, KeyError):
             pass
-    texts = _load_texts(cfg)
-    h = corpus.corpus_hash(texts)
-    write_text(index, json.dumps({"corpus_hash": h, "n_docstrings": len(texts)}))
-    return texts, h
-
-
-def _load_texts(cfg: DefaultModelConfig) -> list[str]:
-    texts = corpus.stdlib_docstrings(min_chars=cfg.min_chars)
-    return texts if cfg.max_docstrings is None else texts[: cfg.max_docstrings]
+    docs = corpus.stdlib_documents(min_chars=cfg.min_chars)
+    docs = docs if cfg.max_docstrings is None else docs[: cfg.max_docstrings]
+    h = corpus.corpus_hash([d.text for d in docs])
+    write_text(index, json.dumps({"corpus_hash": h, "n_docstrings": len(docs)}))
+    return docs, h
 
 
 def heldout_loss(dm: DefaultModel, batch_size: int = 16) -> float:
@@ -178,18 +191,29 @@ class _Trained:
     losses: list[float]
     pretrain_s: float
     n_docs: tuple[int, int, int]  # docstrings: all, train, held-out
+    heldout_modules: list[str]  # names indexed by heldout["module_index"]
 
 
-def _train(cfg: DefaultModelConfig, texts: list[str], progress: bool) -> _Trained:
+def _heldout_modules(docs: list[corpus.Document], doc_index: torch.Tensor) -> tuple[torch.Tensor, list[str]]:
+    """Module index of each row (``[n_rows]``) and the module names, in order of first appearance."""
+    names = list(dict.fromkeys(d.module for d in docs))
+    of_doc = torch.tensor([names.index(d.module) for d in docs], dtype=torch.long)
+    return of_doc[doc_index], names
+
+
+def _train(cfg: DefaultModelConfig, docs: list[corpus.Document], progress: bool) -> _Trained:
     """Tokenizer, tokenized splits and the pretrained model for ``cfg`` (seeded: same weights)."""
     from transformers import BertConfig, BertForMaskedLM
 
-    train_texts, heldout_texts = corpus.split_texts(texts, cfg.heldout_fraction)
-    if not train_texts or not heldout_texts:
+    held = [corpus.is_heldout(d.text, cfg.heldout_fraction) for d in docs]
+    train_texts = [d.text for d, h in zip(docs, held) if not h]
+    heldout_docs = [d for d, h in zip(docs, held) if h]
+    if not train_texts or not heldout_docs:
         raise ValueError("corpus too small: empty train or held-out split")
     tok = build_tokenizer(train_texts, cfg.vocab_size, cfg.lowercase, cfg.max_seq_len)
     train = chunk_texts(tok, train_texts, cfg.max_seq_len)
-    heldout = chunk_texts(tok, heldout_texts, cfg.max_seq_len)
+    heldout = chunk_texts(tok, [d.text for d in heldout_docs], cfg.max_seq_len)
+    heldout["module_index"], modules = _heldout_modules(heldout_docs, heldout["doc_index"])
 
     torch.manual_seed(cfg.seed)
     bcfg = BertConfig(vocab_size=len(tok), hidden_size=cfg.hidden_size, num_hidden_layers=cfg.num_layers,
@@ -204,7 +228,7 @@ def _train(cfg: DefaultModelConfig, texts: list[str], progress: bool) -> _Traine
     t0 = time.perf_counter()
     losses = pretraining.pretrain(model, train, cfg, tok.all_special_ids, tok.mask_token_id, progress)
     return _Trained(model, tok, train, heldout, losses, time.perf_counter() - t0,
-                    (len(texts), len(train_texts), len(heldout_texts)))
+                    (len(docs), len(train_texts), len(heldout_docs)), modules)
 
 
 def _metadata(cfg: DefaultModelConfig, t: _Trained, key: str, chash: str, loss: float,
@@ -218,6 +242,7 @@ def _metadata(cfg: DefaultModelConfig, t: _Trained, key: str, chash: str, loss: 
         "n_docstrings": t.n_docs[0], "n_train_docstrings": t.n_docs[1], "n_heldout_docstrings": t.n_docs[2],
         "n_train_sequences": int(train["input_ids"].shape[0]),
         "n_heldout_sequences": int(heldout["input_ids"].shape[0]),
+        "n_heldout_modules": len(t.heldout_modules), "heldout_module_names": t.heldout_modules,
         "n_train_tokens": int(pretraining.maskable(train["input_ids"], train["attention_mask"], special).sum()),
         "n_parameters": int(sum(p.numel() for p in t.model.parameters())),
         "pretrain_seconds": round(t.pretrain_s, 2),
@@ -226,20 +251,20 @@ def _metadata(cfg: DefaultModelConfig, t: _Trained, key: str, chash: str, loss: 
         "train_loss_curve": pretraining.loss_curve(losses),
         "heldout_loss": loss, "heldout_loss_evaluator": "landscape.objectives.MaskedLM(mask_prob=0.15, seed=0)",
         "unigram_entropy": unigram_entropy(train["input_ids"], special),
-        "heldout_unigram_xent": _unigram_xent(train["input_ids"], heldout["input_ids"], special, len(t.tok)),
+        "heldout_unigram_xent": unigram_cross_entropy(train["input_ids"], heldout["input_ids"], special, len(t.tok)),
         "seed": cfg.seed, "built_at": time.time(), "python": sys.version.split()[0],
         "torch": torch.__version__, "transformers": transformers.__version__,
     }
 
 
-def _build(cfg: DefaultModelConfig, texts: list[str], chash: str, final: Path, progress: bool,
+def _build(cfg: DefaultModelConfig, docs: list[corpus.Document], chash: str, final: Path, progress: bool,
            replace: bool = False) -> None:
     """Build the model into a temp dir next to ``final`` and rename it into place
     (``replace``: swap out an existing entry)."""
     from safetensors.torch import save_file
 
     t_build = time.perf_counter()
-    t = _train(cfg, texts, progress)
+    t = _train(cfg, docs, progress)
     final.parent.mkdir(parents=True, exist_ok=True)
     _sweep_leftovers(final.parent)
     tmp = final.parent / f".tmp-{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
@@ -268,22 +293,13 @@ def _build(cfg: DefaultModelConfig, texts: list[str], chash: str, final: Path, p
         shutil.rmtree(stale, ignore_errors=True)
 
 
-def _unigram_xent(train_ids: torch.Tensor, heldout_ids: torch.Tensor, special: list[int], vocab: int) -> float:
-    """Cross-entropy (nats) of held-out non-special tokens under add-one-smoothed train unigram frequencies."""
-    sp = torch.tensor(special)
-    tr, he = train_ids.flatten(), heldout_ids.flatten()
-    counts = torch.bincount(tr[~torch.isin(tr, sp)], minlength=vocab).double() + 1.0
-    counts[sp] = 0.0
-    logp = (counts / counts.sum()).log()
-    return float(-logp[he[~torch.isin(he, sp)]].mean())
-
-
-def _build_in_subprocess(cfg: DefaultModelConfig, texts: list[str], chash: str, final: Path, progress: bool,
+def _build_in_subprocess(cfg: DefaultModelConfig, docs: list[corpus.Document], chash: str, final: Path, progress: bool,
                          replace: bool = False) -> None:
     """Run :func:`_build` in a child Python (``_build_main(JOB)``) with passive OpenMP waits."""
     final.parent.mkdir(parents=True, exist_ok=True)
     job = final.parent / f".job-{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}.json"
-    job.write_text(json.dumps({"config": cfg.to_dict(), "texts": texts, "corpus_hash": chash,
+    job.write_text(json.dumps({"config": cfg.to_dict(), "documents": [[d.module, d.text] for d in docs],
+                               "corpus_hash": chash,
                                "final": str(final), "progress": progress, "replace": replace}))
     env = dict(os.environ)
     env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -313,7 +329,8 @@ def _build_main(job_path: str) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # clean up on SIGTERM too
     job = json.loads(Path(job_path).read_text())
     cfg = DefaultModelConfig(**job["config"])
-    _build(cfg, job["texts"], job["corpus_hash"], Path(job["final"]), job["progress"], job["replace"])
+    docs = [corpus.Document(module, text) for module, text in job["documents"]]
+    _build(cfg, docs, job["corpus_hash"], Path(job["final"]), job["progress"], job["replace"])
     return 0
 
 
@@ -359,16 +376,16 @@ def load_default(config: DefaultModelConfig | None = None, cache_dir: str | os.P
     t0 = time.perf_counter()
     cfg = config or DefaultModelConfig()
     root = cache_root(cache_dir)
-    texts, chash = _corpus(cfg, root)
+    docs, chash = _corpus(cfg, root)
     final = root / "default-model" / cfg.cache_key(chash)
     cached = (final / "metadata.json").exists() and not rebuild
     if not cached:
-        if texts is None:  # re-parse: never build from a possibly stale memoised hash
-            texts, chash = _corpus(cfg, root, fresh=True)
+        if docs is None:  # re-parse: never build from a possibly stale memoised hash
+            docs, chash = _corpus(cfg, root, fresh=True)
             final = root / "default-model" / cfg.cache_key(chash)
         if rebuild or not (final / "metadata.json").exists():
             build = _build_in_subprocess if BUILD_IN_SUBPROCESS else _build
-            build(cfg, list(texts or ()), chash, final, progress, replace=rebuild)
+            build(cfg, list(docs or ()), chash, final, progress, replace=rebuild)
     dm = _load(final)
     dm.from_cache = cached
     dm.load_seconds = time.perf_counter() - t0

@@ -1,41 +1,40 @@
 """Masked-LM pretraining of the embedded default model: BERT's 80/10/10 masking, AdamW with a
 linear warmup and decay, and the loss curve kept in the cache entry's metadata.
 
-The recipe's numbers come from :class:`~landscape.models.default_model.DefaultModelConfig`; this
-module only reads them (see :class:`Recipe`), so the cache key keeps one home.
+The recipe's settings are stated once, in :class:`PretrainRecipe`;
+:class:`~landscape.models.default_model.DefaultModelConfig` extends it with the model and corpus,
+so the cache key covers both and keeps one home.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 
 from landscape.models.corpus import SPECIAL_TOKENS
 
-__all__ = ["Recipe", "maskable", "pretrain", "loss_curve"]
+__all__ = ["PretrainRecipe", "maskable", "pretrain", "loss_curve"]
 
 
-class Recipe(Protocol):
-    """The settings :func:`pretrain` reads (a ``DefaultModelConfig`` has them all)."""
+@dataclass(frozen=True)
+class PretrainRecipe:
+    """The settings :func:`pretrain` reads; the defaults are the embedded default model's.
 
-    @property
-    def seed(self) -> int: ...
-    @property
-    def steps(self) -> int: ...
-    @property
-    def batch_size(self) -> int: ...
-    @property
-    def lr(self) -> float: ...
-    @property
-    def warmup_steps(self) -> int: ...
-    @property
-    def weight_decay(self) -> float: ...
-    @property
-    def grad_clip(self) -> float: ...
-    @property
-    def train_mask_prob(self) -> float: ...
+    Tuned on a 2-core CPU for the best held-out loss per second: a large training mask rate (40 %),
+    and the largest stable learning rate (6e-3 diverges: post-LN BERT).
+    """
+
+    seed: int = 0
+    steps: int = 1500
+    batch_size: int = 64
+    lr: float = 3e-3
+    warmup_steps: int = 80
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    train_mask_prob: float = 0.4  # pretraining only; evaluation always masks 15%
 
 
 def maskable(input_ids: torch.Tensor, attention_mask: torch.Tensor, special_ids: list[int]) -> torch.Tensor:
@@ -43,7 +42,7 @@ def maskable(input_ids: torch.Tensor, attention_mask: torch.Tensor, special_ids:
     return attention_mask.bool() & ~torch.isin(input_ids, torch.tensor(special_ids))
 
 
-def _mask_batch(ids: torch.Tensor, attn: torch.Tensor, cfg: Recipe, special_ids: list[int],
+def _mask_batch(ids: torch.Tensor, attn: torch.Tensor, cfg: PretrainRecipe, special_ids: list[int],
                 mask_id: int, vocab_size: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """BERT 80/10/10 masking. Returns (corrupted ids, boolean selection of predicted positions)."""
     sel = (torch.rand(ids.shape, generator=gen) < cfg.train_mask_prob) & maskable(ids, attn, special_ids)
@@ -71,7 +70,7 @@ def _masked_loss(model: Any, ids: torch.Tensor, attn: torch.Tensor, targets: tor
     return torch.nn.functional.cross_entropy(logits.float(), tgt, ignore_index=-100)
 
 
-def pretrain(model: Any, data: dict[str, torch.Tensor], cfg: Recipe, special_ids: list[int],
+def pretrain(model: Any, data: dict[str, torch.Tensor], cfg: PretrainRecipe, special_ids: list[int],
              mask_id: int, progress: bool = True, callback: Callable[[int], None] | None = None) -> list[float]:
     """Pretrain ``model`` in place with MLM (AdamW, linear warmup + decay). Returns per-step losses.
 

@@ -7,13 +7,19 @@
   :class:`landscape.evaluator.Evaluator`: :func:`average_sharpness`, :func:`worst_case_sharpness`,
   :func:`keskar_sharpness`;
 * :mod:`~landscape.sharpness.directional`: from per-example loss sums (bootstrappable):
-  :func:`directional_curvature`, :func:`second_difference`.
+  :func:`directional_curvature`, :func:`second_difference`, and :func:`fd_curvature_error` (the
+  second difference checked against an exact Hessian-vector product).
 
 Shared conventions: θ₀ + δ is set from a saved copy and the weights are restored bit for bit; a
 width the range never closes is censored (a lower bound), never dropped.
 """
 
-from landscape.sharpness.directional import DirectionalCurvature, directional_curvature, second_difference
+from landscape.sharpness.directional import (
+    DirectionalCurvature,
+    directional_curvature,
+    fd_curvature_error,
+    second_difference,
+)
 from landscape.sharpness.from_scans import (
     BasinWidth,
     BracketedWidth,
@@ -29,4 +35,4 @@ from landscape.sharpness.perturbation import SharpnessResult, average_sharpness,
 __all__ = ["CurvatureFit", "BasinWidth", "BracketedWidth", "SharpnessResult", "DirectionalCurvature",
            "curvature_at_origin", "basin_width", "loss_rise_at_edge", "origin_index", "basin_width_bracketed",
            "average_sharpness", "worst_case_sharpness", "keskar_sharpness", "directional_curvature",
-           "second_difference"]
+           "second_difference", "fd_curvature_error"]

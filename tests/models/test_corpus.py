@@ -35,7 +35,7 @@ def test_stdlib_corpus_size_and_content(docs):
 
 
 def test_stdlib_corpus_is_deterministic(docs):
-    again = corpus.stdlib_docstrings(use_cache=False)  # a second, independent parse
+    again = [d.text for d in corpus._collect(corpus.stdlib_root(), 40)]  # a second, independent parse
     assert again == docs
     assert corpus.corpus_hash(again) == corpus.corpus_hash(docs)
 
@@ -60,7 +60,7 @@ def test_parses_without_importing(tmp_path, docs):
            f'raise SystemExit("imported!")\n'
            f'def f():\n    """Function docstring that is long enough to keep."""\n')
     before = set(sys.modules)
-    got = corpus.stdlib_docstrings(root=tmp_path, use_cache=False)
+    got = corpus.stdlib_docstrings(root=tmp_path)
     assert got == ["Probe module docstring, long enough to keep.", "Function docstring that is long enough to keep."]
     assert not marker.exists()
     assert "probe_mod_landscape" not in set(sys.modules) - before
@@ -139,3 +139,36 @@ def test_chunk_texts_packs_rows():
     assert (ids[mask == 0] == tok.pad_token_id).all()
     last = int(mask[-1].sum())
     assert ids[-1, last - 1] == tok.sep_token_id
+    assert rows["doc_index"].shape == (ids.shape[0],) and rows["doc_index"][0] == 0
+
+
+def test_documents_keep_their_module(docs, tmp_path):
+    documents = corpus.stdlib_documents()
+    assert [d.text for d in documents] == docs  # the same list, in the same order
+    assert next(d for d in documents if d.text.startswith("JSON (JavaScript Object Notation)")).module == "json"
+    assert any(d.module == "json.decoder" for d in documents)
+    _write(tmp_path, "pkg/__init__.py", '"""The package docstring, long enough to keep."""\n')
+    _write(tmp_path, "pkg/sub.py",
+           '"""The submodule docstring, long enough."""\ndef f():\n    """Its function docstring."""\n')
+    _write(tmp_path, "top.py", '"""The package docstring, long enough to keep."""\n')  # a duplicate: dropped
+    got = corpus.stdlib_documents(min_chars=10, root=tmp_path)
+    assert got == [corpus.Document("pkg", "The package docstring, long enough to keep."),
+                   corpus.Document("pkg.sub", "The submodule docstring, long enough."),
+                   corpus.Document("pkg.sub", "Its function docstring.")]
+    assert corpus.module_name(Path("a/b/c.py")) == "a.b.c" and corpus.module_name(Path("__init__.py")) == "__init__"
+
+
+def test_chunk_texts_records_the_source_text_of_each_row():
+    texts = ["alpha beta", "gamma delta epsilon zeta eta theta alpha beta gamma", "delta", "epsilon zeta eta"]
+    tok = corpus.build_tokenizer(texts * 3, vocab_size=60)
+    body = 4
+    rows = corpus.chunk_texts(tok, texts, max_seq_len=body + 2)
+    # recomputed: the stream with each position's text, the separator after a text belonging to it
+    stream = [(t, tid) for t, text in enumerate(texts)
+              for tid in [*tok(text, add_special_tokens=False)["input_ids"], -1]]
+    expected = []
+    for start in range(0, len(stream), body):
+        part = stream[start:start + body]
+        expected.append(next((t for t, tid in part if tid != -1), part[0][0]))
+    assert rows["doc_index"].dtype == torch.long and rows["doc_index"].tolist() == expected
+    assert rows["doc_index"].shape[0] == rows["input_ids"].shape[0] and len(set(expected)) < len(expected)
