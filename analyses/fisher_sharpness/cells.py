@@ -84,7 +84,9 @@ def measure_cell(cfg: Any, model: Any, objective: Any, data: list, F: FisherDiag
         if info["n_moving_tensors"] == 0:
             out["P"][half] = {"summary": info, "skipped": "only 1-D tensors, which get a zero direction"}
             continue
-        make_p: Callable[[int], Any] = lambda s, n=names: arms.arm_p_direction(model, space, n, s)  # noqa: E731
+        def make_p(s: int, n: list[str] | None = names) -> Direction:
+            return arms.arm_p_direction(model, space, n, s)
+
         out["P"][half] = {"summary": info} | run(make_p, True)
     F_matrix = F.restrict(mspace)
     masks = {f: arms.arm_e_masks(F_matrix, f) for f in cfg.fractions}

@@ -31,7 +31,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -43,6 +43,7 @@ from analyses.fisher_sharpness.summary import summarize
 from analyses.reference import find_reference
 from analyses.study import FolderResult, Resume, Study, register, result_settings
 from landscape import fisher
+from landscape.fisher.estimators import ExampleLoss
 from landscape.params import ParamSpace
 from landscape.util import versions
 from landscape.util.files import write_npz
@@ -127,7 +128,8 @@ def fisher_sample(r: _Run, member: family.Member, k: int, loss: str | None = Non
         return fisher.FisherDiagonal.load(path, model=model)
     t0 = time.perf_counter()
     F = fisher.diagonal(model, member.objective(0), member.fisher[k], estimator="empirical", params=ParamSpace(model),
-                        seed=cfg.seed, progress=False, convergence=member.index == k == 0, example_loss=loss)
+                        seed=cfg.seed, progress=False, convergence=member.index == k == 0,
+                        example_loss=cast(ExampleLoss, loss))
     F.meta["settings_hash"], F.meta["study_settings"] = r.parts.hash, r.parts.settings
     F.save(path)
     r.timed("fisher_s", t0)
