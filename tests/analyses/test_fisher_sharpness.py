@@ -229,3 +229,33 @@ def test_reference_surfaces_summarized_like_ours():
     for r in ref.values():
         rises = [r["loss_rise"][k] for k in ("0.25", "0.5", "1")]
         assert rises == sorted(rises) and 2.0 < r["min"] < 2.3
+
+
+def test_models_n_loads_default_seeds_and_clusters_rows_by_docstring(tmp_path, monkeypatch):
+    """--models 2 on the default recipe (shrunk): seeds 0 and 1 differ, share the held-out split, and the
+    pool's documents are the docstrings each row came from (fewer documents than rows)."""
+    import dataclasses
+
+    from analyses.fisher_sharpness import family
+    from landscape.models import default_model as dmm
+
+    tiny = dmm.DefaultModelConfig(vocab_size=400, hidden_size=32, num_layers=1, num_heads=2, intermediate_size=64,
+                                  max_seq_len=32, steps=2, batch_size=16, warmup_steps=1, max_docstrings=200,
+                                  heldout_fraction=0.2)
+    real = dmm.load_default
+    built = []
+
+    def load(config=None, cache_dir=None, rebuild=False, progress=True):
+        built.append(config.seed)
+        return real(dataclasses.replace(tiny, seed=config.seed), cache_dir=tmp_path / "cache", progress=False)
+
+    monkeypatch.setattr(dmm, "load_default", load)
+    cfg = _config(tmp_path, checkpoint="default", models=2, fisher_samples=2, fisher_examples=4, eval_examples=12)
+    members = family.load_family(cfg)
+    assert built == [0, 1] and [m.index for m in members] == [0, 1]
+    a, b = (m.target.model.state_dict()["bert.embeddings.word_embeddings.weight"] for m in members)
+    assert not torch.equal(a, b)
+    assert torch.equal(members[0].eval[0]["input_ids"], members[1].eval[0]["input_ids"])  # the same held-out split
+    g = members[0].groups
+    assert g.size == 12 and 1 <= np.unique(g).size < 12 and members[0].documents.startswith("the docstring")
+    assert (np.diff(g) >= 0).all()  # consecutive rows of one document share its label
