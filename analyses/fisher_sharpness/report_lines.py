@@ -25,12 +25,17 @@ def _arm_p_line(arm_p: dict[str, Any]) -> list[str]:
              f"{h['top']['n_params_moved']:,} parameters with ‖d‖ = {h['top']['norm']:.3g}; the bottom half moves "
              f"{h['bottom']['n_moving_tensors']} tensors, {h['bottom']['n_params_moved']:,} parameters with ‖d‖ = "
              f"{h['bottom']['norm']:.3g}")
-    per = (f"per unit ‖d‖² the ratio is ×{d['ratio']:.3g}" + (f" [×{d['ratio_interval'][0]:.3g} to "
-                                                               f"×{d['ratio_interval'][1]:.3g}]"
-                                                               if d["ratio_interval"] else ""))
+    if d["top"] > 0 and d["bottom"] > 0:
+        per = (f"per unit ‖d‖² the ratio is ×{d['ratio']:.3g}" + (f" [×{d['ratio_interval'][0]:.3g} to "
+                                                                   f"×{d['ratio_interval'][1]:.3g}]"
+                                                                   if d["ratio_interval"] else "")
+               + f", the raw ratio times (‖d‖_bottom/‖d‖_top)² = {d['factor']:.3g}, which the filter "
+                 "normalization fixes")
+    else:
+        per = (f"per unit ‖d‖², dᵀHd/‖d‖² is {d['top']:.3g} (top) against {d['bottom']:.3g} (bottom), the norms "
+               "fixed by the filter normalization (no ratio: a side is not positive)")
     return [f"**Arm P (the paper's protocol)**: does the top-Fisher half look flatter? {pic}. {e['sentence']} Here "
-            f"{moved}. Derived, not a separate answer: {per}, the raw ratio times (‖d‖_bottom/‖d‖_top)² = "
-            f"{d['factor']:.3g}, which the filter normalization fixes."]
+            f"{moved}. Derived, not a separate answer: {per}."]
 
 
 def _arm_e_lines(cfg: Any, res: dict[str, Any]) -> list[str]:

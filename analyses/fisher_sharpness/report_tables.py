@@ -149,8 +149,9 @@ def arm_p_section(res: dict[str, Any]) -> list[str]:
     if p.get("per_norm2"):
         d = p["per_norm2"]
         lines.append(f"- derived per unit ‖d‖² (not a separate answer; the norms are fixed by the filter "
-                     f"normalization): top {d['top']:.3g}, bottom {d['bottom']:.3g}, ratio ×{d['ratio']:.3g} = the "
-                     f"raw ratio × {d['factor']:.3g}.")
+                     f"normalization): top {d['top']:.3g}, bottom {d['bottom']:.3g}"
+                     + (f", ratio ×{d['ratio']:.3g} = the raw ratio × {d['factor']:.3g}." if d["top"] > 0 < d["bottom"]
+                        else "."))
     lines += ["", "Surface summaries (ours; the paper's published bert-base surfaces):", "",
               "| surface | min | max | fitted curvature at 0 | loss rise at r = 0.25 / 0.5 / 1 |",
               "|---|---|---|---|---|"]

@@ -85,5 +85,8 @@ def test_sweep_figure_is_a_real_png(tmp_path):
     import matplotlib.image as mpimg
 
     assert np.ptp(mpimg.imread(tmp_path / "sweep.png")) > 0
+    negative = [r | {"control": -1.0, "ratio": -r["ratio"], "ratio_interval": None} for r in rows]
+    plot_mask_sweep(negative, save=tmp_path / "negative.png")  # no positive ratio: the left panel says so
+    assert png_size(tmp_path / "negative.png")[0] > 600
     with pytest.raises(ValueError, match="no sweep rows"):
         plot_mask_sweep([])
