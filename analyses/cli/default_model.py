@@ -2,7 +2,9 @@
 
 The default model is a small BERT pretrained offline on the docstrings of the Python standard
 library; it is cached under ``$LANDSCAPE_CACHE`` or ``~/.cache/landscape``. This command prints
-the cache path, the held-out masked-LM loss next to the unigram baseline, and the build/load time.
+the cache path, the held-out masked-LM loss next to the unigram baseline, the held-out rows'
+docstrings and modules (the clusters a bootstrap resamples), and the build/load time. ``--seed S``
+builds a variant with another seed and data order: a family of models for replication.
 """
 
 from __future__ import annotations
@@ -44,6 +46,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"held-out loss:    {m['heldout_loss']:.4f} nats (masked LM, p=0.15, seed 0; "
           f"{m['n_heldout_sequences']} held-out sequences)")
     print(f"unigram baseline: {m['unigram_entropy']:.4f} nats (gap {gap:.3f})")
+    print(f"held-out groups:  {m['n_heldout_sequences']} rows from {m['n_heldout_docstrings']} docstrings in "
+          f"{m['n_heldout_modules']} modules (DefaultModel.heldout_groups); pretrained with dropout "
+          f"{m['config']['dropout']:g}")
     if dm.from_cache:
         print(f"loaded from cache in {seconds:.2f} s (built in {m['build_seconds']:.1f} s, "
               f"pretraining {m['pretrain_seconds']:.1f} s)")

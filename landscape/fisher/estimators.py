@@ -124,9 +124,8 @@ def diagonal(  # noqa: PLR0913 - the documented public settings of one estimate,
         max_examples: read at most this many examples (``None``: all).
         mc_samples: label draws K per example for ``"mc"``.
         seed: seeds the ``"mc"`` label draws (example g uses (seed, g)).
-        chunk_size: examples per ``vmap`` call (bounds memory: about chunk_size × #params floats);
-            for ``"exact"``, (position, class) pairs per call. ``"exact"`` refuses C×P above
-            :data:`landscape.fisher.per_example.EXACT_LIMIT` per example.
+        chunk_size: examples per ``vmap`` call (memory: about chunk_size × #params floats); for ``"exact"``,
+            (position, class) pairs per call, refused above :data:`~landscape.fisher.per_example.EXACT_LIMIT`.
         params: names/globs, a ``ParamSpace`` or a ``ParamMask`` (scores zero outside the mask,
             only the tensors it touches); ``None``: all trainable.
         distributed: shard examples across ``torchrun`` ranks and all-reduce (``None``: when
@@ -135,19 +134,17 @@ def diagonal(  # noqa: PLR0913 - the documented public settings of one estimate,
         convergence: record the convergence curves (``True``: geometric checkpoints 1, 2, 4, ..., N;
             or a list of example counts); ``False`` to skip.
         per_example: ``"auto"`` (vmap, loop fallback), ``"vmap"`` or ``"loop"``.
-        example_loss: ``"sum"``: gradients of each example's summed token loss sᵢ (weight nᵢ²);
-            ``"mean"``: of its mean token loss sᵢ/nᵢ (weight 1 per example; the paper's).
+        example_loss: ``"sum"`` (each example's summed token loss sᵢ) or ``"mean"`` (sᵢ/nᵢ, the paper's).
 
     Returns:
         :class:`FisherDiagonal` with ``scores[name]`` of the parameter's shape (tied tensors once).
 
     Raises:
-        ValueError: unknown estimator or example loss, ``max_examples < 1``, data with no labelled example, an
-            ``"exact"`` output space above the limit, mc/exact without categorical logits.
+        ValueError: unknown estimator or example loss, ``max_examples < 1``, no labelled example,
+            an ``"exact"`` output space above the limit, mc/exact without categorical logits.
     """
-    settings = {"estimator": estimator, "max_examples": max_examples, "mc_samples": int(mc_samples),
-                "seed": int(seed), "chunk_size": int(chunk_size), "per_example": per_example,
-                "example_loss": example_loss}
+    settings = {"estimator": estimator, "max_examples": max_examples, "mc_samples": int(mc_samples), "seed": int(seed),
+                "chunk_size": int(chunk_size), "per_example": per_example, "example_loss": example_loss}
     space, mask = _check_inputs(model, objective, params, settings)
     ctx = util.dist_context() if distributed in (None, True) else util.DistContext()
     engine = SquaredGradients(model, objective, space, estimator, int(mc_samples), int(seed), int(chunk_size),
@@ -157,8 +154,8 @@ def diagonal(  # noqa: PLR0913 - the documented public settings of one estimate,
     rows, weights = _all_reduce(tally, ctx)
     conv = None
     if convergence is not False and sum(weights) > 0:
-        checkpoints = default_checkpoints(tally.n_seen) if convergence is True else list(convergence)
-        conv = _convergence(tally, space, weights, rows, checkpoints)
+        conv = _convergence(tally, space, weights, rows,
+                            default_checkpoints(tally.n_seen) if convergence is True else list(convergence))
     return _result(engine, tally, sum(weights), ctx.world_size, mask, settings, conv, time.perf_counter() - start)
 
 

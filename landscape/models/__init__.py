@@ -5,7 +5,8 @@
 - ``weight_files``: weights read without executing code; ``tokens``: finding a tokenizer and
   checking that it reads the texts (the share of ``[UNK]``).
 - ``default_model``: a small BERT pretrained offline on the standard library's docstrings, cached.
-- ``corpus``: those docstrings, parsed with ``ast`` (never imported), with a held-out split.
+- ``corpus``: those docstrings, parsed with ``ast`` (never imported), each with its module, and a
+  held-out split whose rows know their docstring and module (for a bootstrap over documents).
 """
 
 from landscape.models.checkpoints import Checkpoint, load_checkpoint

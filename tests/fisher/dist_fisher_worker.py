@@ -23,10 +23,12 @@ def build(kind: str, n_batches: int):
     return make_mlp(), objectives.Criterion(), make_classification_data(n_batches=n_batches, batch_size=3)
 
 
-# (model, estimator, batches, max_examples); the 4th leaves rank 1 without data; the 5th and 6th have
-# ≥ 4 batches per rank, so whole batches are dealt (rank 0 holds 5 of 9), raw tensors and MLM dicts
+# (model, estimator, batches, max_examples[, example_loss]); the 4th leaves rank 1 without data; the 5th and 6th
+# have ≥ 4 batches per rank, so whole batches are dealt (rank 0 holds 5 of 9), raw tensors and MLM dicts; the
+# last two weight each example by its mean token loss (rows dealt, then whole batches)
 CASES = [("bert", "empirical", 2, None), ("mlp", "mc", 3, None), ("mlp", "batch", 3, None), ("mlp", "empirical", 1, 1),
-         ("mlp", "empirical", 9, None), ("bert", "empirical", 9, None)]
+         ("mlp", "empirical", 9, None), ("bert", "empirical", 9, None), ("bert", "empirical", 2, None, "mean"),
+         ("bert", "empirical", 9, None, "mean")]
 
 
 def case_id(case: tuple) -> str:
@@ -34,10 +36,10 @@ def case_id(case: tuple) -> str:
 
 
 def run_case(case: tuple) -> fisher.FisherDiagonal:
-    kind, estimator, n_batches, max_examples = case
+    kind, estimator, n_batches, max_examples, *example_loss = case
     model, obj, data = build(kind, n_batches)
     return fisher.diagonal(model, obj, data, estimator=estimator, mc_samples=2, chunk_size=2, progress=False,
-                           max_examples=max_examples)
+                           max_examples=max_examples, example_loss=(example_loss or ["sum"])[0])
 
 
 def main() -> None:

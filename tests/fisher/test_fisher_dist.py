@@ -31,6 +31,7 @@ def test_torchrun_two_ranks_equals_single_process(dist_out, case):
     S = run_case(case)
     assert D.meta["world_size"] == 2 and S.meta["world_size"] == 1
     assert D.meta["n_examples"] == S.meta["n_examples"]
+    assert D.meta["example_loss"] == S.meta["example_loss"] == (case[4] if len(case) > 4 else "sum")
     for n in S.names:
         torch.testing.assert_close(D.scores[n], S.scores[n], rtol=1e-10, atol=1e-14)
     assert D.convergence.n == S.convergence.n

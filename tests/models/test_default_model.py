@@ -223,6 +223,7 @@ def test_cli_reports_cached_model(built, cache, monkeypatch, capsys):
     out = capsys.readouterr().out
     assert str(built.path) in out and "loaded from cache" in out
     assert f"{built.metadata['heldout_loss']:.4f}" in out and f"{built.metadata['unigram_entropy']:.4f}" in out
+    assert f"in {built.metadata['n_heldout_modules']} modules" in out and "dropout 0.1" in out
 
 
 @pytest.mark.skipif(dmm.cached_path() is None, reason="the real default model is not built in this cache")
