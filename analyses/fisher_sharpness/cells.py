@@ -5,9 +5,9 @@ evaluation sequence, the directional curvature dᵀHd (:func:`.measure.per_seed`
 passes per direction, sharing the cell's L(θ₀) pass) of:
 
 * arm P: the top and bottom tensor halves of the paper's protocol ("all" in the first cell);
-* arm E at every mask fraction: ``top`` and ``stratified`` under both direction constructions
-  (:data:`CONSTRUCTIONS`); at the main fraction also ``random`` and ``bottom`` (filter only:
-  descriptive rows).
+* arm E at every mask fraction (the sweep's other fractions in the first mask draw only): ``top``
+  and ``stratified`` under both direction constructions (:data:`CONSTRUCTIONS`); at the main
+  fraction also ``random`` and ``bottom`` (filter only: descriptive rows).
 
 Direction constructions for arm E, at the same ‖d‖ for every mask and seed:
 
@@ -52,14 +52,16 @@ def mask_key(fraction: float, which: str, construction: str) -> str:
     return f"E-{fraction:g}-{which}-{construction}"
 
 
-def arm_e_keys(fractions: tuple[float, ...], main: float) -> list[tuple[float, str, str]]:
-    """(fraction, which, construction) of every arm E measurement in a cell."""
-    keys = [(f, w, c) for f in fractions for w in ("top", "stratified") for c in CONSTRUCTIONS]
+def arm_e_keys(fractions: tuple[float, ...], main: float, draw: int = 0) -> list[tuple[float, str, str]]:
+    """(fraction, which, construction) of every arm E measurement in a cell; the sweep's other
+    fractions only in the first mask draw (``draw`` 0), to keep the main job's budget."""
+    keys = [(f, w, c) for f in fractions if draw == 0 or f == main for w in ("top", "stratified")
+            for c in CONSTRUCTIONS]
     return keys + [(main, w, "filter") for w in DESCRIPTIVE]
 
 
 def measure_cell(cfg: Any, model: Any, objective: Any, data: list, F: FisherDiagonal, mspace: Any, *,
-                 first: bool) -> dict[str, Any]:
+                 first: bool, draw: int = 0) -> dict[str, Any]:
     """The cell's per-seed, per-sequence numbers: ``{"counts", "sums0", "P": {half: ...}, "E": {key: ...}}``."""
     ev = ExampleLosses(model, objective, data)
     s0 = ev.origin()
@@ -90,7 +92,7 @@ def measure_cell(cfg: Any, model: Any, objective: Any, data: list, F: FisherDiag
         out["P"][half] = {"summary": info} | run(make_p, True)
     F_matrix = F.restrict(mspace)
     masks = {f: arms.arm_e_masks(F_matrix, f) for f in cfg.fractions}
-    for fraction, which, construction in arm_e_keys(cfg.fractions, cfg.fraction):
+    for fraction, which, construction in arm_e_keys(cfg.fractions, cfg.fraction, draw):
         m = masks[fraction]
         make = lambda s, m=m, w=which, c=construction: arm_e_direction(model, m.mask(w, s), s, c)  # noqa: E731
         entry = run(make, fraction == cfg.fraction and construction == "filter")

@@ -7,7 +7,8 @@ of the pool they run on; a per-example Fisher gradient ≈ 1.5/N. With C = model
 mask draws cells and S seeds:
 
 * every cell: one L(θ₀) pass and two passes per direction, for 2 arm-P halves, top and stratified
-  at every fraction under both constructions, random and bottom at the main fraction;
+  at the main fraction under both constructions, random and bottom; the sweep's other fractions
+  (top and stratified, both constructions) in the first mask draw of each Fisher sample;
 * the first cell: arm P's "all", the curve seeds' 1D lines (``points_1d`` + about 6 basin points)
   for 7 masks, three 2D surfaces on ``surface_examples`` sequences, and per main-fraction mask the
   trace (``trace_matvecs`` products), the top eigenvalue (``eig_iters``) and the FD check (one
@@ -35,11 +36,12 @@ def study_units(cfg: Any, n_eval: int) -> float:
     n = max(n_eval, 1)
     S = len(cfg.seeds)
     cells = cfg.models * cfg.fisher_samples * cfg.mask_draws
-    per_cell = 1 + 2 * S * (2 + 4 * len(cfg.fractions) + 2)
+    per_cell = 1 + 2 * S * (2 + 4 + 2)  # arm P halves; main fraction: top/stratified × 2 constructions, 2 descriptive
+    sweep = 2 * S * 4 * (len(cfg.fractions) - 1) * cfg.models * cfg.fisher_samples  # other fractions: first draw
     curves = min(cfg.curve_seeds, S) * (cfg.points_1d + BASIN_POINTS) * (3 + MAIN_MASKS)
     surfaces = 3 * cfg.grid_2d**2 * min(cfg.surface_examples, n) / n
     other_fisher = 1 + 2 * S * 4
-    forwards = cells * per_cell + 2 * S + curves + surfaces + other_fisher
+    forwards = cells * per_cell + sweep + 2 * S + curves + surfaces + other_fisher
     eig_share = min(cfg.eig_examples, n) / n
     products = MAIN_MASKS * (cfg.trace_matvecs + (cfg.eig_iters + 1) * eig_share)
     gradients = MAIN_MASKS * 2 * eig_share + 1.5 * (cfg.models * cfg.fisher_samples + 1) * cfg.fisher_examples / n

@@ -151,7 +151,7 @@ def _cells(r: _Run) -> dict[str, Any]:
                     F = F or fisher_sample(r, mem, k)
                     t0 = time.perf_counter()
                     part = cells.measure_cell(cfg, mem.target.model, mem.objective(d), mem.eval, F, mspace,
-                                              first=mem.index == k == d == 0)
+                                              first=mem.index == k == d == 0, draw=d)
                     r.timed("cells_s", t0)
                     r.parts.put(key, part)
                 done[key] = part

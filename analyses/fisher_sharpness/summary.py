@@ -40,13 +40,20 @@ class Cells:
     def cell(self, m: int, k: int, r: int) -> dict[str, Any]:
         return self.raw[f"cell-m{m}-k{k}-r{r}"]
 
+    def draws(self, arm: str, key: str) -> int:
+        """Mask draws that measured ``key`` (the sweep's other fractions: the first only)."""
+        return sum(1 for r in range(self.R) if key in self.cell(0, 0, r)[arm])
+
     def array(self, arm: str, key: str) -> np.ndarray:
-        """``[M, K, R, S, N]`` per-sequence curvature numerators of one mask."""
-        return np.asarray([[[self.cell(m, k, r)[arm][key]["curv"] for r in range(self.R)] for k in range(self.K)]
+        """``[M, K, R', S, N]`` per-sequence curvature numerators of one mask, R' its draws."""
+        R = self.draws(arm, key)
+        return np.asarray([[[self.cell(m, k, r)[arm][key]["curv"] for r in range(R)] for k in range(self.K)]
                            for m in range(self.M)], np.float64)
 
-    def counts(self) -> np.ndarray:
-        return np.asarray([[self.cell(m, 0, r)["counts"] for r in range(self.R)] for m in range(self.M)], np.float64)
+    def counts(self, draws: int | None = None) -> np.ndarray:
+        """``[M, R', N]`` masked tokens per sequence under the first ``draws`` mask draws."""
+        R = self.R if draws is None else draws
+        return np.asarray([[self.cell(m, 0, r)["counts"] for r in range(R)] for m in range(self.M)], np.float64)
 
     def norms(self, arm: str, key: str) -> np.ndarray:
         return np.asarray([self.cell(m, k, r)[arm][key]["norms"] for m in range(self.M) for k in range(self.K)
@@ -54,8 +61,9 @@ class Cells:
 
 
 def _endpoint(c: Cells, arm: str, top: str, control: str, scale: hi.Scale, models: slice = slice(None)) -> dict:
-    return hi.endpoint(c.array(arm, top)[models], c.array(arm, control)[models], c.counts()[models], c.groups,
-                       scale=scale, n_boot=c.cfg.n_boot, seed=c.cfg.seed)
+    t, k = c.array(arm, top)[models], c.array(arm, control)[models]
+    return hi.endpoint(t, k, c.counts(t.shape[2])[models], c.groups, scale=scale, n_boot=c.cfg.n_boot,
+                       seed=c.cfg.seed)
 
 
 def _primary(c: Cells) -> dict[str, Any]:
