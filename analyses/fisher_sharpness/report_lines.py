@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from analyses.fisher_sharpness.hierarchy import LEVEL_NAMES
-from analyses.fisher_sharpness.verdict import Value, compare_values, value_to_dict
+from analyses.fisher_sharpness.verdict import Value, compare_values, p_text, value_to_dict
 
 CONSTRUCTION_WORDS = {"filter": "filter-normalized then masked", "isotropic": "isotropic in the mask"}
 
@@ -46,7 +46,8 @@ def _arm_e_lines(cfg: Any, res: dict[str, Any]) -> list[str]:
         answer = {"sharper": "yes", "flatter": "no, the opposite", "unclear": "no clear difference"}[e["outcome"]]
         lines.append(f"**Arm E, primary: top vs stratified ({cfg.fraction:g} of the matrix parameters, {count:,} "
                      f"elements, equal ‖d‖, {CONSTRUCTION_WORDS[con]})**: is the top-Fisher mask sharper? {answer}. "
-                     f"{e['sentence']} Holm-adjusted p = {e['p_holm']:.2g} (a family of two constructions).")
+                     f"{e['sentence']} Holm-adjusted p {p_text(e['p_holm'], e['n_boot'])} (a family of two "
+                     "constructions).")
     outcomes = {con: e["outcome"] for con, e in primary.items()}
     agree = len(set(outcomes.values())) == 1
     words = ", ".join(f"{CONSTRUCTION_WORDS[c]}: {o}" for c, o in outcomes.items())

@@ -7,6 +7,7 @@ import math
 from typing import Any
 
 from analyses.fisher_sharpness.hierarchy import LEVEL_NAMES
+from analyses.fisher_sharpness.verdict import p_text
 
 WORDS = {"filter": "filter-normalized then masked", "isotropic": "isotropic in the mask"}
 
@@ -111,7 +112,7 @@ def arm_e_section(res: dict[str, Any]) -> list[str]:
              "|---|---|---|---|---|---|---|---|"]
     for con, p in e["primary"].items():
         lines.append(f"| {WORDS[con]} | {p['top']:.3g} | {p['control']:.3g} | {_diff(p)} | {_ratio(p)} | "
-                     f"{p['p_holm']:.2g} | ±{p['mde80']:.3g} | {p['outcome']} |")
+                     f"{p_text(p['p_holm'], p['n_boot']).lstrip('= ')} | ±{p['mde80']:.3g} | {p['outcome']} |")
     lines += ["", "Mask-size sweep (top vs stratified at every fraction; figure `sweep`; fractions other than the main "
               "one are measured in the first MLM mask draw only, so their intervals hold the mask draw fixed):", "",
               "| fraction | elements | directions | difference [95% CI] | ratio [95% CI] |", "|---|---|---|---|---|"]

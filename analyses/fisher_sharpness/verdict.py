@@ -32,6 +32,11 @@ SHARPER_WHEN_LARGER: dict[str, bool] = {
 }
 
 
+def p_text(p: float, n_boot: int) -> str:
+    """A bootstrap p-value in words: "0.012", or "< 0.001" when no replicate crossed (p < 2/B)."""
+    return f"< {2 / n_boot:.2g}" if p <= 0 else f"= {p:.2g}"
+
+
 def call_interval(lo: float, hi: float) -> str:
     """"sharper" (interval above 0), "flatter" (below 0) or "unclear" (0 inside, or undefined)."""
     if not (math.isfinite(lo) and math.isfinite(hi)):
