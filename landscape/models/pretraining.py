@@ -24,14 +24,16 @@ class PretrainRecipe:
     """The settings :func:`pretrain` reads; the defaults are the embedded default model's.
 
     Tuned on a 2-core CPU for the best held-out loss per second: a large training mask rate (40 %),
-    and the largest stable learning rate (6e-3 diverges: post-LN BERT).
+    and a high learning rate with a longer warmup. With dropout 0.1, 1,500 steps reach a held-out
+    loss 1.25 / 1.65 / 1.87 nats below unigram at lr 3e-3 / 4e-3 (warmup 100) / 5e-3 (warmup 150);
+    6e-3 diverged without dropout (post-LN BERT).
     """
 
     seed: int = 0
     steps: int = 1500
     batch_size: int = 64
-    lr: float = 3e-3
-    warmup_steps: int = 80
+    lr: float = 5e-3
+    warmup_steps: int = 150
     weight_decay: float = 0.01
     grad_clip: float = 1.0
     train_mask_prob: float = 0.4  # pretraining only; evaluation always masks 15%
