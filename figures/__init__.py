@@ -13,6 +13,7 @@ given ``save="out.png"`` (``.png``, ``.pdf`` or ``.svg``):
 * :func:`figures.audit.plot_audit`: multi-panel sensitivity audit;
 * :func:`figures.block_spectra.plot_block_spectra`: per-block Hessian densities, λ₁ and trace by layer;
 * :func:`figures.comparison.plot_mask_metrics`: sharpness metrics per Fisher mask;
+* :func:`figures.fisher_sharpness.plot_mask_sweep`: top vs stratified against the mask fraction;
 * :func:`figures.intervals.plot_intervals`: estimates with intervals (forest plot);
   :func:`~figures.intervals.plot_surface_rows`: rows of surfaces, one colour scale per row;
 * :func:`figures.vtp.write_vtp`: ParaView export;
@@ -31,6 +32,7 @@ from figures.convergence import plot_convergence
 from figures.curves import plot_curves
 from figures.dropout import plot_metric_vs_size, plot_site_rates
 from figures.fisher import plot_fisher
+from figures.fisher_sharpness import plot_mask_sweep
 from figures.intervals import plot_intervals, plot_surface_rows
 from figures.spectrum import plot_spectral_density
 from figures.surfaces import plot_surface, plot_surface_file, plot_surfaces
@@ -44,6 +46,7 @@ __all__ = [
     "plot_curves",
     "plot_fisher",
     "plot_intervals",
+    "plot_mask_sweep",
     "plot_mask_metrics",
     "plot_metric_vs_size",
     "plot_site_rates",

@@ -2,29 +2,28 @@
 
 Sharma et al. (2024) show MLM-loss surfaces of bert-base in which the top-Fisher half of the
 tensors looks *flatter* than the bottom half, and argue that high-Fisher parameters are the ones
-the loss is most sensitive to. Two arms, each answering one question (:mod:`.arms`):
+the loss is most sensitive to. Two arms (:mod:`.arms`):
 
 * **arm P**, the paper's protocol reproduced: all tensors ranked by mean Fisher and halved, 1-D
-  tensors at zero direction, each moved tensor filter-normalized to its own weights, no norm
-  matching. Primary endpoint: log(dᵀHd_top / dᵀHd_bottom); also per unit ‖d‖² (does the
-  paper's picture survive normalizing by how far each half moves?);
-* **arm E**, the controlled question at equal norm: element masks of matched size (top, a
-  stratified random control, random, bottom), random masks redrawn per seed, ``match_full_norm``
-  directions. Primary endpoint: log(dᵀHd_top / dᵀHd_control) for each control.
+  tensors at zero direction, each moved tensor filter-normalized to its own weights. Endpoint:
+  dᵀHd of the top half minus the bottom half's; the per-‖d‖² comparison is derived from it (the
+  norms are fixed by the filter normalization), never a separate answer;
+* **arm E**, the controlled question at equal norm: element masks of matched size. The **primary
+  endpoint is top vs stratified** (a random mask with top's per-tensor counts) under two direction
+  constructions, filter-normalized-then-masked and isotropic in the mask (:mod:`.cells`), Holm-
+  corrected as a family of two. Top vs random and top vs bottom are descriptive: for a random
+  direction on a mask E[dᵀHd] = Σᵢ Hᵢᵢdᵢ², and the diagonal Fisher tracks diag(H), so top beats
+  them almost by construction. A mask-size sweep repeats top vs stratified at every fraction.
 
-Numbers come from per-sequence loss sums on a pool of held-out sequences disjoint from the Fisher
-ones (:mod:`.measure`), so the data variance is measured (bootstrap over sequences, disjoint
-blocks) beside the direction-seed variance (:mod:`.statistics`). The verdict reads each primary
-endpoint's 95 % interval (:mod:`.verdict`). Secondary metrics (loss rise at a fixed step, a
-censoring-aware basin width, the restricted top eigenvalue with its convergence flag, the trace
-with its standard error) are reported, never voted. Worst-case and average-case sharpness are
-not computed: at 0.05‖θ‖ the former saturated far above uniform guessing, and the latter at small
-ρ is ½ρ²·trace, which is reported itself.
+Every answer reads a hierarchical bootstrap over models, Fisher samples (masks recomputed on
+each), MLM mask draws, direction seeds and evaluation documents (:mod:`.hierarchy`), with a
+variance-components table. Scales are fixed by the design (:mod:`.summary`). Secondary metrics of
+the first cell (loss rise, basin width, trace, top eigenvalue, the FD check of dᵀHd against an
+exact Hessian-vector product) are reported, never voted.
 
-Files under ``out``: ``result.json``, ``fisher.safetensors``, ``parts/`` (one JSON per finished
-mask, each with the hash of every setting that changes a result: ``--resume`` reuses a part only
-when its hash matches and refuses otherwise), ``arrays/`` (curves and 2D surfaces),
-``figures/`` and ``report.md``.
+Files under ``out``: ``result.json``, ``fisher-m*-k*-*.safetensors``, ``parts/`` (one JSON per
+finished cell, resumable under the same settings hash only), ``arrays/``, ``figures/`` and
+``report.md``.
 """
 
 from __future__ import annotations
@@ -32,99 +31,36 @@ from __future__ import annotations
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
-from analyses.cli.config_flags import seed_count, symmetric_range
-from analyses.common import Target, load_target, read_texts, split_examples
-from analyses.fisher_sharpness import arms, measure
+from analyses.common import Target
+from analyses.fisher_sharpness import arms, cells, family, first_cell
+from analyses.fisher_sharpness.config import FisherSharpnessConfig
 from analyses.fisher_sharpness.estimate import announce_study
 from analyses.fisher_sharpness.summary import summarize
 from analyses.reference import find_reference
-from analyses.study import FolderResult, Resume, Study, TextSettings, register, result_settings, setting
-from landscape import fisher, scans
+from analyses.study import FolderResult, Resume, Study, register, result_settings
+from landscape import fisher
+from landscape.fisher.estimators import ExampleLoss
 from landscape.params import ParamSpace
-from landscape.scans.points import ExampleLosses
 from landscape.util import versions
 from landscape.util.files import write_npz
 from landscape.util.fingerprints import data_fingerprint, weights_fingerprint
 
-
-@dataclass
-class FisherSharpnessConfig(TextSettings):
-    """Settings; the defaults run the embedded default model in about 2.5 minutes on one CPU core (BENCHMARKS.md)."""
-
-    checkpoint: str = setting("default", "local Hugging Face checkpoint directory, .safetensors or .pt file; 'default' "
-                              "uses the embedded default model", positional=True)
-    out: str = setting("runs/fisher-sharpness", "output folder (created if missing)", affects="nothing")
-    texts: str | None = setting(None, "UTF-8 file, one text per line (default: the held-out stdlib docstrings)")
-    max_length: int = setting(128, "tokens per sequence at most (capped at the model's positions)")
-    fisher_examples: int = setting(64, "held-out sequences for the Fisher", flag="--examples")
-    eval_examples: int = setting(128, "held-out sequences of the evaluation pool, disjoint from the Fisher ones")
-    batch_size: int = setting(32, "sequences per batch")
-    fractions: tuple[float, ...] = setting((0.1,), "arm E mask sizes as fractions in (0, 0.5]")
-    seeds: tuple[int, ...] = setting((0, 1, 2, 3, 4, 5, 6, 7), "number of direction seeds, SEED, SEED+1, ... (at "
-                                     "least 2; random masks are redrawn per seed)", cli=seed_count(8, minimum=2))
-    curve_seeds: int = setting(3, "the first seeds that also get 1D curves, loss rise and basin width (at most "
-                                  "--seeds)")
-    fd_step: float = setting(0.01, "h of the second difference, in units of the direction")
-    range_1d: float = setting(1.5, "1D and 2D scan range", flag="--range", cli=symmetric_range(1.5))
-    points_1d: int = setting(7, "points of each 1D curve", flag="--points")
-    loss_rise_step: float = setting(0.5, "the step at which the loss rise is reported")
-    basin_delta: float = setting(1.0, "basin = where the loss stays below L(θ₀) + basin_delta nats")
-    basin_max_alpha: float = setting(16.0, "the line is extended up to this coefficient before censoring")
-    grid_2d: int = setting(21, "points per side of arm P's 2D surfaces", flag="--grid")
-    range_2d: float | None = setting(None, "2D range (default: the 1D range)", hidden=True)
-    surface_examples: int = setting(32, "pool sequences used for the 2D surfaces")
-    trace_matvecs: int = setting(4, "Hutchinson probes (one matvec each) per arm E mask")
-    eig_iters: int = setting(8, "Lanczos steps per arm E mask")
-    eig_tol: float = setting(1e-2, "relative tolerance of the top eigenvalue")
-    eig_examples: int = setting(32, "pool sequences for the top-eigenvalue HVPs")
-    n_boot: int = setting(2000, "bootstrap replicates", flag="--bootstrap")
-    n_blocks: int = setting(8, "disjoint blocks of sequences for the data-variance split")
-    mask_prob: float = setting(0.15, "MLM mask probability")
-    seed: int = setting(0, "random seed (Fisher masks, first direction seed)")
-    reference: str | None = setting("auto", "the paper's surfaces to show beside arm P: a folder, 'auto' (--reference "
-                                    "lookup: $LANDSCAPE_REFERENCE, ../shared/reference) or 'none'", affects="nothing")
-    device: str = setting("cpu", "torch device, e.g. cpu or cuda:0", affects="nothing")
-    resume: bool = setting(False, "reuse finished parts in --out; refuses parts computed with other settings",
-                           affects="nothing")
-
-    def __post_init__(self) -> None:
-        self.fractions, self.seeds = tuple(float(f) for f in self.fractions), tuple(int(s) for s in self.seeds)
-        self.range_2d = self.range_1d if self.range_2d is None else self.range_2d
-        self.curve_seeds = min(self.curve_seeds, len(self.seeds))
-        if not self.fractions or any(not 0.0 < f <= 0.5 for f in self.fractions):
-            raise ValueError("fractions must lie in (0, 0.5] (top and bottom masks must not overlap), got "
-                             f"{self.fractions}.")
-        if len(self.seeds) < 2 or len(set(self.seeds)) != len(self.seeds):
-            raise ValueError("give at least two distinct direction seeds (--seeds 2 or more: a spread needs two), got "
-                             f"{self.seeds}.")
-        if not 1 <= self.curve_seeds <= len(self.seeds):
-            raise ValueError(f"curve_seeds must be between 1 and the number of seeds ({len(self.seeds)}), got "
-                             f"{self.curve_seeds}.")
-        if self.fisher_examples < 1 or self.eval_examples < 2:
-            raise ValueError("fisher_examples must be ≥ 1 and eval_examples ≥ 2 (a bootstrap over sequences needs "
-                             "two).")
-        if self.points_1d < 3 or self.grid_2d < 3:
-            raise ValueError("use at least 3 points in 1D and a 3×3 grid in 2D.")
-        if not (self.fd_step > 0 and self.range_1d > 0 and self.range_2d > 0
-                and 0 < self.loss_rise_step <= self.range_1d):
-            raise ValueError("fd_step, range_1d and range_2d must be > 0, and loss_rise_step within (0, range_1d].")
-        if self.surface_examples < 1 or self.eig_examples < 1 or self.n_blocks < 2:
-            raise ValueError("surface_examples and eig_examples must be ≥ 1 and n_blocks ≥ 2.")
-        if self.trace_matvecs < 2 or self.eig_iters < 1 or self.n_boot < 100:
-            raise ValueError("need trace_matvecs ≥ 2 (for a standard error), eig_iters ≥ 1 and n_boot ≥ 100.")
+__all__ = ["FisherSharpnessConfig", "FisherSharpnessResult", "run", "summary"]
 
 
 @dataclass
 class FisherSharpnessResult(FolderResult):
     """What :func:`run` returns and writes to ``result.json``.
 
-    ``arm_p`` / ``arm_e``: per-mask summaries, primary endpoints (``endpoints``) and secondary
-    metrics; ``verdict``: ``{"arm_p": [...], "arm_e": [...]}`` sentences; ``variance``: data vs
-    seed variance; ``reference``: the paper's surfaces summarized (or why not)."""
+    ``arm_p`` / ``arm_e``: per-mask statistics and endpoints (``arm_e["primary"]``: top vs
+    stratified per construction; ``arm_e["sweep"]``: per fraction); ``verdict``: the answer lines;
+    ``variance``: the variance-components tables; ``models``: per-model endpoints; ``fisher_loss``:
+    the masks' Jaccard overlap under the mean and summed Fisher and whether the answer changes;
+    ``checks``: the FD check of dᵀHd; ``reference``: the paper's surfaces summarized (or why not)."""
 
     config: dict[str, Any]
     arm_p: dict[str, Any]
@@ -133,6 +69,9 @@ class FisherSharpnessResult(FolderResult):
     variance: dict[str, Any]
     pool: dict[str, Any]
     fisher: dict[str, Any]
+    models: list[dict[str, Any]] = field(default_factory=list)
+    fisher_loss: dict[str, Any] = field(default_factory=dict)
+    checks: dict[str, Any] = field(default_factory=dict)
     reference: dict[str, Any] | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     out: str = ""
@@ -171,13 +110,8 @@ class _Run:
 
     cfg: FisherSharpnessConfig
     out: Path
-    target: Target
-    eval_data: list
+    members: list[family.Member]
     parts: Resume
-    space: ParamSpace
-    ev: ExampleLosses
-    s0: np.ndarray
-    common: dict[str, Any]
     bar: Any
     timings: dict[str, float] = field(default_factory=dict)
 
@@ -185,161 +119,98 @@ class _Run:
         self.timings[key] = self.timings.get(key, 0.0) + time.perf_counter() - t0
 
 
-def _load(cfg: FisherSharpnessConfig, target: Target | None) -> tuple[Target, list, list]:
-    """Stage 1: the target and its Fisher / evaluation split (disjoint sequences)."""
-    if target is None:
-        target = load_target(cfg.checkpoint, examples=cfg.fisher_examples + cfg.eval_examples,
-                             batch_size=cfg.batch_size, device=cfg.device, seed=cfg.seed, texts=read_texts(cfg.texts),
-                             max_length=cfg.max_length, mask_prob=cfg.mask_prob, tokenizer=cfg.tokenizer,
-                             allow_unk=cfg.allow_unk)
-    fisher_data, eval_data = split_examples(target.data, cfg.fisher_examples, cfg.eval_examples, cfg.batch_size)
-    return target, fisher_data, eval_data
-
-
-def _fisher(cfg: FisherSharpnessConfig, target: Target, data: list, space: ParamSpace, parts: Resume,
-            out: Path) -> fisher.FisherDiagonal:
-    """Stage 2: the empirical Fisher on the Fisher sequences (reused from ``out`` on resume)."""
-    path = out / "fisher.safetensors"
+def fisher_sample(r: _Run, member: family.Member, k: int, loss: str | None = None) -> fisher.FisherDiagonal:
+    """The empirical Fisher of ``member``'s sample ``k`` under ``loss`` (default: the run's), reused on resume."""
+    cfg, model = r.cfg, member.target.model
+    loss = loss or cfg.fisher_loss
+    path = r.out / f"fisher-m{member.index}-k{k}-{loss}.safetensors"
     if cfg.resume and path.exists():
-        return fisher.FisherDiagonal.load(path, model=target.model)
-    F = fisher.diagonal(target.model, target.objective, data, estimator="empirical", params=space, seed=cfg.seed,
-                        progress=cfg.progress, convergence=True)
-    F.meta["settings_hash"], F.meta["study_settings"] = parts.hash, parts.settings
+        return fisher.FisherDiagonal.load(path, model=model)
+    t0 = time.perf_counter()
+    F = fisher.diagonal(model, member.objective(0), member.fisher[k], estimator="empirical", params=ParamSpace(model),
+                        seed=cfg.seed, progress=False, convergence=member.index == k == 0,
+                        example_loss=cast(ExampleLoss, loss))
+    F.meta["settings_hash"], F.meta["study_settings"] = r.parts.hash, r.parts.settings
     F.save(path)
+    r.timed("fisher_s", t0)
     return F
 
 
-def _arm_p_half(r: _Run, half: str, names: list[str] | None, grid: np.ndarray, surface_data: list) -> dict[str, Any]:
-    """Arm P, one half: per-seed numbers along the paper's directions and one 2D surface."""
-    cfg, model, seeds = r.cfg, r.target.model, list(r.cfg.seeds)
-    info = arms.half_summary(r.space, names if names is not None else r.space.names)
-    done: dict[str, Any] = {"summary": info}
-    if info["n_moving_tensors"] == 0:
-        done["skipped"] = "this half holds only 1-D tensors, which get a zero direction: nothing moves"
-        return done
-    make = lambda s: arms.arm_p_direction(model, r.space, names, s)  # noqa: E731
-    done |= measure.per_seed(r.ev, r.s0, make, seeds, **r.common)
-    t_s = time.perf_counter()
-    key = f"P-{half}"
-    surf = scans.scan_2d(model, r.target.objective, surface_data, make(seeds[0]),
-                         make(seeds[0] + arms.SECOND_DIRECTION),
-                         grid, grid, path=r.out / "arrays" / f"{key}_2d.npz", resume=cfg.resume, progress=False,
-                         distributed=False)
-    r.timed("surfaces_s", t_s)
-    centre = int(np.argmin(np.abs(grid)))
-    done["surface"] = f"arrays/{key}_2d.npz"
-    done["surface_loss0"] = float(surf.values["loss"][centre, centre])
+def _cells(r: _Run) -> dict[str, Any]:
+    """Every (model, Fisher sample, mask draw) cell, from ``parts/`` when resuming."""
+    cfg, done = r.cfg, {}
+    for mem in r.members:
+        mspace = arms.matrix_space(mem.target.model)
+        for k in range(cfg.fisher_samples):
+            F: fisher.FisherDiagonal | None = None
+            for d in range(cfg.mask_draws):
+                key = f"cell-m{mem.index}-k{k}-r{d}"
+                r.bar.set_postfix_str(key)
+                part = r.parts.get(key)
+                if part is None:
+                    F = F or fisher_sample(r, mem, k)
+                    t0 = time.perf_counter()
+                    part = cells.measure_cell(cfg, mem.target.model, mem.objective(d), mem.eval, F, mspace,
+                                              first=mem.index == k == d == 0, draw=d)
+                    r.timed("cells_s", t0)
+                    r.parts.put(key, part)
+                done[key] = part
+                r.bar.update(1)
     return done
 
 
-def _arm_p(r: _Run, F: fisher.FisherDiagonal) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Stage 3: arm P, the paper's tensor halves. Returns (raw numbers per half, the halves)."""
-    t0 = time.perf_counter()
-    cfg = r.cfg
-    halves = arms.tensor_halves(F)
-    surface_data = split_examples(r.eval_data, min(cfg.surface_examples, r.ev.n_examples), 0, cfg.batch_size)[0]
-    r2 = cfg.range_1d if cfg.range_2d is None else cfg.range_2d
-    grid = scans.coefficients(-r2, r2, cfg.grid_2d)
-    raw: dict[str, Any] = {}
-    for half in arms.ARM_P_HALVES:
-        r.bar.set_postfix_str(f"arm P {half}")
-        done = r.parts.get(f"P-{half}")
-        if done is None:
-            done = _arm_p_half(r, half, halves.get(half), grid, surface_data)
-            r.parts.put(f"P-{half}", done)
-        raw[half] = done
-        r.bar.update(1)
-    r.timed("arm_p_s", t0)
-    return raw, halves
+def _start(cfg: FisherSharpnessConfig, members: list[family.Member]) -> Resume:
+    """The resume record: the settings hash over the config, every model's weights, data and objective."""
+    settings = result_settings(cfg) | {
+        "model_weights": [weights_fingerprint(m.target.model) for m in members],
+        "data": [data_fingerprint([b for s in m.fisher for b in s] + m.eval) for m in members],
+        "objective": members[0].target.objective.describe(), "documents": [m.groups.tolist() for m in members]}
+    return Resume(cfg.out, settings, cfg.resume)
 
 
-def _arm_e_mask(r: _Run, masks: Any, which: str, eig_data: list) -> dict[str, Any]:
-    """Arm E, one mask: per-seed numbers at equal norm, the masked trace and top eigenvalue."""
-    cfg, model = r.cfg, r.target.model
-    make = lambda s: arms.arm_e_direction(model, masks.mask(which, s), s)  # noqa: E731
-    done = measure.per_seed(r.ev, r.s0, make, list(cfg.seeds), **r.common)
-    m0 = masks.mask(which, cfg.seeds[0])
-    done["count"], done["n_tensors"] = m0.count(), len(m0.names)
-    t_s = time.perf_counter()
-    done["trace"] = measure.masked_trace(model, r.target.objective, r.eval_data, m0, probes=cfg.trace_matvecs,
-                                         seed=cfg.seed)
-    r.timed("trace_s", t_s)
-    t_e = time.perf_counter()
-    done["top_eigenvalue"] = measure.masked_top_eigenvalue(model, r.target.objective, eig_data, m0,
-                                                           max_iter=cfg.eig_iters,
-                                                           tol=cfg.eig_tol, seed=cfg.seed)
-    r.timed("eigenvalue_s", t_e)
-    return done
+def _members(cfg: FisherSharpnessConfig, targets: Target | list[Target] | None,
+             groups: Any) -> tuple[FisherSharpnessConfig, list[family.Member]]:
+    """Load the family, print the estimate (lowering settings to ``--budget``) and split the data."""
+    given = [targets] if isinstance(targets, Target) else targets
+    members = family.load_family(cfg, given, groups)
+    fitted = announce_study(cfg, members[0].target, members[0].eval)
+    if fitted != cfg:
+        members = [family.split_member(fitted, m.index, m.target, m.row_groups, m.documents) for m in members]
+    if len({m.groups.size for m in members}) != 1:
+        raise ValueError("the models' evaluation pools differ in size; give every model the same held-out rows.")
+    return fitted, members
 
 
-def _arm_e(r: _Run, F: fisher.FisherDiagonal, mspace: ParamSpace) -> dict[str, Any]:
-    """Stage 4: arm E, matched element masks at equal norm."""
-    t0 = time.perf_counter()
-    cfg = r.cfg
-    F_matrix = F.restrict(mspace)
-    eig_data = split_examples(r.eval_data, min(cfg.eig_examples, r.ev.n_examples), 0, cfg.batch_size)[0]
-    raw: dict[str, Any] = {}
-    for fraction in cfg.fractions:
-        masks = arms.arm_e_masks(F_matrix, fraction)
-        for which in arms.ARM_E_MASKS:
-            r.bar.set_postfix_str(f"arm E {which} {fraction:g}")
-            key = f"E-{fraction:g}-{which}"
-            done = r.parts.get(key)
-            if done is None:
-                done = _arm_e_mask(r, masks, which, eig_data)
-                r.parts.put(key, done)
-            raw[key] = done
-            r.bar.update(1)
-    r.timed("arm_e_s", t0)
-    return raw
+def run(config: FisherSharpnessConfig | None = None, target: Target | list[Target] | None = None,
+        groups: Any = None) -> FisherSharpnessResult:
+    """Run both arms on every cell and write every output under ``config.out``; see the module docstring.
 
-
-def _start(cfg: FisherSharpnessConfig, target: Target, fisher_data: list, eval_data: list, bar: Any) -> tuple[_Run,
-                                                                                                              dict]:
-    """The resume record (settings hash over the config, weights, data, objective) and the evaluation pool."""
-    model, obj = target.model, target.objective
-    settings = result_settings(cfg) | {"model_weights": weights_fingerprint(model),
-                                       "data": data_fingerprint(fisher_data + eval_data), "objective": obj.describe()}
-    parts = Resume(cfg.out, settings, cfg.resume)
-    ev = ExampleLosses(model, obj, eval_data)
-    s0 = ev.origin()
-    pool = {"n_sequences": ev.n_examples, "n_terms": int(ev.counts.sum()), "loss0": float(ev.pooled(s0)),
-            "sums0": s0.tolist(), "counts": ev.counts.tolist()}
-    alphas = measure.curve_alphas(cfg.range_1d, cfg.points_1d, cfg.loss_rise_step)
-    common: dict[str, Any] = dict(fd_step=cfg.fd_step, curve_seeds=cfg.curve_seeds, alphas=alphas,
-                                  rise_step=cfg.loss_rise_step, basin_delta=cfg.basin_delta,
-                                  basin_max_alpha=cfg.basin_max_alpha)
-    return _Run(cfg, Path(cfg.out), target, eval_data, parts, ParamSpace(model), ev, s0, common, bar), pool
-
-
-def run(config: FisherSharpnessConfig | None = None, target: Target | None = None) -> FisherSharpnessResult:
-    """Run both arms and write every output under ``config.out``; see the module docstring."""
+    ``target``: a model with data (or a list: a family) instead of ``config.checkpoint``; ``groups``:
+    the document of each of its held-out rows (default: every row its own document)."""
     cfg = config or FisherSharpnessConfig()
     t_start = time.perf_counter()
     (Path(cfg.out) / "arrays").mkdir(parents=True, exist_ok=True)
     reference_dir, reference_note = _find_reference(cfg.reference)
-    target, fisher_data, eval_data = _load(cfg, target)
-    announce_study(cfg, target, eval_data, sum(int(b["input_ids"].shape[0]) for b in eval_data))
+    cfg, members = _members(cfg, target, groups)
     from tqdm.auto import tqdm
 
-    with tqdm(total=len(arms.ARM_P_HALVES) + len(cfg.fractions) * len(arms.ARM_E_MASKS), desc="fisher-sharpness masks",
-              disable=not cfg.progress) as bar:
-        r, pool = _start(cfg, target, fisher_data, eval_data, bar)
+    n_cells = len(members) * cfg.fisher_samples * cfg.mask_draws
+    with tqdm(total=n_cells + 2, desc="fisher-sharpness cells", disable=not cfg.progress) as bar:
+        r = _Run(cfg, Path(cfg.out), members, _start(cfg, members), bar)
+        raw = _cells(r)
         t0 = time.perf_counter()
-        F = _fisher(cfg, target, fisher_data, r.space, r.parts, r.out)
-        r.timed("fisher_s", t0)
-        raw_p, halves = _arm_p(r, F)
-        mspace = arms.matrix_space(target.model)
-        raw_e = _arm_e(r, F, mspace)
-    alphas = r.common["alphas"]
-    for key, entry in {**{f"P-{h}": v for h, v in raw_p.items()}, **raw_e}.items():
-        if entry.get("curves"):
-            write_npz(r.out / "arrays" / f"{key}_curves.npz", {"alphas": alphas, "loss": np.asarray(entry["curves"])})
+        F0 = fisher_sample(r, members[0], 0)
+        extras = first_cell.extras(r, raw["cell-m0-k0-r0"], F0)
+        bar.update(1)
+        other = first_cell.other_fisher_loss(r, F0, lambda loss: fisher_sample(r, members[0], 0, loss))
+        bar.update(1)
+        r.timed("first_cell_extras_s", t0)
+    _write_curves(r.out, raw["cell-m0-k0-r0"], cfg)
     t0 = time.perf_counter()
-    summary = summarize(cfg, raw_p, raw_e, pool, alphas, tensor_check=arms.tensor_mask_check(mspace, cfg.fractions),
-                        reference_dir=reference_dir, reference_note=reference_note, out=r.out)
+    summary_ = summarize(cfg, raw, extras, other, [m.groups for m in members], reference_dir=reference_dir,
+                         reference_note=reference_note, out=r.out)
     r.timed("statistics_s", t0)
-    result = _result(r, F, halves, mspace, pool, summary)
+    result = _result(r, F0, summary_, sum(int(c.get("n_forward", 0)) for c in raw.values()))
     r.timings["total_s"] = time.perf_counter() - t_start
     result.save(r.out)
     from analyses.fisher_sharpness.report import write_outputs
@@ -350,22 +221,33 @@ def run(config: FisherSharpnessConfig | None = None, target: Target | None = Non
     return result
 
 
-def _result(r: _Run, F: fisher.FisherDiagonal, halves: dict[str, Any], mspace: ParamSpace, pool: dict[str, Any],
-            summary: dict[str, Any]) -> FisherSharpnessResult:
+def _write_curves(out: Path, cell: dict[str, Any], cfg: FisherSharpnessConfig) -> None:
+    """The first cell's 1D curves as ``arrays/<mask>_curves.npz``."""
+    from analyses.fisher_sharpness.measure import curve_alphas
+
+    alphas = curve_alphas(cfg.range_1d, cfg.points_1d, cfg.loss_rise_step)
+    entries = {f"P-{h}": v for h, v in cell["P"].items()} | cell["E"]
+    for key, entry in entries.items():
+        if entry.get("curves"):
+            write_npz(out / "arrays" / f"{key}_curves.npz", {"alphas": alphas, "loss": np.asarray(entry["curves"])})
+
+
+def _result(r: _Run, F: fisher.FisherDiagonal, summary_: dict[str, Any], n_forward: int) -> FisherSharpnessResult:
     """Stage 5: the result object (``r.timings`` is shared, so later timings still reach it)."""
-    conv, space, target = F.convergence, r.space, r.target
+    conv, m0 = F.convergence, r.members[0]
+    space, mspace = ParamSpace(m0.target.model), arms.matrix_space(m0.target.model)
     return FisherSharpnessResult(
-        config=asdict(r.cfg), pool={k: v for k, v in pool.items() if k not in ("sums0",
-                                                                               "counts")} | summary.pop("pool"),
-        fisher={"path": "fisher.safetensors", "per_tensor": F.per_tensor("mean"), "per_layer": F.per_layer("mean"),
-                "convergence": None if conv is None else conv.to_dict(), "meta": F.meta, "halves": halves},
-        meta={"target": target.name, "task": target.task, "objective": target.objective.describe(),
-              "settings_hash": r.parts.hash,
+        config=asdict(r.cfg), pool=summary_.pop("pool"),
+        fisher={"path": f"fisher-m0-k0-{r.cfg.fisher_loss}.safetensors", "per_tensor": F.per_tensor("mean"),
+                "per_layer": F.per_layer("mean"), "example_loss": r.cfg.fisher_loss,
+                "convergence": None if conv is None else conv.to_dict(), "meta": F.meta},
+        meta={"target": m0.target.name, "task": m0.target.task, "objective": m0.target.objective.describe(),
+              "settings_hash": r.parts.hash, "models": [m.target.name for m in r.members],
+              "documents": m0.documents, "n_documents": int(np.unique(m0.groups).size),
               "space": {"tensors": len(space), "dim": space.dim, "matrix_tensors": len(mspace),
                         "matrix_dim": mspace.dim},
-              "timings": r.timings, "versions": versions(), "checkpoint": target.meta,
-              "forward_passes": r.ev.n_forward},
-        out=str(r.out), **summary,
+              "timings": r.timings, "versions": versions(), "checkpoint": m0.target.meta, "forward_passes": n_forward},
+        out=str(r.out), **summary_,
     )
 
 

@@ -1,5 +1,13 @@
-"""From the raw per-seed, per-sequence numbers of each mask to the result: per-mask statistics,
-primary endpoints with intervals, secondary metrics, data vs seed variance, and the verdict."""
+"""From the cells' raw numbers to the result: hierarchical endpoints, the sweep, per-model results,
+variance components, the Fisher-loss comparison, the first cell's secondaries and the verdict.
+
+**Scales are fixed by the design** (:data:`SCALES`), never by the replicates: a log-ratio only
+where both sides are positive by construction, a difference otherwise. dᵀHd of the Hessian is not
+positive by construction (the Hessian is indefinite away from an exact minimum; a pretrained
+26M-parameter BERT gave a negative dᵀHd for the paper's bottom half), so every curvature endpoint
+is a difference of per-token dᵀHd; the ratio top/control is shown beside it, descriptive, with
+its interval only when the control is positive in every replicate.
+"""
 
 from __future__ import annotations
 
@@ -9,194 +17,158 @@ from typing import Any
 
 import numpy as np
 
-from analyses.fisher_sharpness import statistics as st
-from analyses.fisher_sharpness.verdict import Value, compare_values, endpoint_verdict, value_to_dict
+from analyses.fisher_sharpness import hierarchy as hi
+from analyses.fisher_sharpness.cells import CONSTRUCTIONS, mask_key
+from analyses.fisher_sharpness.secondary import first_cell_masks, sweep_rows
+from analyses.fisher_sharpness.verdict import endpoint_verdict
 
+#: endpoint -> scale, decided before the data (see the module docstring)
+SCALES: dict[str, hi.Scale] = {"arm_p": "difference", "primary": "difference", "descriptive": "difference",
+                               "sweep": "difference"}
 LABELS = {"top": "the top-Fisher mask", "stratified": "the stratified random mask", "random": "the random mask",
           "bottom": "the bottom-Fisher mask"}
+CONSTRUCTION_WORDS = {"filter": "filter-normalized then masked", "isotropic": "isotropic in the mask"}
 
 
-def _curv(entry: dict[str, Any]) -> np.ndarray:
-    return np.asarray(entry["curv"], np.float64)
+class Cells:
+    """The raw cells as ``[M, K, R, S, N]`` arrays per mask, ``counts [M, R, N]`` and the documents."""
+
+    def __init__(self, raw: dict[str, Any], cfg: Any, groups: list[np.ndarray]) -> None:
+        self.raw, self.cfg, self.groups = raw, cfg, np.asarray(groups[0])
+        self.M, self.K, self.R = len(groups), cfg.fisher_samples, cfg.mask_draws
+
+    def cell(self, m: int, k: int, r: int) -> dict[str, Any]:
+        return self.raw[f"cell-m{m}-k{k}-r{r}"]
+
+    def draws(self, arm: str, key: str) -> int:
+        """Mask draws that measured ``key`` (the sweep's other fractions: the first only)."""
+        return sum(1 for r in range(self.R) if key in self.cell(0, 0, r)[arm])
+
+    def array(self, arm: str, key: str) -> np.ndarray:
+        """``[M, K, R', S, N]`` per-sequence curvature numerators of one mask, R' its draws."""
+        R = self.draws(arm, key)
+        return np.asarray([[[self.cell(m, k, r)[arm][key]["curv"] for r in range(R)] for k in range(self.K)]
+                           for m in range(self.M)], np.float64)
+
+    def counts(self, draws: int | None = None) -> np.ndarray:
+        """``[M, R', N]`` masked tokens per sequence under the first ``draws`` mask draws."""
+        R = self.R if draws is None else draws
+        return np.asarray([[self.cell(m, 0, r)["counts"] for r in range(R)] for m in range(self.M)], np.float64)
+
+    def norms(self, arm: str, key: str) -> np.ndarray:
+        return np.asarray([self.cell(m, k, r)[arm][key]["norms"] for m in range(self.M) for k in range(self.K)
+                           for r in range(self.R)], np.float64)
 
 
-def _per_norm2(entry: dict[str, Any]) -> np.ndarray:
-    return _curv(entry) / np.asarray(entry["norms"], np.float64)[:, None] ** 2
+def _endpoint(c: Cells, arm: str, top: str, control: str, scale: hi.Scale, models: slice = slice(None)) -> dict:
+    t, k = c.array(arm, top)[models], c.array(arm, control)[models]
+    return hi.endpoint(t, k, c.counts(t.shape[2])[models], c.groups, scale=scale, n_boot=c.cfg.n_boot,
+                       seed=c.cfg.seed)
 
 
-def mask_stats(entry: dict[str, Any], counts: np.ndarray, cfg: Any) -> dict[str, Any]:
-    """Curvature (and per ‖d‖²) with intervals and variance split, loss rise, basin width."""
-    kw = dict(n_boot=cfg.n_boot, seed=cfg.seed)
-    out = {"norm": float(np.mean(entry["norms"])), "norms": entry["norms"],
-           "curvature": st.mean_interval(_curv(entry), counts, **kw),
-           "curvature_per_norm2": st.mean_interval(_per_norm2(entry), counts, **kw),
-           "variance": st.variance_split(_curv(entry), counts, n_blocks=cfg.n_blocks, **kw)}
-    if entry.get("rise"):
-        out["loss_rise"] = st.mean_interval(np.asarray(entry["rise"]), counts, **kw) | {"step": cfg.loss_rise_step}
-        w = entry["widths"]
-        out["basin_width"] = st.censored_median([x["lower_bound"] for x in w], [x["censored"] for x in w]) | {
-            "delta": cfg.basin_delta, "max_alpha": cfg.basin_max_alpha}
+def _primary(c: Cells) -> dict[str, Any]:
+    """Top vs stratified at the main fraction under each construction, Holm-corrected as one family."""
+    f = c.cfg.fraction
+    eps = {con: _endpoint(c, "E", mask_key(f, "top", con), mask_key(f, "stratified", con), SCALES["primary"])
+           for con in CONSTRUCTIONS}
+    adjusted = hi.holm({con: e["p"] for con, e in eps.items()})
+    for con, e in eps.items():
+        e |= {"p_holm": adjusted[con]["p_holm"], "rejected": adjusted[con]["rejected"]}
+        e |= endpoint_verdict(e, quantity=f"dᵀHd per token at equal ‖d‖ ({CONSTRUCTION_WORDS[con]} directions)",
+                              top="the top-Fisher mask", control="the stratified random mask", rejected=e["rejected"])
+    return eps
+
+
+def _descriptive(c: Cells) -> dict[str, Any]:
+    """Top vs random and top vs bottom (filter construction): descriptive rows, not answers."""
+    f = c.cfg.fraction
+    out = {}
+    for control in ("random", "bottom"):
+        e = _endpoint(c, "E", mask_key(f, "top", "filter"), mask_key(f, control, "filter"), SCALES["descriptive"])
+        out[control] = e | endpoint_verdict(e, quantity="dᵀHd per token at equal ‖d‖", top="the top-Fisher mask",
+                                            control=LABELS[control])
     return out
 
 
-def _secondaries(s: dict[str, Any], entry: dict[str, Any]) -> dict[str, Value]:
-    vals = {}
-    if "loss_rise" in s:
-        vals["loss_rise"] = Value(s["loss_rise"]["estimate"], interval=tuple(s["loss_rise"]["interval"]))
-        b = s["basin_width"]
-        vals["basin_width"] = Value(b["median"] if b["median"] is not None else b["lower_bound"],
-                                    censored=b["median"] is None)
-    if "top_eigenvalue" in entry:
-        vals["top_eigenvalue"] = Value(entry["top_eigenvalue"]["value"])
-    if "trace" in entry:
-        vals["trace"] = Value(entry["trace"]["value"], stderr=entry["trace"]["stderr"])
-    return vals
+def _arm_p(c: Cells) -> dict[str, Any]:
+    """Top vs bottom half, and the per-‖d‖² comparison derived from it (the norms are fixed)."""
+    first = c.cell(0, 0, 0)["P"]
+    halves = {h: dict(v["summary"]) | ({"skipped": v["skipped"]} if "skipped" in v else {}) for h, v in first.items()}
+    if any("skipped" in first.get(h, {"skipped": 1}) for h in ("top", "bottom")):
+        return {"halves": halves, "endpoints": {}}
+    e = _endpoint(c, "P", "top", "bottom", SCALES["arm_p"])
+    e |= endpoint_verdict(e, quantity="dᵀHd per token", top="the top half", control="the bottom half")
+    norm2 = {h: float(np.mean(c.norms("P", h) ** 2)) for h in ("top", "bottom")}
+    for h in ("top", "bottom"):
+        halves[h]["norm"] = math.sqrt(norm2[h])
+    scale = norm2["bottom"] / norm2["top"]
+    derived = {"ratio": e["ratio"] * scale, "factor": scale,
+               "ratio_interval": None if e["ratio_interval"] is None else [x * scale for x in e["ratio_interval"]],
+               "top": e["top"] / norm2["top"], "bottom": e["control"] / norm2["bottom"]}
+    return {"halves": halves, "endpoints": {"top_vs_bottom": e}, "per_norm2": derived}
 
 
-def _summarize_p(cfg: Any, raw_p: dict[str, Any], counts: np.ndarray, out: Path) -> tuple[dict[str, Any], list[str]]:
-    """Arm P: per-half statistics and surfaces, the top-vs-bottom endpoints and their verdict lines."""
-    from analyses.fisher_sharpness.reference import surface_summary
-    from landscape.scans.results import Surface
-
-    kw = dict(n_boot=cfg.n_boot, seed=cfg.seed)
-    arm_p: dict[str, Any] = {"halves": {}, "endpoints": {}}
-    for half, entry in raw_p.items():
-        row: dict[str, Any] = dict(entry["summary"])
-        if "skipped" in entry:
-            row["skipped"] = entry["skipped"]
-        else:
-            row |= mask_stats(entry, counts, cfg)
-            surf = Surface.load(out / entry["surface"])
-            row["surface"] = {"path": entry["surface"], **surface_summary(surf.xs, surf.ys, surf.values["loss"])}
-            row["curves"] = f"arrays/P-{half}_curves.npz"
-        arm_p["halves"][half] = row
-    if not all("skipped" not in raw_p[h] for h in ("top", "bottom")):
-        return arm_p, ["Arm P: a half moves nothing (only 1-D tensors), so the paper's comparison cannot be made on "
-                       "this model."]
-    raw = st.contrast(_curv(raw_p["top"]), _curv(raw_p["bottom"]), counts, **kw)
-    norm = st.contrast(_per_norm2(raw_p["top"]), _per_norm2(raw_p["bottom"]), counts, **kw)
-    halves = dict(top="the top half", control="the bottom half")
-    arm_p["endpoints"] = {
-        "top_vs_bottom": raw | endpoint_verdict(raw, quantity="directional curvature dᵀHd", **halves),
-        "top_vs_bottom_per_norm2": norm | endpoint_verdict(norm, quantity="dᵀHd/‖d‖²", **halves)}
-    return arm_p, _arm_p_lines(arm_p)
+def _per_model(c: Cells) -> list[dict[str, Any]]:
+    """The primary endpoints and arm P's on each model alone (levels below the model resampled)."""
+    rows = []
+    f = c.cfg.fraction
+    for m in range(c.M):
+        one = slice(m, m + 1)
+        row: dict[str, Any] = {"model": m}
+        for con in CONSTRUCTIONS:
+            e = _endpoint(c, "E", mask_key(f, "top", con), mask_key(f, "stratified", con), SCALES["primary"], one)
+            row[con] = {k: e[k] for k in ("estimate", "interval", "ratio", "ratio_interval", "top", "control")}
+        if "skipped" not in c.cell(m, 0, 0)["P"].get("top", {"skipped": 1}):
+            e = _endpoint(c, "P", "top", "bottom", SCALES["arm_p"], one)
+            row["arm_p"] = {k: e[k] for k in ("estimate", "interval", "ratio")}
+        rows.append(row)
+    return rows
 
 
-def _summarize_e_group(cfg: Any, fraction: float, raw_e: dict[str, Any], counts: np.ndarray,
-                       arm_e: dict[str, Any]) -> list[str]:
-    """Arm E, one mask size: per-mask statistics, the endpoints against each control, secondary metrics."""
-    kw = dict(n_boot=cfg.n_boot, seed=cfg.seed)
-    keys = {w: f"E-{fraction:g}-{w}" for w in ("top", "stratified", "random", "bottom")}
-    for which, key in keys.items():
-        entry = raw_e[key]
-        arm_e["masks"][key] = {"which": which, "fraction": fraction, "count": entry["count"],
-                               "n_tensors": entry["n_tensors"], **mask_stats(entry, counts,
-                                                                             cfg), "trace": entry["trace"],
-                               "top_eigenvalue": entry["top_eigenvalue"], "curves": f"arrays/{key}_curves.npz"}
-    group = f"{fraction:g}"
-    arm_e["endpoints"][group], arm_e["secondary"][group] = {}, {}
-    top_vals = _secondaries(arm_e["masks"][keys["top"]], raw_e[keys["top"]])
-    for control in ("stratified", "random", "bottom"):
-        c = st.contrast(_curv(raw_e[keys["top"]]), _curv(raw_e[keys[control]]), counts, **kw)
-        c |= endpoint_verdict(c, quantity="directional curvature dᵀHd at equal ‖d‖", top="the top-Fisher mask",
-                              control=LABELS[control])
-        arm_e["endpoints"][group][control] = c
-        ctrl_vals = _secondaries(arm_e["masks"][keys[control]], raw_e[keys[control]])
-        arm_e["secondary"][group][control] = {
-            m: compare_values(m, top_vals[m], ctrl_vals[m]) | {"top": value_to_dict(top_vals[m]),
-                                                               "control": value_to_dict(ctrl_vals[m])}
-            for m in top_vals if m in ctrl_vals}
-    return _arm_e_lines(fraction, arm_e["endpoints"][group], arm_e["masks"][keys["top"]]["count"])
+def _fisher_loss(c: Cells, other: dict[str, Any]) -> dict[str, Any]:
+    """Top vs stratified on the first cell under this run's Fisher and the other loss's; does the answer change?"""
+    f, cell = c.cfg.fraction, c.cell(0, 0, 0)
+    counts = np.asarray(cell["counts"], np.float64)[None, None, :]
+    rows, changes = {}, False
+    for con in CONSTRUCTIONS:
+        t, s = mask_key(f, "top", con), mask_key(f, "stratified", con)
+        both = {}
+        for name, src in ((other["loss"], cell["E"]), (other["other"], other["E"])):
+            e = hi.endpoint(np.asarray(src[t]["curv"])[None, None, None], np.asarray(src[s]["curv"])[None, None, None],
+                            counts, c.groups, scale=SCALES["primary"], n_boot=c.cfg.n_boot, seed=c.cfg.seed)
+            both[name] = {"estimate": e["estimate"], "interval": e["interval"], "ratio": e["ratio"],
+                          "outcome": endpoint_verdict(e, quantity="", top="", control="")["outcome"]}
+        changes |= both[other["loss"]]["outcome"] != both[other["other"]]["outcome"]
+        rows[con] = both
+    return {"loss": other["loss"], "other": other["other"], "jaccard": other["jaccard"], "fraction": f,
+            "by_construction": rows, "answer_changes": changes}
 
 
-def summarize(cfg: Any, raw_p: dict[str, Any], raw_e: dict[str, Any], pool: dict[str, Any], alphas: np.ndarray, *,
-              tensor_check: dict[str, Any], reference_dir: Path | None, out: Path,
+def summarize(cfg: Any, raw: dict[str, Any], extras: dict[str, Any], other: dict[str, Any],
+              groups: list[np.ndarray], *, reference_dir: Path | None, out: Path,
               reference_note: str | None = None) -> dict[str, Any]:
-    """Raw numbers -> both arms' statistics, endpoints and verdict lines, the variance split, the reference."""
+    """Raw cells -> both arms' endpoints, the sweep, per-model rows, variance components, the verdict."""
     from analyses.fisher_sharpness.reference import reference_summaries
+    from analyses.fisher_sharpness.report_lines import secondary_comparisons, verdict_lines
 
-    counts = np.asarray(pool["counts"], np.float64)
-    sums0 = np.asarray(pool["sums0"], np.float64)
-    arm_p, verdict_p = _summarize_p(cfg, raw_p, counts, out)
-    arm_e: dict[str, Any] = {"masks": {}, "endpoints": {}, "secondary": {}, "tensor_masks": tensor_check}
-    verdict_e: list[str] = []
-    for fraction in cfg.fractions:
-        verdict_e += _summarize_e_group(cfg, fraction, raw_e, counts, arm_e)
-    variance = _variance_summary(arm_p, arm_e)
+    c = Cells(raw, cfg, groups)
+    arm_p = _arm_p(c)
+    arm_p["halves"] = first_cell_masks(cfg, c.cell(0, 0, 0), "P", arm_p["halves"], extras, out, c.groups)
+    primary = _primary(c)
+    arm_e: dict[str, Any] = {"primary": primary, "descriptive": _descriptive(c),
+             "sweep": sweep_rows(cfg, c.cell(0, 0, 0), lambda t, s: _endpoint(c, "E", t, s, SCALES["sweep"])),
+             "masks": first_cell_masks(cfg, c.cell(0, 0, 0), "E", {}, extras, out, c.groups)}
+    arm_e["secondary"] = secondary_comparisons(cfg, arm_e["masks"])
+    variance = {con: e["components"] for con, e in primary.items()}
+    fisher_loss = _fisher_loss(c, other)
+    cell0 = c.cell(0, 0, 0)
+    counts0, sums0 = np.asarray(cell0["counts"], np.float64), np.asarray(cell0["sums0"], np.float64)
+    pool = {"n_sequences": int(c.groups.size), "n_documents": int(np.unique(c.groups).size),
+            "n_terms": int(counts0.sum()), "loss0": float(sums0.sum() / counts0.sum()), "n_cells": len(raw),
+            "design": {"models": c.M, "fisher_samples": c.K, "mask_draws": c.R, "seeds": len(cfg.seeds)}}
     reference = (reference_summaries(reference_dir) if reference_dir is not None
                  else {"missing": reference_note or "not requested"})
-    return {"arm_p": arm_p, "arm_e": arm_e, "verdict": {"arm_p": verdict_p, "arm_e": verdict_e}, "variance": variance,
-            "reference": reference, "pool": {"slices_of_8": _slice_losses(sums0, counts, 8)}}
-
-
-def _slice_losses(sums0: np.ndarray, counts: np.ndarray, size: int) -> dict[str, Any]:
-    n = sums0.size // size
-    losses = [float(sums0[i * size:(i + 1) * size].sum() / counts[i * size:(i + 1) * size].sum()) for i in range(n)]
-    return {"size": size, "n": n, "min": min(losses) if losses else math.nan,
-            "max": max(losses) if losses else math.nan,
-            "losses": losses}
-
-
-def _arm_p_lines(arm_p: dict[str, Any]) -> list[str]:
-    h = arm_p["halves"]
-    raw, norm = arm_p["endpoints"]["top_vs_bottom"], arm_p["endpoints"]["top_vs_bottom_per_norm2"]
-    pic = {"flatter": "yes", "sharper": "no, the opposite (top half "
-                                        "sharper)", "unclear": "not resolved"}[raw["outcome"]]
-    keeps = {"flatter": "yes", "sharper": "no, it reverses (top half sharper per unit ‖d‖²)",
-             "unclear": "no, it vanishes (no clear difference per unit ‖d‖²)"}[norm["outcome"]]
-    moved = (f"the top half ({h['top']['n_tensors']} tensors) moves {h['top']['n_moving_tensors']} of them, "
-             f"{h['top']['n_params_moved']:,} parameters with ‖d‖ = {h['top']['norm']:.3g}; the bottom half moves "
-             f"{h['bottom']['n_moving_tensors']} tensors, {h['bottom']['n_params_moved']:,} parameters with ‖d‖ = "
-             f"{h['bottom']['norm']:.3g}")
-    return [f"**Arm P (the paper's protocol)**: does the top-Fisher half look flatter? {pic}. {raw['sentence']} Here "
-            f"{moved}.",
-            f"**Arm P per unit ‖d‖²**: does it survive normalizing by ‖d‖²? {keeps}. {norm['sentence']}"]
-
-
-def _arm_e_lines(fraction: float, endpoints: dict[str, Any], count: int) -> list[str]:
-    lines = []
-    for control, c in endpoints.items():
-        answer = {"sharper": "yes", "flatter": "no, the opposite", "unclear": "no clear difference"}[c["outcome"]]
-        lines.append(f"**Arm E ({fraction:g} of the matrix parameters, {count:,} elements, equal ‖d‖), top vs "
-                     f"{control}**: "
-                     f"is the top-Fisher mask sharper? {answer}. {c['sentence']}")
-    return lines
-
-
-def _variance_summary(arm_p: dict[str, Any], arm_e: dict[str, Any]) -> dict[str, Any]:
-    """Per mask: data SE / seed SE and block SD / seed SD of the curvature; per endpoint: SD of the
-    log-ratio from resampling sequences vs from resampling seeds."""
-    rows = {}
-    for name, s in [*((f"P-{k}", v) for k, v in arm_p["halves"].items()), *arm_e["masks"].items()]:
-        v = s.get("variance")
-        if v is None:
-            continue
-        rows[name] = {"data_se": v["data_se"], "seed_se": v["seed_se"], "block_sd": v["block_sd"],
-                      "seed_sd": v["seed_sd"],
-                      "block_size": v["block_size"],
-                      "se_ratio": v["data_se"] / v["seed_se"] if v["seed_se"] else math.nan,
-                      "sd_ratio": v["block_sd"] / v["seed_sd"] if v["seed_sd"] else math.nan}
-    endpoints = {}
-    for name, e in arm_p.get("endpoints", {}).items():
-        endpoints[f"P {name}"] = {"sd_data": e["sd_data"], "sd_seeds": e["sd_seeds"], "kind": e["kind"]}
-    for group, eps in arm_e["endpoints"].items():
-        for control, e in eps.items():
-            endpoints[f"E {group} top vs "
-                      f"{control}"] = {"sd_data": e["sd_data"], "sd_seeds": e["sd_seeds"], "kind": e["kind"]}
-    se = [r["se_ratio"] for r in rows.values() if math.isfinite(r["se_ratio"])]
-    sd = [r["sd_ratio"] for r in rows.values() if math.isfinite(r["sd_ratio"])]
-    ep = [e["sd_data"] / e["sd_seeds"] for e in endpoints.values() if e["sd_seeds"] > 0 and e["kind"] == "log_ratio"]
-    text = ""
-    if se and sd:
-        size = next(iter(rows.values()))["block_size"]
-        text = ("Per mask, the standard error of the curvature from resampling sequences is "
-                f"{min(se):.2g}–{max(se):.2g}× the one "
-                f"from resampling direction seeds (median {np.median(se):.2g}×); one {size}-sequence block differs "
-                "from the next "
-                f"{min(sd):.2g}–{max(sd):.2g}× as much as one seed's direction from the next (median "
-                f"{np.median(sd):.2g}×).")
-        if ep:
-            text += (" For the endpoints (log-ratios of two masks measured on the same sequences), resampling "
-                     "sequences gives "
-                     f"{min(ep):.2g}–{max(ep):.2g}× the SD of resampling seeds.")
-    return {"masks": rows, "endpoints": endpoints, "summary": text}
+    res = {"arm_p": arm_p, "arm_e": arm_e, "variance": variance, "models": _per_model(c), "fisher_loss": fisher_loss,
+           "checks": {k: v["fd_check"] for k, v in extras["masks"].items()}, "reference": reference, "pool": pool}
+    res["verdict"] = verdict_lines(cfg, res)
+    return res

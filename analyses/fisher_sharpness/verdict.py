@@ -1,17 +1,19 @@
 """Plain-words verdicts from intervals, never from votes.
 
-Each arm of the study has one primary endpoint, a contrast of top-Fisher against a control with a
-95 % bootstrap interval (:func:`analyses.fisher_sharpness.statistics.contrast`). The verdict reads
-the interval, whatever it says:
+Each endpoint is a contrast of top-Fisher against a control with a 95 % hierarchical bootstrap
+interval (:func:`analyses.fisher_sharpness.hierarchy.endpoint`). The verdict reads the interval,
+whatever it says (and, in a Holm-corrected family, whether the corrected test rejects):
 
 * the whole interval above 0 (log-ratio or difference): top-Fisher is *sharper*;
 * the whole interval below 0: top-Fisher is *flatter*;
-* 0 inside the interval: *no clear difference* at this precision.
+* 0 inside the interval, or not rejected after Holm: *no clear difference* at this precision,
+  with the minimum detectable effect at 80 % power.
 
 Secondary metrics are compared with :func:`compare_values`, shown beside the endpoints and never
 counted. A single value without an uncertainty (one Hessian eigenvalue per mask) is never called
-different; a value with a standard error needs its gap beyond 1.96 combined standard errors; a
-censored value (a basin wider than the searched range) is a lower bound and is compared as one.
+different; a value with a standard error needs its gap beyond the 97.5 % quantile of Student's t
+with the values' degrees of freedom (Welch–Satterthwaite; 1.96 without them) times the combined
+standard error; a censored value (a basin wider than the searched range) is a lower bound and is compared as one.
 """
 
 from __future__ import annotations
@@ -30,6 +32,11 @@ SHARPER_WHEN_LARGER: dict[str, bool] = {
 }
 
 
+def p_text(p: float, n_boot: int) -> str:
+    """A bootstrap p-value in words: "0.012", or "< 0.001" when no replicate crossed (p < 2/B)."""
+    return f"< {2 / n_boot:.2g}" if p <= 0 else f"= {p:.2g}"
+
+
 def call_interval(lo: float, hi: float) -> str:
     """"sharper" (interval above 0), "flatter" (below 0) or "unclear" (0 inside, or undefined)."""
     if not (math.isfinite(lo) and math.isfinite(hi)):
@@ -43,19 +50,28 @@ def call_interval(lo: float, hi: float) -> str:
 
 def _effect(endpoint: Mapping[str, Any]) -> str:
     lo, hi = endpoint["interval"]
-    if endpoint["kind"] == "log_ratio":
+    if endpoint["scale"] == "log_ratio":
         return f"×{math.exp(endpoint['estimate']):.3g} [95% CI ×{math.exp(lo):.3g} to ×{math.exp(hi):.3g}]"
-    return f"difference {endpoint['estimate']:+.3g} [95% CI {lo:+.3g} to {hi:+.3g}]"
+    text = f"difference {endpoint['estimate']:+.3g} [95% CI {lo:+.3g} to {hi:+.3g}]"
+    ratio, riv = endpoint.get("ratio"), endpoint.get("ratio_interval")
+    if ratio is not None and math.isfinite(ratio) and endpoint.get("control", 0) > 0 and ratio > 0:
+        text += f", ratio ×{ratio:.3g}" + (f" [×{riv[0]:.3g} to ×{riv[1]:.3g}]" if riv else
+                                          " (no interval: the control's dᵀHd is not positive in every replicate)")
+    return text
 
 
-def endpoint_verdict(endpoint: Mapping[str, Any], *, quantity: str, top: str, control: str) -> dict[str, Any]:
+def endpoint_verdict(endpoint: Mapping[str, Any], *, quantity: str, top: str, control: str,
+                     rejected: bool | None = None) -> dict[str, Any]:
     """The verdict of one contrast, in words: ``{"outcome", "sentence"}``.
 
-    ``endpoint``: a :func:`~analyses.fisher_sharpness.statistics.contrast` dict (``kind``,
-    ``estimate``, ``interval``); ``quantity``: what was compared, e.g. "directional curvature dᵀHd".
+    ``endpoint``: a :func:`~analyses.fisher_sharpness.hierarchy.endpoint` dict (``scale``,
+    ``estimate``, ``interval``, optionally ``ratio``, ``mde80``); ``quantity``: what was compared;
+    ``rejected``: the Holm-corrected decision of a family member (False makes it "unclear").
     """
     lo, hi = endpoint["interval"]
     outcome = call_interval(lo, hi)
+    if rejected is False:
+        outcome = "unclear"
     effect = _effect(endpoint)
     if outcome == "sharper":
         text = f"{top} is sharper than {control}: {quantity} {effect}, the whole interval above parity."
@@ -63,7 +79,10 @@ def endpoint_verdict(endpoint: Mapping[str, Any], *, quantity: str, top: str, co
         text = f"{top} is flatter than {control}: {quantity} {effect}, the whole interval below parity."
     else:
         text = (f"no clear difference between {top} and {control}: {quantity} {effect}, an interval that includes "
-                "parity.")
+                "parity" + (" or a test not rejected after Holm" if rejected is False else "") + ".")
+        mde = endpoint.get("mde80")
+        if mde is not None and math.isfinite(mde):
+            text += f" The smallest difference this design detects with 80% power is ±{mde:.3g}."
     return {"outcome": outcome, "sentence": text[0].upper() + text[1:]}
 
 
@@ -76,6 +95,7 @@ class Value:
     stderr: float | None = None
     interval: tuple[float, float] | None = None
     censored: bool = False
+    dof: int | None = None
 
     @property
     def has_uncertainty(self) -> bool:
@@ -116,11 +136,26 @@ def compare_values(metric: str, top: Value, base: Value) -> dict[str, Any]:
             return {"metric": metric, "outcome": "unclear", "reason": "the intervals overlap"}
     else:
         se = math.hypot(_se(top), _se(base))
-        if not abs(t - b) > Z95 * se:
-            return {"metric": metric, "outcome": "unclear", "reason": "the gap is within 1.96 combined standard errors"}
+        q = _quantile(top, base)
+        if not abs(t - b) > q * se:
+            return {"metric": metric, "outcome": "unclear",
+                    "reason": f"the gap is within {q:.3g} combined standard errors"}
         diff_sign = 1 if t > b else -1
     outcome = "sharper" if (diff_sign > 0) == larger else "flatter"
     return {"metric": metric, "outcome": outcome, "reason": "the gap exceeds the uncertainty"}
+
+
+def _quantile(a: Value, b: Value) -> float:
+    """The two-sided 95 % quantile: Student's t with Welch–Satterthwaite degrees of freedom when both
+    values give theirs (e.g. 4 Hutchinson probes: 3 each), else the normal 1.96."""
+    if a.dof is None or b.dof is None or a.stderr is None or b.stderr is None:
+        return Z95
+    from scipy.stats import t
+
+    va, vb = a.stderr**2, b.stderr**2
+    den = (va**2 / a.dof if a.dof > 0 else math.inf) + (vb**2 / b.dof if b.dof > 0 else math.inf)
+    dof = (va + vb) ** 2 / den if den > 0 else float(min(a.dof, b.dof))
+    return float(t.ppf(0.975, max(dof, 1.0)))
 
 
 def _se(v: Value) -> float:
@@ -134,7 +169,7 @@ def value_from_dict(d: Mapping[str, Any]) -> Value:
     """A :class:`Value` from its ``asdict`` form (as stored in result.json)."""
     iv = d.get("interval")
     return Value(float(d["value"]), d.get("stderr"), None if iv is None else (float(iv[0]), float(iv[1])),
-                 bool(d.get("censored", False)))
+                 bool(d.get("censored", False)), d.get("dof"))
 
 
 def value_to_dict(v: Value) -> dict[str, Any]:

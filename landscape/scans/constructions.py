@@ -1,6 +1,7 @@
-"""Directions built from other models or from curvature: :func:`between` (θ_b − θ_a),
-:func:`pca` (top PCA directions of a trajectory, Li et al. §7) and :func:`eigenvectors` (top
-Hessian eigenvectors). Exported by :mod:`landscape.scans.directions`.
+"""Directions built from other models, from curvature or from a mask: :func:`between` (θ_b − θ_a),
+:func:`pca` (top PCA directions of a trajectory, Li et al. §7), :func:`eigenvectors` (top
+Hessian eigenvectors) and :func:`isotropic_in_mask` (Gaussian on a mask's elements at a given
+norm). Exported by :mod:`landscape.scans.directions`.
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ import torch
 from torch import Tensor, nn
 
 from landscape import vectors
-from landscape.params import ParamSpace, Selection
+from landscape.params import ParamMask, ParamSpace, Selection
 from landscape.scans.direction import Direction, space_meta
 from landscape.util import model_fingerprint
 from landscape.util.results import JsonResult
 
-__all__ = ["between", "pca", "eigenvectors", "PCADirections"]
+__all__ = ["between", "pca", "eigenvectors", "isotropic_in_mask", "PCADirections"]
 
 
 def _param_values(source: nn.Module | Mapping[str, Tensor], space: ParamSpace, what: str) -> dict[str, Tensor]:
@@ -57,6 +58,39 @@ def between(model_a: nn.Module, model_b: nn.Module | Mapping[str, Tensor],
     if d.meta["norm"] == 0.0:
         raise ValueError("model_a and model_b have identical weights: the direction between them is zero.")
     return d
+
+
+def isotropic_in_mask(model: nn.Module, mask: ParamMask, *, norm: float, seed: int = 0) -> Direction:
+    """An isotropic direction inside ``mask``: d = ‖d‖·(m⊙z)/‖m⊙z‖, z ~ N(0, I), zero off the mask.
+
+    Every selected element gets the same variance, whatever the norm of its row or tensor (unlike
+    a filter-normalized direction, whose masked entries scale with their row's weight norm). Used
+    to compare masks at equal ``norm`` without the filter scaling deciding where the norm goes.
+
+    Args:
+        model: the model the mask's space belongs to (only names and shapes are read).
+        mask: the element mask; its space is the direction's space.
+        norm: the target ‖d‖₂ (> 0), e.g. the norm of a filter-normalized direction of the same seed.
+        seed: draw seed (:func:`landscape.vectors.randn_like`).
+    """
+    if not norm > 0:
+        raise ValueError(f"isotropic_in_mask needs a positive norm, got {norm}.")
+    space = mask.space
+    theta = {n: p.detach() for n, p in space.params.items()}
+    raw = vectors.randn_like(theta, seed)
+    d = {n: torch.where(mask.masks[n].to(t.device), t, torch.zeros((), dtype=t.dtype, device=t.device))
+         if n in mask.masks else torch.zeros_like(t) for n, t in raw.items()}
+    raw_norm = float(vectors.norm(d))
+    if raw_norm == 0.0:
+        raise ValueError("the mask selects no element, so an isotropic direction inside it is zero; give a "
+                         "non-empty mask.")
+    scaled = {n: (t.double() * (norm / raw_norm)).to(t.dtype) for n, t in d.items()}
+    meta = {"kind": "isotropic_in_mask", "seed": int(seed), "distribution": "gaussian", "target_norm": float(norm),
+            "mask": {"granularity": mask.granularity, "count": mask.count(), "fraction": mask.fraction},
+            **space_meta(space)}
+    out = Direction(scaled, meta)
+    out.meta["norm"] = out.norm()
+    return out
 
 
 def eigenvectors(

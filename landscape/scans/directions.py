@@ -35,13 +35,13 @@ from torch import Tensor, nn
 
 from landscape import vectors
 from landscape.params import ParamMask, ParamSpace, Selection, select
-from landscape.scans.constructions import PCADirections, between, eigenvectors, pca
+from landscape.scans.constructions import PCADirections, between, eigenvectors, isotropic_in_mask, pca
 from landscape.scans.direction import DIRECTION_FORMAT, Direction, check_direction, space_meta
 from landscape.util.checks import check_finite_weights
 
 __all__ = ["Direction", "DIRECTION_FORMAT", "check_direction", "random", "orthogonalize", "between", "pca",
-           "eigenvectors", "PCADirections", "filter_axis", "filter_norms", "NORMALIZATIONS", "ONE_DIM_POLICIES",
-           "MASK_SCALINGS", "Normalization", "OneDim", "MaskScaling"]
+           "eigenvectors", "isotropic_in_mask", "PCADirections", "filter_axis", "filter_norms", "NORMALIZATIONS",
+           "ONE_DIM_POLICIES", "MASK_SCALINGS", "Normalization", "OneDim", "MaskScaling"]
 
 Normalization = Literal["filter", "tensor", "model", "none"]
 OneDim = Literal["zero", "filter", "radial"]

@@ -63,7 +63,7 @@ def test_every_analysis_flag_is_named_once_across_commands():
         assert "--eig-iter" not in flags and "--trace-probes" not in flags, name
     assert set(_flags(_command("audit"))) == set(_flags(_command("analyze", "audit")))
     fs = _flags(_command("analyze", "fisher-sharpness"))
-    assert fs["--eval-examples"].default == 128 and "evaluation pool" in fs["--eval-examples"].help
+    assert fs["--eval-examples"].default == 64 and "evaluation pool" in fs["--eval-examples"].help
 
 
 def test_resume_refuses_other_settings_naming_every_field(tmp_path):

@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 
+from analyses.fisher_sharpness import hierarchy as hi
 from analyses.fisher_sharpness import statistics as st
 from analyses.fisher_sharpness.verdict import Value, call_interval, compare_values, endpoint_verdict
 
@@ -17,7 +18,12 @@ def _nums(level: float, n_seq: int = 64, n_seeds: int = 6, noise: float = 0.3, s
     rng = np.random.default_rng(seed)
     seq = rng.normal(1.0, noise, n_seq)  # per-sequence difficulty, shared by every mask (paired data)
     per_seed = rng.normal(1.0, 0.05, (n_seeds, 1))
-    return level * 10.0 * seq[None, :] * per_seed, np.full(n_seq, 10.0)
+    return (level * 10.0 * seq[None, :] * per_seed)[None, None, None], np.full((1, 1, n_seq), 10.0)
+
+
+def _contrast(top, ctrl, counts, n_boot, scale="log_ratio"):
+    """The hierarchical endpoint on one cell (every sequence its own document)."""
+    return hi.endpoint(top, ctrl, counts, scale=scale, n_boot=n_boot)
 
 
 # ----------------------------------------------------------------------------- both directions
@@ -26,22 +32,22 @@ def _nums(level: float, n_seq: int = 64, n_seeds: int = 6, noise: float = 0.3, s
 def test_top_clearly_sharper_and_clearly_flatter():
     top, counts = _nums(5.0)
     ctrl, _ = _nums(1.0, seed=1)
-    up = st.contrast(top, ctrl, counts, n_boot=500)
-    assert up["kind"] == "log_ratio" and up["interval"][0] > 0 and up["ratio"] == pytest.approx(5.0, rel=0.15)
+    up = _contrast(top, ctrl, counts, n_boot=500)
+    assert up["scale"] == "log_ratio" and up["interval"][0] > 0 and up["ratio"] == pytest.approx(5.0, rel=0.15)
     v = endpoint_verdict(up, quantity="dᵀHd", top="top", control="random")
     assert v["outcome"] == "sharper" and v["sentence"].startswith("Top is sharper than random") and "×" in v["sentence"]
-    down = st.contrast(ctrl, top, counts, n_boot=500)
+    down = _contrast(ctrl, top, counts, n_boot=500)
     assert down["interval"][1] < 0
     assert endpoint_verdict(down, quantity="dᵀHd", top="top", control="random")["outcome"] == "flatter"
 
 
 def test_gap_inside_the_interval_is_no_clear_difference():
     rng = np.random.default_rng(5)
-    counts = np.full(64, 10.0)
+    counts = np.full((1, 1, 64), 10.0)
     seq = rng.normal(1.0, 0.3, 64)[None, :]
-    ctrl = 10.0 * seq * np.array([[0.7], [1.0], [1.3]])  # direction seeds spread ±30 %
-    top = 10.0 * 1.05 * seq * np.array([[1.3], [0.7], [1.0]])  # 5 % higher on average
-    c = st.contrast(top, ctrl, counts, n_boot=500)
+    ctrl = (10.0 * seq * np.array([[0.7], [1.0], [1.3]]))[None, None, None]  # direction seeds spread ±30 %
+    top = (10.0 * 1.05 * seq * np.array([[1.3], [0.7], [1.0]]))[None, None, None]  # 5 % higher on average
+    c = _contrast(top, ctrl, counts, n_boot=500)
     assert c["estimate"] != 0 and c["interval"][0] < 0 < c["interval"][1]
     v = endpoint_verdict(c, quantity="dᵀHd", top="top", control="random")
     assert v["outcome"] == "unclear" and "no clear difference" in v["sentence"].lower()
@@ -49,23 +55,23 @@ def test_gap_inside_the_interval_is_no_clear_difference():
     assert call_interval(math.nan, 1.0) == "unclear"
 
 
-def test_nonpositive_curvature_falls_back_to_a_difference():
+def test_a_difference_endpoint_stays_a_difference_and_names_the_undefined_ratio():
     top, counts = _nums(1.0)
     ctrl = -_nums(0.5, seed=2)[0]
-    c = st.contrast(top, ctrl, counts, n_boot=300)
-    assert c["kind"] == "difference" and c["estimate"] == pytest.approx(c["top"] - c["control"])
-    assert "difference" in endpoint_verdict(c, quantity="q", top="top", control="c")["sentence"]
+    c = _contrast(top, ctrl, counts, n_boot=300, scale="difference")
+    assert c["scale"] == "difference" and c["estimate"] == pytest.approx(c["top"] - c["control"])
+    sentence = endpoint_verdict(c, quantity="q", top="top", control="c")["sentence"]
+    assert "difference" in sentence and "ratio" not in sentence  # a ratio over a negative control is not shown
+    unclear = endpoint_verdict(c | {"mde80": 0.5}, quantity="q", top="top", control="c", rejected=False)
+    assert unclear["outcome"] == "unclear" and "Holm" in unclear["sentence"] and "±0.5" in unclear["sentence"]
 
 
-def test_data_and_seed_variance_are_measured_apart():
-    rng = np.random.default_rng(0)
-    counts = np.full(128, 10.0)
-    data_heavy = 10.0 * rng.lognormal(0, 1.0, 128)[None, :] * rng.normal(1, 0.01, (8, 1))
-    v = st.variance_split(data_heavy, counts, n_blocks=8, n_boot=400)
-    assert v["data_se"] > 5 * v["seed_se"] and v["block_sd"] > 5 * v["seed_sd"] and v["block_size"] == 16
-    seed_heavy = 10.0 * rng.normal(1, 0.001, 128)[None, :] * rng.lognormal(0, 0.5, (8, 1))
-    v2 = st.variance_split(seed_heavy, counts, n_blocks=8, n_boot=400)
-    assert v2["seed_se"] > 5 * v2["data_se"]
+def test_trace_comparison_uses_students_t_with_the_probes_degrees_of_freedom():
+    """A gap of 2.2 combined SEs is beyond 1.96 but within t(0.975, 6 dof) = 2.45: two 4-probe traces (Welch)."""
+    a, b = Value(10.0, stderr=1.0, dof=3), Value(10.0 - 2.2 * 2**0.5, stderr=1.0, dof=3)
+    assert compare_values("trace", a, b)["outcome"] == "unclear"
+    assert compare_values("trace", Value(10.0, stderr=1.0), Value(10.0 - 2.2 * 2**0.5, stderr=1.0))["outcome"] == (
+        "sharper")
 
 
 # ----------------------------------------------------------------------------- single values
@@ -108,9 +114,9 @@ def test_censored_median_is_exact_or_a_lower_bound():
 
 def test_bootstrap_is_paired_and_reproducible():
     top, counts = _nums(2.0)
-    a = st.replicates({"t": top, "c": top}, counts, n_boot=200, seed=3)
+    a = hi.replicates({"t": top, "c": top}, counts, n_boot=200, seed=3)
     np.testing.assert_array_equal(a["t"], a["c"])  # the same draws for every key
-    b = st.replicates({"t": top}, counts, n_boot=200, seed=3)
+    b = hi.replicates({"t": top}, counts, n_boot=200, seed=3)
     np.testing.assert_array_equal(a["t"], b["t"])
     with pytest.raises(ValueError, match="shape"):
-        st.replicates({"t": top, "c": top[:, :10]}, counts, n_boot=10)
+        hi.replicates({"t": top, "c": top[..., :10]}, counts, n_boot=10)
