@@ -2,8 +2,8 @@
 
 Defaults are sized for the main job: the embedded default model within about 3 minutes cached on
 a quiet 2-core CPU, with 4 disjoint Fisher samples, 2 MLM mask draws and both direction
-constructions. ``--budget`` caps any run: when the printed estimate exceeds it, the study lowers
-seeds, curve seeds, grid, evaluation sequences, mask draws and Fisher samples in that order
+constructions. ``--budget`` caps any run: when the estimate on the reference 2-core CPU (from the
+model's size, not a timing) exceeds it, the study lowers seeds, curve seeds, grid, evaluation sequences, mask draws and Fisher samples in that order
 (:func:`analyses.fisher_sharpness.estimate.fit_budget`) and says what it lowered.
 """
 
@@ -57,8 +57,8 @@ class FisherSharpnessConfig(TextSettings):
     n_boot: int = setting(2000, "bootstrap replicates", flag="--bootstrap")
     mask_prob: float = setting(0.15, "MLM mask probability")
     seed: int = setting(0, "random seed (first direction seed, first MLM mask draw)")
-    budget: float = setting(20.0, "minutes the run may take: settings are lowered until the estimate fits (0: no "
-                                  "cap)", affects="nothing")
+    budget: float = setting(20.0, "minutes the run may take on the reference 2-core CPU, from the model's size: "
+                                  "settings are lowered until the estimate fits (0: no cap)", affects="nothing")
     reference: str | None = setting("auto", "the paper's surfaces to show beside arm P: a folder, 'auto' (--reference "
                                     "lookup: $LANDSCAPE_REFERENCE, ../shared/reference) or 'none'", affects="nothing")
     device: str = setting("cpu", "torch device, e.g. cpu or cuda:0", affects="nothing")

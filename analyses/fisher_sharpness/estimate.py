@@ -1,5 +1,9 @@
 """The study's estimated time, printed before any cell starts, and the ``--budget`` cap.
 
+The cap is in minutes on the reference machine (2 CPU cores) and is applied from the model's size
+(parameters × tokens), not from a timing, so the settings a run uses, and its resume hash, do not
+depend on this machine's load; the printed estimate is timed here.
+
 The unit is one loss + gradient over one evaluation sequence, timed on the first model's first
 batch (:func:`analyses.cli.eta.time_gradient`). Work is counted in gradients over the pool of N
 sequences: a forward pass ≈ 1/3 gradient, a Hessian-vector product ≈ 3.5, both scaled by the share
@@ -23,12 +27,26 @@ from typing import Any
 
 from analyses.cli.eta import announce, format_duration, time_gradient
 
-__all__ = ["study_units", "fit_budget", "announce_study", "PRODUCT_GRADIENTS", "FORWARD_GRADIENTS"]
+__all__ = ["study_units", "fit_budget", "announce_study", "reference_sequence_s", "PRODUCT_GRADIENTS",
+           "FORWARD_GRADIENTS", "REFERENCE_S_PER_PARAM_TOKEN"]
 
 PRODUCT_GRADIENTS = 3.5
 FORWARD_GRADIENTS = 1 / 3
 BASIN_POINTS = 6
 MAIN_MASKS = 4  # top, stratified, random, bottom at the main fraction (filter construction)
+#: one loss + gradient per parameter and token on the reference machine (2 CPU cores), calibrated on the
+#: default model quiet: 0.299 s per gradient over 128 sequences of 64 tokens, 686,080 parameters
+REFERENCE_S_PER_PARAM_TOKEN = 5.3e-11
+
+
+def reference_sequence_s(model: Any, data: list) -> float:
+    """Seconds of one sequence's gradient on the reference machine: the model's parameters × the mean
+    real tokens per sequence in ``data`` × :data:`REFERENCE_S_PER_PARAM_TOKEN`. It depends on the model
+    and data only, so ``--budget`` lowers the same settings on any machine under any load."""
+    n_params = sum(p.numel() for p in model.parameters())
+    masks = [b["attention_mask"] if "attention_mask" in b else b["input_ids"].ne(-1) for b in data]
+    tokens = float(sum(int(m.sum()) for m in masks)) / max(1, sum(int(m.shape[0]) for m in masks))
+    return REFERENCE_S_PER_PARAM_TOKEN * n_params * tokens
 
 
 def study_units(cfg: Any, n_eval: int) -> float:
@@ -90,17 +108,19 @@ def fit_budget(cfg: Any, sequence_s: float) -> tuple[Any, list[str], float, floa
 
 
 def announce_study(cfg: Any, target: Any, eval_data: list) -> Any:
-    """Time one gradient per sequence on the pool's first batch, lower the settings to ``--budget`` if
-    needed, print the estimate (and what was lowered), and return the settings to run."""
+    """Lower the settings to ``--budget`` on the reference machine if needed (deterministic: from the
+    model's size, :func:`reference_sequence_s`), time one gradient per sequence on the pool's first
+    batch, print this machine's estimate (and what was lowered), and return the settings to run."""
     first = eval_data[:1]
-    n_first = max(1, sum(int(b["input_ids"].shape[0]) for b in first))
-    sequence_s = time_gradient(target.model, target.objective, first) / n_first
-    fitted, lowered, before, after = fit_budget(cfg, sequence_s)
+    fitted, lowered, before, after = fit_budget(cfg, reference_sequence_s(target.model, eval_data))
     if lowered:
-        print(f"the full settings would take {format_duration(before)}, over --budget {cfg.budget:g} min: lowered "
-              f"{', '.join(lowered)} (set them yourself, or --budget 0, to choose otherwise)", flush=True)
+        print(f"the full settings would take {format_duration(before)} on the reference 2-core CPU, over --budget "
+              f"{cfg.budget:g} min: lowered {', '.join(lowered)} (set them yourself, or --budget 0, to choose "
+              "otherwise)", flush=True)
         if after > cfg.budget * 60:
             print(f"still over the budget at the smallest settings: {format_duration(after)}", flush=True)
+    n_first = max(1, sum(int(b["input_ids"].shape[0]) for b in first))
+    sequence_s = time_gradient(target.model, target.objective, first) / n_first
     announce(study_units(fitted, fitted.eval_examples), sequence_s * fitted.eval_examples,
              "gradients over the pool")
     return fitted

@@ -192,6 +192,23 @@ def test_the_budget_lowers_settings_in_order_and_says_so(tmp_path):
     assert fit_budget(cfg, sequence_s=1e-6)[1] == []  # fits already: nothing lowered
 
 
+def test_the_budget_follows_the_model_not_the_machine_load(tmp_path, monkeypatch):
+    from torch import nn
+
+    from analyses.fisher_sharpness import estimate
+
+    model = nn.Linear(100, 10)  # 1010 parameters
+    data = [{"input_ids": torch.zeros(2, 8, dtype=torch.long), "attention_mask": torch.tensor([[1] * 8, [1] * 4 + [0] * 4])}]
+    assert estimate.reference_sequence_s(model, data) == pytest.approx(estimate.REFERENCE_S_PER_PARAM_TOKEN * 1010 * 6)
+    cfg = _config(tmp_path, seeds=(0, 1, 2, 3), eval_examples=512, budget=1e-9)
+    target = type("T", (), {"model": model, "objective": None})()
+    picked = []
+    for machine_s in (1e-6, 100.0):  # a fast idle machine and a loaded one pick the same settings
+        monkeypatch.setattr(estimate, "time_gradient", lambda *a, s=machine_s: s)
+        picked.append(estimate.announce_study(cfg, target, data))
+    assert picked[0] == picked[1] and picked[0].seeds == (0, 1)
+
+
 def test_reference_auto_skips_without_h5py_and_explicit_folder_needs_it(monkeypatch, tmp_path):
     import importlib.util
 
