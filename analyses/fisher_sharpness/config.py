@@ -3,7 +3,8 @@
 Defaults are sized for the main job: the embedded default model within about 3 minutes cached on
 a quiet 2-core CPU, with 4 disjoint Fisher samples, 2 MLM mask draws and both direction
 constructions. ``--budget`` caps any run: when the estimate on the reference 2-core CPU (from the
-model's size, not a timing) exceeds it, the study lowers seeds, curve seeds, grid, evaluation sequences, mask draws and Fisher samples in that order
+model's size, not a timing) exceeds it, the study lowers seeds, curve seeds, grid, evaluation
+sequences, mask draws and Fisher samples in that order
 (:func:`analyses.fisher_sharpness.estimate.fit_budget`) and says what it lowered.
 """
 
