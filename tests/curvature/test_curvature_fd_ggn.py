@@ -211,7 +211,9 @@ def test_fd_on_the_default_model_sits_on_the_float32_gradient_floor():
     0.03 / 0.1 / 0.3: 7.3e-3 / 9.4e-4 / 2.6e-4 / 5.2e-4; Richardson h = 0.036 / 0.3 / 1.0: 2.0e-3 /
     2.4e-4 / 8.0e-5; top eigenvector, plain h = 0.001 / 0.01: 1.5e-4 / 1.2e-2, Richardson h = 0.003 /
     0.03: 1.05e-4 / 5.9e-3. The eager attention kernel instead of SDPA changes nothing (9.2e-4 vs 9.4e-4
-    at h = 0.03). Bounds: the measured values with margin."""
+    at h = 0.03). Those numbers are the dropout-0 default model's; on today's (dropout 0.1, lr 5e-3): plain
+    default h = 0.0039: 2.8e-3 (floor 6.7e-3), plain h = 0.1: 1.2e-4, Richardson default: 9.0e-4, Richardson
+    h = 1: 3.2e-5. Bounds: the measured values with margin."""
     import copy
 
     from landscape.models.default_model import cached_path, load_default
@@ -238,10 +240,14 @@ def test_fd_on_the_default_model_sits_on_the_float32_gradient_floor():
     floor = 2**0.5 * float(torch.linalg.vector_norm(g32 - g64)) * float(vectors.norm(v64)) / (
         2 * h * float(torch.linalg.vector_norm(ref)))
     err = rel(plain_default.to_flat(plain_default.matvec(v)).double(), ref)
-    assert 0.5 * floor < err < 2 * floor  # the error *is* the gradient's float32 rounding (7.3e-3 vs 7.8e-3)
-    assert fd_error(fd_step=0.1) < 6e-4  # the best plain step here: 2.6e-4
-    assert fd_error(richardson=True) < 5e-3  # default h = 0.036: 2.0e-3
-    assert fd_error(fd_step=1.0, richardson=True) < 2e-4  # 8.0e-5
+    # the error is of the gradient's float32 rounding's order (the floor adds the two gradients' errors as
+    # if independent and aligned with nothing, so it bounds the error from above within a factor ~2)
+    assert 0.2 * floor < err < 2 * floor
+    errs = {"plain h=0.1": fd_error(fd_step=0.1), "richardson default": fd_error(richardson=True),
+            "richardson h=1": fd_error(fd_step=1.0, richardson=True)}
+    assert errs["plain h=0.1"] < 6e-4  # the best plain step here: 2.6e-4
+    assert errs["richardson default"] < 5e-3  # default h = 0.036: 2.0e-3
+    assert errs["richardson h=1"] < 2e-4  # 8.0e-5
     exact = curvature.HessianOperator(model, obj, data, mode="double_backward")
     rich = curvature.HessianOperator(model, obj, data, mode="finite_difference", richardson=True)
     top_exact = curvature.top_eigenvalues(exact, k=1, tol=1e-4).values[0]
