@@ -6,9 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from analyses.fisher_sharpness.gallery import (
-    ANSWERS_END, ANSWERS_START, answers_from_report, answers_in_readme, publish, replace_answers,
-)
+from analyses.fisher_sharpness.gallery import GALLERY, answers_from_report
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -18,7 +16,7 @@ def test_readme_answers_equal_the_committed_report():
     readme = (ROOT / "README.md").read_text()
     answers = answers_from_report(report)
     assert len(answers) >= 2 and any("Arm P" in a for a in answers) and any("Arm E" in a for a in answers)
-    assert answers_in_readme(readme) == answers, (
+    assert GALLERY.answers_in_readme(readme) == answers, (
         "README's fisher-sharpness answers differ from figures/gallery/fisher_sharpness_report.md; "
         "regenerate with: python -m analyses.fisher_sharpness.gallery runs/fisher-sharpness")
 
@@ -43,12 +41,12 @@ def test_publish_copies_figures_and_rewrites_the_readme_block(tmp_path):
     repo = tmp_path / "repo"
     (repo / "figures" / "gallery").mkdir(parents=True)
     (repo / "figures" / "gallery" / "fisher_sharpness_stale.png").write_bytes(b"old")
-    (repo / "README.md").write_text(f"intro\n{ANSWERS_START}\n- old line\n{ANSWERS_END}\noutro\n")
-    publish(run, repo)
+    (repo / "README.md").write_text(f"intro\n{GALLERY.start}\n- old line\n{GALLERY.end}\noutro\n")
+    GALLERY.publish(run, repo)
     readme = (repo / "README.md").read_text()
-    assert answers_in_readme(readme) == ["- **Arm P**: yes.", "- **Arm E**: no."]
+    assert GALLERY.answers_in_readme(readme) == ["- **Arm P**: yes.", "- **Arm E**: no."]
     assert readme.startswith("intro\n") and readme.endswith("outro\n")
     assert not (repo / "figures" / "gallery" / "fisher_sharpness_stale.png").exists()
     assert "](fisher_sharpness_endpoints.png)" in (repo / "figures" / "gallery" / "fisher_sharpness_report.md").read_text()
     with pytest.raises(ValueError, match="markers"):
-        replace_answers("no markers here", ["- x"])
+        GALLERY.replace_answers("no markers here", ["- x"])

@@ -29,6 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Build or load the default model and print where it is and how good it is."""
+    from landscape.models.checkpoints import quiet_transformers
     from landscape.models.default_model import DefaultModelConfig, load_default
 
     overrides = {k: v for k, v in (("seed", getattr(args, "seed", None)), ("steps", getattr(args, "steps", None)))
@@ -37,8 +38,10 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--steps must be at least 1.")
     cfg = dataclasses.replace(DefaultModelConfig(), **overrides)
     t0 = time.perf_counter()
-    dm = load_default(cfg, cache_dir=getattr(args, "cache_dir", None), rebuild=bool(getattr(args, "rebuild", False)),
-                      progress=not getattr(args, "no_progress", False))
+    with quiet_transformers():  # no transformers "Loading weights" bar between our lines
+        dm = load_default(cfg, cache_dir=getattr(args, "cache_dir", None),
+                          rebuild=bool(getattr(args, "rebuild", False)),
+                          progress=not getattr(args, "no_progress", False))
     seconds = time.perf_counter() - t0
     m = dm.metadata
     gap = m["unigram_entropy"] - m["heldout_loss"]

@@ -97,14 +97,14 @@ def test_every_cell_and_file_of_a_two_model_family(family_run):
 
 
 def test_the_gallery_publishes_a_run_folder(family_run, tmp_path):
-    from analyses.fisher_sharpness.gallery import ANSWERS_END, ANSWERS_START, answers_in_readme, publish
+    from analyses.fisher_sharpness.gallery import GALLERY
 
     path, _, _, res = family_run
     repo = tmp_path / "repo"
     (repo / "figures" / "gallery").mkdir(parents=True)
-    (repo / "README.md").write_text(f"intro\n{ANSWERS_START}\n- old\n{ANSWERS_END}\n")
-    publish(path / "run", repo)
-    assert answers_in_readme((repo / "README.md").read_text()) == [
+    (repo / "README.md").write_text(f"intro\n{GALLERY.start}\n- old\n{GALLERY.end}\n")
+    GALLERY.publish(path / "run", repo)
+    assert GALLERY.answers_in_readme((repo / "README.md").read_text()) == [
         f"- {line}" for line in res.verdict["arm_p"] + res.verdict["arm_e"]]
     assert (repo / "figures" / "gallery" / "fisher_sharpness_sweep.png").is_file()
 

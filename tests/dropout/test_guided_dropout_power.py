@@ -107,11 +107,11 @@ def test_gallery_publishes_a_reduced_run_into_the_readme(files, tmp_path):
     repo = tmp_path / "repo"
     (repo / "figures" / "gallery").mkdir(parents=True)
     (repo / "figures" / "gallery" / "guided_dropout_stale.png").write_bytes(b"old")
-    (repo / "README.md").write_text(f"intro\n{gallery.ANSWERS_START}\n- old\n{gallery.ANSWERS_END}\noutro\n")
-    gallery.publish(out, repo)
+    (repo / "README.md").write_text(f"intro\n{gallery.GALLERY.start}\n- old\n{gallery.GALLERY.end}\noutro\n")
+    gallery.GALLERY.publish(out, repo)
     readme = (repo / "README.md").read_text()
     report = (repo / "figures" / "gallery" / "guided_dropout_report.md").read_text()
-    lines = gallery.answers_in_readme(readme)
+    lines = gallery.GALLERY.answers_in_readme(readme)
     assert lines == gallery.answers_from_report(report) and len(lines) == 3  # two primary answers and the power line
     assert lines[0].startswith("- **train**: Does placement by Fisher beat") and lines[-1].startswith("Power: with 2")
     assert readme.startswith("intro\n") and readme.endswith("outro\n")
@@ -123,7 +123,7 @@ def test_gallery_publishes_a_reduced_run_into_the_readme(files, tmp_path):
 
 def test_readme_answers_agree_with_the_committed_report():
     readme = (ROOT / "README.md").read_text()
-    lines = gallery.answers_in_readme(readme)
+    lines = gallery.GALLERY.answers_in_readme(readme)
     report = (ROOT / "figures" / "gallery" / "guided_dropout_report.md").read_text()
     if "## Answers" not in report:  # the committed gallery predates issue 18's report; the README says so
         assert any("reduced run" in line for line in lines), "README's guided-dropout block must say it is provisional"
