@@ -1,7 +1,7 @@
 """Publish a finished run as the README's gallery: the figures, the report, and the README's answers.
 
-Each study with a committed gallery declares a :class:`Gallery` (its name and how to read the answer
-lines out of its report). :meth:`Gallery.publish` copies the run's figures to
+Each study with a committed gallery declares a :class:`Gallery`: its name and where its report keeps
+the answer lines (the heading they follow, and what ends them). :meth:`Gallery.publish` copies the run's figures to
 ``figures/gallery/<study>_<name>.png`` (stale ones removed), writes ``figures/gallery/<study>_report.md``
 (image links pointing at the copies) and rewrites the README's block between the study's markers with
 the answer lines, so the README quotes exactly what the committed report says (the README tests check
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import re
 import shutil
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,11 +22,30 @@ __all__ = ["Gallery"]
 
 @dataclass(frozen=True)
 class Gallery:
-    """A study's published gallery: ``study`` (its command name, e.g. ``fisher-sharpness``) and
-    ``answers_from_report(report text) -> answer lines`` (raises ValueError on a report of another kind)."""
+    """A study's published gallery: ``study`` (its command name, e.g. ``fisher-sharpness``); the report's
+    answers are the lines after ``heading`` up to the next ``## `` heading or a line starting with one
+    of ``stop_at``, only the ``- `` bullets when ``bullets_only``, else every non-empty line."""
 
     study: str
-    answers_from_report: Callable[[str], list[str]]
+    heading: str
+    bullets_only: bool = False
+    stop_at: tuple[str, ...] = ()
+
+    def answers_from_report(self, text: str) -> list[str]:
+        """The answer lines of a report (ValueError on a report of another kind or version)."""
+        lines = text.splitlines()
+        try:
+            start = lines.index(self.heading) + 1
+        except ValueError:
+            raise ValueError(f"the report has no '{self.heading}' section; is it a {self.study} report of this "
+                             f"version? Rerun `landscape analyze {self.study}`.") from None
+        out = []
+        for line in lines[start:]:
+            if line.startswith(("## ", *self.stop_at)):
+                break
+            if line.startswith("- ") if self.bullets_only else line.strip():
+                out.append(line)
+        return out
 
     @property
     def module(self) -> str:

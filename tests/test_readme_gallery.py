@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from analyses.fisher_sharpness.gallery import GALLERY, answers_from_report
+from analyses.fisher_sharpness.gallery import GALLERY
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_readme_answers_equal_the_committed_report():
     report = (ROOT / "figures" / "gallery" / "fisher_sharpness_report.md").read_text()
     readme = (ROOT / "README.md").read_text()
-    answers = answers_from_report(report)
+    answers = GALLERY.answers_from_report(report)
     assert len(answers) >= 2 and any("Arm P" in a for a in answers) and any("Arm E" in a for a in answers)
     assert GALLERY.answers_in_readme(readme) == answers, (
         "README's fisher-sharpness answers differ from figures/gallery/fisher_sharpness_report.md; "

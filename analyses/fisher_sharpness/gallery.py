@@ -14,26 +14,9 @@ import sys
 from analyses.fisher_sharpness.report import ANSWERS_HEADING
 from analyses.gallery import Gallery
 
-__all__ = ["GALLERY", "answers_from_report"]
+__all__ = ["GALLERY"]
 
-
-def answers_from_report(text: str) -> list[str]:
-    """The bullet lines under ``## The two answers`` of a report."""
-    lines = text.splitlines()
-    try:
-        start = lines.index(ANSWERS_HEADING) + 1
-    except ValueError:
-        raise ValueError(f"the report has no '{ANSWERS_HEADING}' section; is it a fisher-sharpness report?") from None
-    out = []
-    for line in lines[start:]:
-        if line.startswith("## "):
-            break
-        if line.startswith("- "):
-            out.append(line)
-    return out
-
-
-GALLERY = Gallery("fisher-sharpness", answers_from_report)
+GALLERY = Gallery("fisher-sharpness", ANSWERS_HEADING, bullets_only=True)
 
 if __name__ == "__main__":  # pragma: no cover - run by hand
     GALLERY.main(sys.argv[1:])

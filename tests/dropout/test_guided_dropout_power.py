@@ -112,13 +112,13 @@ def test_gallery_publishes_a_reduced_run_into_the_readme(files, tmp_path):
     readme = (repo / "README.md").read_text()
     report = (repo / "figures" / "gallery" / "guided_dropout_report.md").read_text()
     lines = gallery.GALLERY.answers_in_readme(readme)
-    assert lines == gallery.answers_from_report(report) and len(lines) == 3  # two primary answers and the power line
+    assert lines == gallery.GALLERY.answers_from_report(report) and len(lines) == 3  # two primary answers and the power line
     assert lines[0].startswith("- **train**: Does placement by Fisher beat") and lines[-1].startswith("Power: with 2")
     assert readme.startswith("intro\n") and readme.endswith("outro\n")
     assert not (repo / "figures" / "gallery" / "guided_dropout_stale.png").exists()
     assert "](guided_dropout_metric_vs_size.png)" in report
     with pytest.raises(ValueError, match="no '## Answers' section"):
-        gallery.answers_from_report("# an old report\n\n## Verdict\n")
+        gallery.GALLERY.answers_from_report("# an old report\n\n## Verdict\n")
 
 
 def test_readme_answers_agree_with_the_committed_report():
@@ -128,7 +128,7 @@ def test_readme_answers_agree_with_the_committed_report():
     if "## Answers" not in report:  # the committed gallery predates issue 18's report; the README says so
         assert any("reduced run" in line for line in lines), "README's guided-dropout block must say it is provisional"
         return
-    assert lines == gallery.answers_from_report(report), (
+    assert lines == gallery.GALLERY.answers_from_report(report), (
         "README's guided-dropout answers differ from figures/gallery/guided_dropout_report.md; regenerate with: "
         "python -m analyses.guided_dropout.gallery runs/guided-dropout")
     doc = json.dumps(lines)
