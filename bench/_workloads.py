@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import statistics
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -40,14 +38,3 @@ def random_mlm_batch(vocab_size: int, sequences: int, seq_len: int, quick: bool)
     data = [{"input_ids": ids, "attention_mask": torch.ones_like(ids)}]
     obj = objectives.MaskedLM(mask_prob=0.15, seed=0, mask_token_id=103, special_token_ids=[0, 100, 101, 102, 103])
     return data, obj
-
-
-def median_time(fn: Callable[[], Any], repeats: int) -> float:
-    """Median seconds of ``repeats`` calls of ``fn`` after one untimed warm-up call."""
-    fn()
-    runs = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        runs.append(time.perf_counter() - t0)
-    return statistics.median(runs)

@@ -37,7 +37,7 @@ from landscape.util import deterministic_eval, math_attention
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo root: tests.pyhessian_reference
 import _report
-from _workloads import median_time
+from analyses.cli.eta import timed
 
 from tests.pyhessian_reference import PyHessianRun, pyhessian_top_eigenvalues  # noqa: E402
 
@@ -102,15 +102,16 @@ def bench_hvp(repeats: int, ks: list[int]) -> dict:
             s, _ = obj.loss_sum(model, prepared)
             torch.autograd.grad(s, params)
 
-    out = {"repeats": repeats, "grad_s": median_time(grad, repeats), "matvec": {}, "matmat_per_product": {}}
+    out = {"repeats": repeats, "grad_s": timed(grad, warmup=True, repeat=repeats), "matvec": {},
+           "matmat_per_product": {}}
     for label, kw in CONFIGS:
         op = curvature.HessianOperator(model, obj, [batch], check_determinism=False, **kw)
         v = op.randn(0)
-        t = median_time(lambda op=op, v=v: op.matvec(v), repeats)
+        t = timed(lambda op=op, v=v: op.matvec(v), warmup=True, repeat=repeats)
         out["matvec"][label] = {"seconds": t, "ratio": t / out["grad_s"]}
         for k in ks:
             vs = [op.randn(j) for j in range(k)]
-            t = median_time(lambda op=op, vs=vs: op.matmat(vs), repeats) / k
+            t = timed(lambda op=op, vs=vs: op.matmat(vs), warmup=True, repeat=repeats) / k
             out["matmat_per_product"][f"{label} k={k}"] = {"seconds": t, "ratio": t / out["grad_s"], "k": k}
         op.release_graph()
         print(f"  {label:22s} matvec {out['matvec'][label]['ratio']:.2f} gradients; matmat per product: "

@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-from _workloads import median_time  # noqa: E402
+from analyses.cli.eta import timed  # noqa: E402
 
 
 def peak_rss_reset() -> None:
@@ -120,7 +120,7 @@ def gradient_time(model: Any, batch: dict, params: list[torch.Tensor], repeats: 
     """Seconds per gradient of the HF loss (the floor the ratios divide by)."""
     def grad() -> None:
         torch.autograd.grad(model(**batch).loss, params, allow_unused=True)
-    return median_time(grad, repeats)
+    return timed(grad, warmup=True, repeat=repeats)
 
 
 def product_rows(model: Any, batch: dict, params: list[torch.Tensor], repeats: int) -> list[tuple[str, str]]:
@@ -141,7 +141,7 @@ def product_rows(model: Any, batch: dict, params: list[torch.Tensor], repeats: i
         base = peak_rss_mib()
         try:
             op = make()
-            t = median_time(matvec_fn(lib, op, v), repeats)
+            t = timed(matvec_fn(lib, op, v), warmup=True, repeat=repeats)
             rows.append((f"{lib} {method}: product / gradient", f"{t / t_grad:.2f} ({t * 1e3:.0f} ms, gradient "
                          f"{t_grad * 1e3:.0f} ms; peak RSS +{peak_rss_mib() - base:.0f} MiB)"))
         except Exception as exc:  # noqa: BLE001 - a failing peer is a row
