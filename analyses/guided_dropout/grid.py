@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from analyses.cli.eta import announce
 from analyses.guided_dropout import arms, tasks
 from analyses.guided_dropout.train import RunSpec, encode, train_run
 
@@ -110,69 +109,109 @@ def _read_done(path: Path, key: str) -> dict[tuple[str, int, int, str], dict[str
     return done
 
 
-def _classifier(st: Setup, task: tasks.Task, seed: int) -> Any:
-    """A fresh classifier for ``task``; its new head's initialisation is shared by every arm and size."""
+def _classifier(ckpt: Path, pad_token_id: int | None, n_labels: int, seed: int) -> Any:
+    """A fresh classifier; its new head's initialisation depends on ``seed`` only, so every arm and size shares it."""
     from transformers import AutoModelForSequenceClassification
 
     torch.manual_seed(seed)
-    clf = AutoModelForSequenceClassification.from_pretrained(st.ckpt, num_labels=len(task.classes),
-                                                             local_files_only=True)
-    if getattr(clf.config, "pad_token_id", None) is None and st.target.tokenizer.pad_token_id is not None:
-        clf.config.pad_token_id = st.target.tokenizer.pad_token_id
+    clf = AutoModelForSequenceClassification.from_pretrained(ckpt, num_labels=n_labels, local_files_only=True)
+    if getattr(clf.config, "pad_token_id", None) is None and pad_token_id is not None:
+        clf.config.pad_token_id = pad_token_id
     return clf
 
 
 @dataclass
 class Runs:
-    """Stage 2's bookkeeping: finished runs by (task, size, seed, arm), this call's timings, the log file."""
+    """Stage 2's bookkeeping: finished runs by (task, size, seed, arm), this call's timings, the log file,
+    and when the study started (for the time estimate)."""
 
     path: Path
     key: str
     done: dict[tuple[str, int, int, str], dict[str, Any]]
     bar: Any
     seconds: list[float] = field(default_factory=list)
+    started: float = field(default_factory=time.perf_counter)
 
-    def add(self, k: tuple[str, int, int, str], row: dict[str, Any]) -> None:
+    def add(self, row: dict[str, Any]) -> None:
+        """Append one finished run to ``runs.jsonl`` (only the parent process writes) and advance the bar."""
         with open(self.path, "a") as fh:
             fh.write(json.dumps(row) + "\n")
-        self.done[k] = row
+        self.done[(row["task"], int(row["size"]), int(row["seed"]), row["arm"])] = row
         self.seconds.append(row["seconds"])
+        self.bar.update(1)
 
 
-def _train_seed(cfg: GuidedDropoutConfig, st: Setup, task: tasks.Task, seed: int, data: tuple[Any, Any],
-                runs: Runs) -> dict[str, Any]:
-    """Stage 2, one (task, seed): every size and arm, paired; returns the rates' record."""
-    pool, test = data
-    clf = _classifier(st, task, seed)
+@dataclass(frozen=True)
+class Unit:
+    """One independent piece of the grid: all ``arms`` (those not finished yet) of one (task, seed, size)."""
+
+    task: str
+    seed: int
+    size: int
+    arms: tuple[str, ...]
+
+
+@dataclass
+class UnitContext:
+    """Everything a unit reads, and nothing more (picklable: a worker process may receive it by ``spawn``)."""
+
+    cfg: GuidedDropoutConfig
+    key: str
+    ckpt: Path
+    pad_token_id: int | None
+    n_labels: dict[str, int]
+    guided: Any
+    scores: dict[str, torch.Tensor]
+    data: dict[str, tuple[Any, Any]]
+
+
+def unit_context(cfg: GuidedDropoutConfig, st: Setup, key: str, data: dict[str, tuple[Any, Any]]) -> UnitContext:
+    """The units' shared inputs from stage 1 (the MLM model itself stays behind)."""
+    return UnitContext(cfg, key, st.ckpt, st.target.tokenizer.pad_token_id, {t.name: len(t.classes) for t in st.tasks},
+                       st.guided, dict(st.F.scores), data)
+
+
+def train_unit(ctx: UnitContext, unit: Unit, emit: Callable[[dict[str, Any]], None]) -> None:
+    """Train ``unit``'s arms one after another, paired, handing each finished run's row to ``emit``.
+
+    The same numbers in any process and in any order of units: the classifier, its head and every
+    random stream are seeded from (seed, size) alone."""
+    cfg = ctx.cfg
+    pool, test = ctx.data[unit.task]
+    clf = _classifier(ctx.ckpt, ctx.pad_token_id, ctx.n_labels[unit.task], unit.seed)
     init = {k: v.detach().clone() for k, v in clf.state_dict().items()}
-    rates = arms.seed_rates(clf, st.guided, cfg.pretrain_rate, [seed])
-    fw = fisher_weights(st.F.scores, init)
+    rates = arms.seed_rates(clf, ctx.guided, cfg.pretrain_rate, [unit.seed])
+    fw = fisher_weights(ctx.scores, init)
     n_val = cfg.val_size if cfg.recipe == "select" else 0
-    for size in cfg.sizes:
-        tr_idx, va_idx = sample_split(pool.tensors["labels"], size, seed, n_val)
-        train, val = pool.take(tr_idx), pool.take(va_idx) if va_idx else None
-        spec = run_spec(cfg, len(train))
-        for arm_name in cfg.arms:
-            k = (task.name, size, seed, arm_name)
-            if k not in runs.done:
-                arm = arms.arm_for(arm_name, seed, rates, st.guided, cfg.l2_strength)
-                r = train_run(clf, init, arm, train, val, test, spec, seed, fisher_weight=fw)
-                runs.add(k, {"task": task.name, "size": size, "seed": seed, "arm": arm_name, "run_key": runs.key,
-                             "n_train": len(train), "n_val": len(va_idx), "n_test": len(test),
-                             "epochs_run": spec.epochs, "lr": spec.lr, "batch_size": spec.batch_size, **r})
-            runs.bar.update(1)
-    return rates
+    tr_idx, va_idx = sample_split(pool.tensors["labels"], unit.size, unit.seed, n_val)
+    train, val = pool.take(tr_idx), pool.take(va_idx) if va_idx else None
+    spec = run_spec(cfg, len(train))
+    for arm_name in unit.arms:
+        arm = arms.arm_for(arm_name, unit.seed, rates, ctx.guided, cfg.l2_strength)
+        r = train_run(clf, init, arm, train, val, test, spec, unit.seed, fisher_weight=fw)
+        emit({"task": unit.task, "size": unit.size, "seed": unit.seed, "arm": arm_name, "run_key": ctx.key,
+              "n_train": len(train), "n_val": len(va_idx), "n_test": len(test), "epochs_run": spec.epochs,
+              "lr": spec.lr, "batch_size": spec.batch_size, **r})
 
 
-def open_runs(cfg: GuidedDropoutConfig, out: Path, key: str, bar: Any) -> Runs:
-    """``out/runs.jsonl``'s finished runs under settings hash ``key`` (none, and the file removed, without resume)."""
+def rates_record(st: Setup, pretrain_rate: float, seeds: Sequence[int]) -> dict[str, Any]:
+    """The fixed-rate arms' rates on the classifier of the last task (:func:`arms.seed_rates`)."""
+    task = st.tasks[-1]
+    clf = _classifier(st.ckpt, st.target.tokenizer.pad_token_id, len(task.classes), seeds[-1])
+    return arms.seed_rates(clf, st.guided, pretrain_rate, seeds)
+
+
+def open_runs(cfg: GuidedDropoutConfig, out: Path, key: str, bar: Any, started: float | None = None) -> Runs:
+    """``out/runs.jsonl``'s finished runs under settings hash ``key`` (none, and the file removed, without resume);
+    ``started``: the study's start (``time.perf_counter``), for the time estimate."""
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()
     path = out / "runs.jsonl"
     if not cfg.resume and path.exists():
         path.unlink()
-    return Runs(path, key, _read_done(path, key) if cfg.resume else {}, bar)
+    return Runs(path, key, _read_done(path, key) if cfg.resume else {}, bar,
+                started=time.perf_counter() if started is None else started)
 
 
 def encode_tasks(cfg: GuidedDropoutConfig, st: Setup) -> dict[str, tuple[Any, Any]]:
@@ -181,20 +220,18 @@ def encode_tasks(cfg: GuidedDropoutConfig, st: Setup) -> dict[str, tuple[Any, An
                      encode(st.target.tokenizer, t.test, cfg.max_length)) for t in st.tasks}
 
 
-def train_seeds(cfg: GuidedDropoutConfig, st: Setup, runs: Runs, seeds: Sequence[int],
-                data: dict[str, tuple[Any, Any]]) -> dict[str, Any]:
-    """Stage 2 for ``seeds``: every (task, size, seed, arm) run not in ``runs`` yet; returns the last rates' record.
+def units(cfg: GuidedDropoutConfig, st: Setup, runs: Runs, seeds: Sequence[int]) -> list[Unit]:
+    """The units of ``seeds`` with at least one run not in ``runs`` yet, in (task, seed, size) order."""
+    todo = [Unit(t.name, sd, s, tuple(a for a in cfg.arms if (t.name, s, sd, a) not in runs.done))
+            for t in st.tasks for sd in seeds for s in cfg.sizes]
+    return [u for u in todo if u.arms]
 
-    The first (task, seed) unit that computes anything prints the time estimate for the rest."""
-    rates: dict[str, Any] = {}
-    for task in st.tasks:
-        for seed in seeds:
-            t0, n0 = time.perf_counter(), len(runs.seconds)
-            rates = _train_seed(cfg, st, task, seed, data[task.name], runs)
-            if n0 == 0 and runs.seconds:
-                left = sum(1 for k in wanted(cfg, st, seeds) if k not in runs.done)
-                announce(left / len(runs.seconds), time.perf_counter() - t0, "(task, seed) units left")
-    return rates
+
+def unit_cost(cfg: GuidedDropoutConfig, unit: Unit) -> float:
+    """A unit's relative cost: its runs × optimizer steps per run (sizes 64 and 256 differ little under
+    the paper recipe's 60-step floor, but larger sizes or ``select`` do)."""
+    spec = run_spec(cfg, unit.size)
+    return len(unit.arms) * spec.epochs * -(-unit.size // spec.batch_size)
 
 
 def wanted(cfg: GuidedDropoutConfig, st: Setup, seeds: Sequence[int]) -> list[tuple[str, int, int, str]]:

@@ -34,7 +34,8 @@ import torch
 from analyses.cli.config_flags import seed_count
 from analyses.guided_dropout import stats, tasks
 from analyses.guided_dropout.arms import ARM_DEFINITIONS, ARMS, DEFAULT_ARMS
-from analyses.guided_dropout.grid import Runs, Setup, encode_tasks, open_runs, train_seeds, wanted
+from analyses.guided_dropout.grid import Runs, Setup, encode_tasks, open_runs, rates_record, wanted
+from analyses.guided_dropout.pool import default_workers, train_seeds
 from analyses.study import FolderResult, Resume, Study, TextSettings, register, result_settings, setting
 from landscape import dropout, fisher
 
@@ -87,7 +88,11 @@ class GuidedDropoutConfig(TextSettings):
     target_mde: float | None = setting(None, "add seeds until both primary contrasts' MDE (points) is at most this "
                                        "at every size", affects="grid")
     max_seeds: int = setting(40, "most seeds --target-mde may reach", affects="grid")
-    threads: int | None = setting(1, "torch threads (1 is fastest for the small default model)", affects="nothing")
+    threads: int | None = setting(1, "torch threads per process (1 is fastest for the small default model)",
+                                  affects="nothing")
+    workers: int | None = setting(None, "processes training the grid's (task, seed, size) units at once (default: "
+                                  "the usable cores; 1: one after another in this process); same numbers either way",
+                                  affects="nothing")
     seed: int = setting(0, "first seed; also the Fisher mask seed")
     resume: bool = setting(True, "reuse the runs already in --out/runs.jsonl (refused under other settings)",
                            affects="nothing")
@@ -112,6 +117,8 @@ class GuidedDropoutConfig(TextSettings):
         if self.target_mde is not None and (self.target_mde <= 0 or self.max_seeds < len(self.seeds)):
             raise ValueError(f"--target-mde must be positive and --max-seeds ({self.max_seeds}) at least the initial "
                              f"seeds ({len(self.seeds)}).")
+        if self.workers is not None and self.workers < 1:
+            raise ValueError(f"--workers must be at least 1 (1: no worker processes), got {self.workers}.")
         if self.equivalence_margin <= 0:
             raise ValueError(f"--equivalence-margin must be positive (points), got {self.equivalence_margin}.")
 
@@ -226,23 +233,34 @@ def _summary(cfg: GuidedDropoutConfig, st: Setup, runs: Runs, seeds: list[int]) 
     return stats.summarize(done, margin=cfg.equivalence_margin / 100)
 
 
+def n_workers(cfg: GuidedDropoutConfig) -> int:
+    """``cfg.workers``, or the usable cores (:func:`.pool.default_workers`)."""
+    return cfg.workers or default_workers()
+
+
 def add_seeds_to_power(cfg: GuidedDropoutConfig, st: Setup, runs: Runs, data: dict[str, Any],
                        seeds: list[int]) -> tuple[list[int], dict[str, Any]]:
     """Sequential seeds: while a primary contrast's MDE exceeds ``cfg.target_mde`` at some task and size,
-    train one more seed (resumed from ``runs.jsonl`` where already there), up to ``cfg.max_seeds``.
+    train more seeds (resumed from ``runs.jsonl`` where already there), up to ``cfg.max_seeds``.
 
-    The stopping rule reads only the paired SDs (through the MDE), never the differences, so it
-    does not steer the tests' outcome. Returns the seeds used and the power record."""
+    A step adds one seed, or as many as keep every worker busy where one seed has fewer (task,
+    size) units than workers (ceil(workers / units per seed)); it may then overshoot the sequential
+    stopping point by the step's extra seeds. The stopping rule reads only the paired SDs (through
+    the MDE), never the differences, so it does not steer the tests' outcome. Returns the seeds
+    used and the power record."""
     assert cfg.target_mde is not None
     target = cfg.target_mde / 100
+    workers = n_workers(cfg)
+    step = -(-workers // (len(st.tasks) * len(cfg.sizes)))
     status = stats.power_status(_summary(cfg, st, runs, seeds), target)
     while not status["met"] and len(seeds) < cfg.max_seeds:
-        seeds.append(seeds[-1] + 1)
-        runs.bar.total += len(st.tasks) * len(cfg.sizes) * len(cfg.arms)
-        train_seeds(cfg, st, runs, [seeds[-1]], data)
+        new = [seeds[-1] + 1 + i for i in range(min(step, cfg.max_seeds - len(seeds)))]
+        seeds.extend(new)
+        runs.bar.total += len(new) * len(st.tasks) * len(cfg.sizes) * len(cfg.arms)
+        train_seeds(cfg, st, runs, new, data, workers)
         status = stats.power_status(_summary(cfg, st, runs, seeds), target)
     outcome = "target met" if status["met"] else f"cap of {cfg.max_seeds} seeds reached before the target"
-    return seeds, {**status, "sequential": True, "outcome": outcome, "n_seeds": len(seeds)}
+    return seeds, {**status, "sequential": True, "seeds_per_step": step, "outcome": outcome, "n_seeds": len(seeds)}
 
 
 def _power(cfg: GuidedDropoutConfig, summary: dict[str, Any]) -> dict[str, Any]:
@@ -251,21 +269,22 @@ def _power(cfg: GuidedDropoutConfig, summary: dict[str, Any]) -> dict[str, Any]:
     return {**status, "sequential": False, "outcome": "fixed seeds", "n_seeds": len(cfg.seeds)}
 
 
-def _train(cfg: GuidedDropoutConfig, st: Setup, out: Path, key: str) -> tuple[Runs, list[int], dict[str, Any],
-                                                                                dict[str, Any]]:
+def _train(cfg: GuidedDropoutConfig, st: Setup, out: Path, key: str, started: float
+           ) -> tuple[Runs, list[int], dict[str, Any], dict[str, Any]]:
     """Stage 2: the initial seeds, then (with ``target_mde``) more seeds to the power target."""
     from tqdm.auto import tqdm
 
     seeds = list(cfg.seeds)
     with tqdm(total=len(wanted(cfg, st, seeds)), desc="guided-dropout runs", disable=not cfg.progress,
               mininterval=1.0) as bar:
-        runs = open_runs(cfg, out, key, bar)
+        runs = open_runs(cfg, out, key, bar, started)
         data = encode_tasks(cfg, st)
-        rates = train_seeds(cfg, st, runs, seeds, data)
+        train_seeds(cfg, st, runs, seeds, data, n_workers(cfg))
         if cfg.target_mde is not None:
             seeds, power = add_seeds_to_power(cfg, st, runs, data, seeds)
         else:
             power = _power(cfg, _summary(cfg, st, runs, seeds))
+    rates = rates_record(st, cfg.pretrain_rate, seeds)
     rates.update(permuted={str(s): dropout.permuted_rates(st.guided.rates, seed=10_000 + s) for s in seeds},
                  score_method=cfg.score_method, mapping=cfg.mapping, p_max=cfg.p_max, p_min=cfg.p_min)
     return runs, seeds, rates, power
@@ -284,7 +303,7 @@ def run(cfg: GuidedDropoutConfig) -> GuidedDropoutResult:
     try:
         record = Resume(out, cfg.resume_settings(), cfg.resume)  # refuses other settings before any computing
         st = _setup(cfg, out)
-        runs, seeds, rates, power = _train(cfg, st, out, record.hash)
+        runs, seeds, rates, power = _train(cfg, st, out, record.hash, t_start)
         done = [runs.done[k] for k in sorted(wanted(cfg, st, seeds))]
         summary = stats.summarize(done, margin=cfg.equivalence_margin / 100)
         timings = {"fisher_s": st.fisher_s, "run_mean_s": sum(runs.seconds) / max(1, len(runs.seconds)),
@@ -296,6 +315,7 @@ def run(cfg: GuidedDropoutConfig) -> GuidedDropoutResult:
             meta={"versions": versions(), "checkpoint": str(st.ckpt), "checkpoint_facts": _checkpoint_facts(st.ckpt),
                   "run_key": runs.key, "runs_total": len(done),
                   "runs_this_call": len(runs.seconds), "timings": timings, "threads": torch.get_num_threads(),
+                  "workers": n_workers(cfg),
                   "recipe": {f"{r['task']} n = {r['size']}": {"lr": r.get("lr"), "batch_size": r.get("batch_size"),
                                                               "epochs": r["epochs_run"], "n_val": r["n_val"]}
                              for r in done},
