@@ -57,6 +57,8 @@ def _init_worker(ctx: UnitContext, threads: int) -> None:
     global _CTX
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles Ctrl-C and terminates us
     signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a forked worker inherits the CLI's raising handler
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})  # blocked by _start
     torch.set_num_threads(threads)
     _CTX = ctx
 
@@ -109,15 +111,30 @@ def run_units(ctx: UnitContext, todo: Sequence[Unit], runs: Runs, workers: int) 
             eta.finished(unit, time.perf_counter() - t0)
         return
     threads = ctx.cfg.threads or max(1, default_workers() // n)
-    pool = mp.get_context(start_method()).Pool(n, initializer=_init_worker, initargs=(ctx, threads))
+    pool = None
     try:
+        pool = _start(n, ctx, threads)
         _drain(pool, list(todo), runs, eta, n)
         pool.close()
     except BaseException:
-        pool.terminate()  # Ctrl-C or an error: the running units stop, no worker outlives us
+        if pool is not None:
+            pool.terminate()  # Ctrl-C or an error: the running units stop, no worker outlives us
         raise
     finally:
-        pool.join()
+        if pool is not None:
+            pool.join()
+
+
+def _start(n: int, ctx: UnitContext, threads: int) -> Any:
+    """A pool of ``n`` workers, started with SIGINT and SIGTERM blocked, so that a worker sees them only
+    once :func:`_init_worker` has set its own handlers (no traceback from a worker still starting)."""
+    sigs = {signal.SIGINT, signal.SIGTERM}
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, sigs) if hasattr(signal, "pthread_sigmask") else None
+    try:
+        return mp.get_context(start_method()).Pool(n, initializer=_init_worker, initargs=(ctx, threads))
+    finally:
+        if mask is not None:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def _drain(pool: Any, todo: list[Unit], runs: Runs, eta: _Eta, n: int) -> None:

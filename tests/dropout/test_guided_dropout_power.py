@@ -53,7 +53,8 @@ def expected_seeds(first: int, target: float, cap: int, sd: float, sizes=(8, 12)
 
 def config(files: Path, out: Path, **kw) -> GuidedDropoutConfig:
     kw = {"sizes": (8, 12), "seeds": (0, 1, 2), "arms": ARMS3, "epochs": 1, "min_steps": 1, "batch_size": 4,
-          "fisher_examples": 6, "fisher_batch_size": 3, "max_length": 16, "progress": False, **kw}
+          "fisher_examples": 6, "fisher_batch_size": 3, "max_length": 16, "progress": False,
+          "workers": 2, **kw}  # 2 units per seed keep 2 workers busy: one seed per step, on any machine
     return GuidedDropoutConfig(checkpoint=str(files / "ckpt"), out=str(out), data=str(files / "train.csv"),
                                test_data=str(files / "test.csv"), fisher_texts=str(files / "heldout.txt"), **kw)
 
@@ -80,6 +81,15 @@ def test_sequential_seeds_stop_at_the_cap_and_say_so(files, tmp_path, monkeypatc
     assert res.config["seeds_used"] == [0, 1, 2, 3, 4] and not res.power["met"]
     assert res.power["outcome"] == "cap of 5 seeds reached before the target"
     assert "cap of 5 seeds reached" in (tmp_path / "cap" / "report.md").read_text()
+
+
+def test_more_workers_than_units_per_seed_add_several_seeds_per_step(files, tmp_path, monkeypatch):
+    monkeypatch.setattr(grid, "train_run", stub(0.05))
+    res = run(config(files, tmp_path / "step", target_mde=0.5, max_seeds=6, workers=4))
+    assert res.power["seeds_per_step"] == 2 and res.config["seeds_used"] == [0, 1, 2, 3, 4, 5]
+    assert res.power["outcome"] == "cap of 6 seeds reached before the target"
+    res = run(config(files, tmp_path / "step1", target_mde=0.5, max_seeds=4, workers=4))
+    assert res.config["seeds_used"] == [0, 1, 2, 3]  # the cap cuts a step short
 
 
 def test_fisher_halves_are_disjoint_and_their_ranks_compared():
