@@ -9,7 +9,8 @@ writes ``result.json``, ``runs.jsonl``, ``rates.json``, ``fisher.safetensors``, 
 * :mod:`~analyses.guided_dropout.tasks`: the stdlib-docstring tasks and user CSV/JSONL tasks;
 * :mod:`~analyses.guided_dropout.arms`: the arms, one definition each, and their rates;
 * :mod:`~analyses.guided_dropout.train`: one paired fine-tuning run (paper or select recipe);
-* :mod:`~analyses.guided_dropout.grid`: the grid of paired runs, resumable;
+* :mod:`~analyses.guided_dropout.grid`: the grid of paired runs, resumable, in (task, seed, size) units;
+* :mod:`~analyses.guided_dropout.pool`: the units in ``--workers`` processes, the same numbers;
 * :mod:`~analyses.guided_dropout.stats`: primary contrasts (Holm), MDE, TOST, verdict words;
 * :mod:`~analyses.guided_dropout.stability`: site ranks from two disjoint Fisher halves;
 * :mod:`~analyses.guided_dropout.gallery`: the README's answers from a committed report;

@@ -2,7 +2,9 @@
 
 For every task, seed, training size and arm one run, paired across arms (same examples, order, head
 initialisation and dropout stream start); ``runs.jsonl`` gets one line per finished run, tagged with
-the settings hash, and a resumed study skips the runs already there.
+the settings hash, and a resumed study skips the runs already there. A :class:`Unit` (all arms of
+one task, seed and size) draws everything from its seed and size, so units run in any order and
+process (:mod:`.pool`) with the same numbers.
 """
 
 from __future__ import annotations
@@ -113,8 +115,11 @@ def _classifier(ckpt: Path, pad_token_id: int | None, n_labels: int, seed: int) 
     """A fresh classifier; its new head's initialisation depends on ``seed`` only, so every arm and size shares it."""
     from transformers import AutoModelForSequenceClassification
 
+    from landscape.models.checkpoints import quiet_transformers
+
     torch.manual_seed(seed)
-    clf = AutoModelForSequenceClassification.from_pretrained(ckpt, num_labels=n_labels, local_files_only=True)
+    with quiet_transformers():  # no "Loading weights" bar per unit between the study's lines
+        clf = AutoModelForSequenceClassification.from_pretrained(ckpt, num_labels=n_labels, local_files_only=True)
     if getattr(clf.config, "pad_token_id", None) is None and pad_token_id is not None:
         clf.config.pad_token_id = pad_token_id
     return clf

@@ -13,9 +13,12 @@ Steps (all written to ``out``):
    one line per finished run (:mod:`.grid`), and a rerun skips the runs already there;
    ``settings.json`` records the hash of every setting a run depends on
    (:class:`analyses.study.Resume`): a rerun under other settings is refused, naming them; the grid
-   (tasks, sizes, seeds, arms) may grow. With ``target_mde``, seeds are added one at a time until
-   both primary contrasts' minimum detectable effect is at most the target at every size, or
-   ``max_seeds`` is reached (:func:`add_seeds_to_power`);
+   (tasks, sizes, seeds, arms) may grow. The (task, seed, size) units are independent: ``workers``
+   processes train them at once (default: the usable cores; :mod:`.pool`), with the same numbers
+   as one after another, and ``workers`` is not in the hash, so a run resumes under another count.
+   With ``target_mde``, seeds are added one at a time (more where one seed has fewer units than
+   workers) until both primary contrasts' minimum detectable effect is at most the target at every
+   size, or ``max_seeds`` is reached (:func:`add_seeds_to_power`);
 4. ``result.json`` (:mod:`.stats`: means with 95% intervals, the two primary contrasts with Holm
    p, MDE and TOST, the exploratory ones, verdict words), ``figures/`` and ``report.md``.
 """
@@ -49,7 +52,8 @@ RECIPES = ("paper", "select")
 @dataclass
 class GuidedDropoutConfig(TextSettings):
     """Study settings. The defaults (the topic task, two sizes, five seeds, eight arms, the paper
-    recipe) fit in 8 minutes on 2 quiet CPU cores with the cached default model; flags widen the grid."""
+    recipe) fit in 8 minutes on 2 quiet CPU cores with the cached default model, also one worker
+    at a time (``--workers 1``); flags widen the grid."""
 
     checkpoint: str = setting("default", "local Hugging Face MLM checkpoint directory, or 'default'", positional=True)
     out: str = setting("runs/guided-dropout", "output folder (created if missing)", affects="nothing")
@@ -359,7 +363,8 @@ HELP = "does guided dropout beat the same amount of dropout placed evenly or at 
 DESCRIPTION = ("Does Fisher-guided dropout beat uniform dropout at its mean rate and its permuted control (the two "
                "primary contrasts, Holm-corrected, with minimum detectable effects and TOST equivalence)? Default "
                "settings (the topic task, sizes 64 and 256, 5 seeds, 8 arms, the paper recipe) fit in 8 minutes on "
-               "2 CPU cores; --full adds seeds to a 2-point minimum detectable effect.")
+               "2 CPU cores; --full adds seeds to a 2-point minimum detectable effect; --workers N trains N runs at once "
+               "(default: every usable core), with the same numbers.")
 
 
 register(Study(name="guided-dropout", config=GuidedDropoutConfig, run=run, summary=summary,
