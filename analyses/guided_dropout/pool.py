@@ -4,7 +4,7 @@ size)) trained in worker processes, each with its own torch threads.
 * **Same numbers.** A unit seeds everything it draws from its (seed, size) (:func:`.grid.train_unit`),
   so a row does not depend on the process, the worker count or the order of units; only
   ``seconds`` differs.
-* **Start.** ``fork`` where the platform has it and the parent runs torch on one thread (no OpenMP
+* **Start.** ``fork`` on Linux where the parent runs torch on one thread (no OpenMP
   pool to inherit): the workers get the unit context (:class:`.grid.UnitContext`: tasks, rates,
   Fisher scores, checkpoint path) without pickling, and monkeypatched functions with it.
   Otherwise ``spawn``, with the context pickled once per worker.
@@ -49,8 +49,8 @@ def default_workers() -> int:
 
 
 def start_method() -> str:
-    """``fork`` where available and torch runs on one thread here, else ``spawn``."""
-    return "fork" if "fork" in mp.get_all_start_methods() and torch.get_num_threads() == 1 else "spawn"
+    """``fork`` on Linux while torch runs on one thread here (no OpenMP pool to inherit), else ``spawn``."""
+    return "fork" if sys.platform.startswith("linux") and torch.get_num_threads() == 1 else "spawn"
 
 
 def _init_worker(ctx: UnitContext, threads: int) -> None:

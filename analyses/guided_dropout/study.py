@@ -363,8 +363,8 @@ HELP = "does guided dropout beat the same amount of dropout placed evenly or at 
 DESCRIPTION = ("Does Fisher-guided dropout beat uniform dropout at its mean rate and its permuted control (the two "
                "primary contrasts, Holm-corrected, with minimum detectable effects and TOST equivalence)? Default "
                "settings (the topic task, sizes 64 and 256, 5 seeds, 8 arms, the paper recipe) fit in 8 minutes on "
-               "2 CPU cores; --full adds seeds to a 2-point minimum detectable effect; --workers N trains N runs at "
-               "once (default: every usable core), with the same numbers.")
+               "2 CPU cores; --full adds seeds to a 2-point minimum detectable effect; --workers N trains N (task, "
+               "seed, size) units at once (default: every usable core), with the same numbers.")
 
 
 register(Study(name="guided-dropout", config=GuidedDropoutConfig, run=run, summary=summary,

@@ -133,3 +133,19 @@ def test_ctrl_c_stops_every_worker_quietly_and_keeps_finished_runs(files, tmp_pa
         os.killpg(proc.pid, 0)  # no worker outlived the parent
     done = [json.loads(line) for line in (out / "runs.jsonl").read_text().splitlines()]  # whole lines only
     assert 0 < len(done) < 12 * 2 * 8 and len({r["run_key"] for r in done}) == 1
+
+
+def test_worker_count_is_checked_and_defaults_to_the_usable_cores(files, tmp_path):
+    with pytest.raises(ValueError, match="--workers must be at least 1"):
+        config(files, tmp_path, workers=0)
+    assert pool.default_workers() == len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else True
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert pool.start_method() == ("fork" if sys.platform.startswith("linux") else "spawn")
+        torch.set_num_threads(2)
+        assert pool.start_method() == "spawn"  # a parent with an OpenMP pool never forks
+    finally:
+        torch.set_num_threads(threads)
