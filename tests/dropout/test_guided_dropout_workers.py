@@ -73,15 +73,15 @@ def test_spawned_workers_give_the_same_rows(files, sequential, tmp_path, monkeyp
 
 
 def slow_stub(log: Path, fail: tuple[int, int] | None = None):
-    """A train_run that sleeps 0.3 s, logs (pid, seed, size, start, end), and raises on unit ``fail``."""
+    """A train_run that sleeps 0.4 s, logs (pid, seed, size, start, end), and raises on unit ``fail``."""
     def train_run(model, init, arm, train, val, test, spec, seed, fisher_weight=None):
         if fail == (seed, len(train)):
             raise RuntimeError("unit failed on purpose")
         t0 = time.time()
-        time.sleep(0.3)
+        time.sleep(0.4)
         with open(log, "a") as fh:
             fh.write(json.dumps([os.getpid(), seed, len(train), t0, time.time()]) + "\n")
-        return {"epochs": [], "best_epoch": spec.epochs, "test_acc": 0.5, "test_loss": 1.0, "seconds": 0.3}
+        return {"epochs": [], "best_epoch": spec.epochs, "test_acc": 0.5, "test_loss": 1.0, "seconds": 0.4}
     return train_run
 
 
