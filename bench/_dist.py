@@ -6,10 +6,11 @@ each (``OMP_NUM_THREADS=1``):
 
 * 1 rank: one process (``torchrun --nproc_per_node=1``);
 * 2 ranks: ``torchrun --nproc_per_node=2`` (gloo), the work sharded by the library;
-* the machine's ceiling: two independent plain processes started together, each doing the whole
-  1-rank workload. Their throughput, 2 x (1-rank seconds) / (slower of the pair), is the best any
-  2-rank run can reach on these two cores (shared caches, memory bandwidth, other load), so
-  speed-up / ceiling is the part the library controls.
+* the machine's ceiling: two independent plain processes, their work started together (a file
+  barrier after setup), each doing the whole 1-rank workload. Their throughput,
+  2 x (1-rank seconds) / (slower of the pair), is the best any 2-rank run can reach on these two
+  cores (shared caches, memory bandwidth, other load), so speed-up / ceiling is the part the
+  library controls.
 
 Each worker prints one JSON line (rank 0): ``seconds`` (barrier to barrier), ``cpu`` (each rank's
 CPU seconds inside the interval) and ``own`` (each rank's seconds to its own result, before the
@@ -28,6 +29,19 @@ from typing import Any
 
 import torch
 
+#: Environment variable naming the start-barrier folder of the ceiling pair.
+SYNC = "LANDSCAPE_BENCH_PAIR_SYNC"
+
+
+def _file_barrier(folder: str, parties: int = 2) -> None:
+    """Independent processes (the ceiling pair) start their work together: each leaves a file in
+    ``folder`` and waits for ``parties`` of them."""
+    from pathlib import Path
+
+    Path(folder, str(os.getpid())).touch()
+    while len(list(Path(folder).iterdir())) < parties:
+        time.sleep(0.005)
+
 
 def timed_interval(work: Callable[[], Any]) -> tuple[Any, dict[str, Any] | None]:
     """Run ``work`` between two barriers; (its result, the timing record on rank 0, else None)."""
@@ -36,6 +50,8 @@ def timed_interval(work: Callable[[], Any]) -> tuple[Any, dict[str, Any] | None]
     ctx = util.dist_context()
     if ctx.active:
         torch.distributed.barrier()
+    elif os.environ.get(SYNC):
+        _file_barrier(os.environ[SYNC])
     t0, c0 = time.perf_counter(), time.process_time()
     out = work()
     own, cpu = time.perf_counter() - t0, time.process_time() - c0
@@ -55,9 +71,10 @@ def timed_interval(work: Callable[[], Any]) -> tuple[Any, dict[str, Any] | None]
                  "cpu": [float(p[1]) for p in parts], "threads": torch.get_num_threads()}
 
 
-def _launch(script: str, args: list[str], nproc: int | None) -> subprocess.Popen:
-    """``torchrun`` with ``nproc`` ranks, or (None) a plain process, 1 thread each."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+def _launch(script: str, args: list[str], nproc: int | None, sync: str | None = None) -> subprocess.Popen:
+    """``torchrun`` with ``nproc`` ranks, or (None) a plain process, 1 thread each; ``sync``: the
+    folder of the ceiling pair's start barrier."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **({SYNC: sync} if sync else {})}
     launcher = [sys.executable]
     if nproc is not None:
         launcher += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
@@ -79,8 +96,11 @@ def run(script: str, args: list[str], nproc: int) -> dict[str, Any]:
 
 def ceiling(script: str, args: list[str]) -> dict[str, Any]:
     """Two independent 1-rank runs started together: the slower one's record and both wall times."""
-    procs = [_launch(script, args, None) for _ in range(2)]
-    recs = [_result(p) for p in procs]
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as sync:
+        procs = [_launch(script, args, None, sync) for _ in range(2)]
+        recs = [_result(p) for p in procs]
     return {"seconds": max(r["seconds"] for r in recs), "pair": [r["seconds"] for r in recs]}
 
 
@@ -96,7 +116,8 @@ def compare(script: str, args: list[str], label: str, one: dict[str, Any] | None
     cpu = ", ".join(f"{c:.1f}" for c in two["cpu"])
     own = ", ".join(f"{c:.1f}" for c in two["own"])
     summary = (f"{speed:.2f}× (1 rank {one['seconds']:.1f} s, CPU {one['cpu'][0]:.1f} s; "
-               f"2 ranks {two['seconds']:.1f} s, CPU per rank {cpu} s, each rank done at {own} s; machine ceiling {top:.2f}× from two independent "
-               f"1-rank runs together ({pair['pair'][0]:.1f}, {pair['pair'][1]:.1f} s), so {speed / top:.0%} of it)")
+               f"2 ranks {two['seconds']:.1f} s, CPU per rank {cpu} s, each rank done at {own} s; "
+               f"machine ceiling {top:.2f}× from two independent 1-rank runs together "
+               f"({pair['pair'][0]:.1f}, {pair['pair'][1]:.1f} s), so {speed / top:.0%} of it)")
     print(f"[{label}] {summary}", flush=True)
     return one, two, pair, summary
