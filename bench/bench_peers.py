@@ -21,13 +21,15 @@ Rows (each with its peak RSS growth: ``/proc/self/status`` VmHWM, reset through 
   ``lanczos(max_iter=...)``: its Lanczos runs exactly ``max_iter`` steps (default 2k = 2) and its
   ``tol`` only sets the ``converged`` flags, so ``tol`` cannot make it run longer; ``which="LA"``
   (largest algebraic, as ours and the truth).
-* Trace to 1%: Hutch++ with a matvec budget raised in steps until the RMS relative error over
-  ``--trace-seeds`` seeds, against a long Hutch++ reference on our exact operator (its standard
-  error printed), is at most 1%.
+* Trace to 1%: Hutch++ with a matvec budget raised in steps (30, 90, 270 per run) until the
+  relative spread of ``--trace-seeds`` independent runs (sample standard deviation / |mean|: the
+  RMS error of one run, as both estimators are unbiased; no reference run is precise enough to
+  judge 1% on this Hessian: 60 matvecs gave a 7% standard error) is at most 1%; where no budget
+  gets there, the row lists the spread at each budget, side by side at equal matvecs.
 
 A peer that fails on the stock model records its error as its row, and the same row is retried
 with the math attention backend set by the caller (which ours does for the user). Budgets: the
-full run takes about 10 min on 2 quiet cores; ``--quick`` (4 sequences, small budgets) only checks
+full run takes about 10 min on 2 quiet cores (2 threads; under load give ``--threads 1``); ``--quick`` (4 sequences, small budgets) only checks
 that the script runs.
 """
 
@@ -203,6 +205,7 @@ def drive(settings: Sequence[Any], run: Callable[[Any], tuple[float, int]], targ
     (construction included), until the error is at most ``target``: that first setting is the row;
     if none gets there, the row says so with the best error reached."""
     best: tuple[float, Any, int, float] | None = None
+    tried = []
     for s in settings:
         peak_rss_reset()
         base = peak_rss_mib()
@@ -212,11 +215,11 @@ def drive(settings: Sequence[Any], run: Callable[[Any], tuple[float, int]], targ
         mem = f"peak RSS +{peak_rss_mib() - base:.0f} MiB"
         if err <= target:
             return f"{dt:.2f} s, {n} matvecs (first setting reaching it: {s}; error {err:.1e}; {mem})"
+        tried.append(f"{s}: {err:.1e} ({n} matvecs, {dt:.1f} s)")
         if best is None or err < best[0]:
             best = (err, s, n, dt)
     assert best is not None
-    return (f"never reached {target:.0e}: best error {best[0]:.1e} at {best[1]} ({best[2]} matvecs, {best[3]:.2f} s; "
-            f"tried {', '.join(map(str, settings))})")
+    return f"never reached {target:.0e}: best error {best[0]:.1e} at {best[1]}; tried " + "; ".join(tried)
 
 
 def truth_value(model: Any, batch: dict) -> float:
@@ -263,21 +266,20 @@ def eigen_rows(model: Any, batch: dict, truth: float, quick: bool) -> list[tuple
 
 
 def trace_rows(model: Any, batch: dict, quick: bool, seeds: int) -> list[tuple[str, str]]:
-    """Hutch++ to 1% RMS relative error over ``seeds`` seeds, budget raised in steps (see the module doc)."""
+    """Hutch++ to 1%: the budget raised in steps until the relative spread (sample standard deviation
+    over ``seeds`` independent runs / |mean|: the RMS error of one run, both estimators being unbiased)
+    is at most 1% (see the module doc)."""
+    import numpy as np
+
     from landscape import curvature
 
-    long = 60 if quick else 600
-    ref = curvature.trace(ours(model, batch, "double_backward"), num_matvecs=long, method="hutch++", seed=1000,
-                          progress=False)
-    label = f"reference: Hutch++ {long} matvecs, {ref.estimate:.4g} ± {ref.stderr / abs(ref.estimate) * 100:.2f}%"
-
-    def rms(ests: list[float]) -> float:
-        return float(sum(((e - ref.estimate) / ref.estimate) ** 2 for e in ests) / len(ests)) ** 0.5
+    def spread(ests: list[float]) -> float:
+        return float(np.std(ests, ddof=1) / abs(np.mean(ests)))
 
     def mine(budget: int) -> tuple[float, int]:
         ests = [curvature.trace(ours(model, batch, "double_backward"), num_matvecs=budget, method="hutch++",
                                 seed=s, progress=False).estimate for s in range(seeds)]
-        return rms(ests), budget // 3 * 3
+        return spread(ests), budget // 3 * 3
 
     def theirs(budget: int) -> tuple[float, int]:
         import hessian_eigenthings as he
@@ -287,10 +289,10 @@ def trace_rows(model: Any, batch: dict, quick: bool, seeds: int) -> list[tuple[s
             op = counting(eigenthings(model, batch, "autograd"))
             ests.append(float(he.trace(op, num_matvecs=budget, method="hutch++", seed=s).estimate))
             n = op.n_counted
-        return rms(ests), n
+        return spread(ests), n
 
-    budgets = (9, 18) if quick else (30, 60, 120, 240)
-    name = f"Hutch++ trace to 1% (RMS over {seeds} seeds; {label}; wall for all seeds)"
+    budgets = (9, 18) if quick else (30, 90, 270)
+    name = f"Hutch++ trace to 1% (spread of {seeds} seeded runs; matvecs per run; wall for all {seeds})"
     return [*attempts(f"ours: {name}", lambda: drive(budgets, mine, 0.01)),
             *attempts(f"eigenthings autograd: {name}", lambda: drive(budgets, theirs, 0.01))]
 
@@ -306,14 +308,19 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="a tiny batch and small budgets (checks that it runs)")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--trace-seeds", type=int, default=None, help="seeds per trace budget (default 2; quick 1)")
+    ap.add_argument("--trace-seeds", type=int, default=3, help="independent runs per trace budget (at least 2)")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's; under load use 1: "
+                    "a 2-thread product waits on a descheduled thread, 10-60x slower)")
     a = ap.parse_args()
     import _report
+
+    if a.threads:
+        torch.set_num_threads(a.threads)
 
     t_start = time.perf_counter()
     print(f"{_report.machine()}; load average before: {_report.load_average()}", flush=True)
     model, batch, params = setup(a.quick)
-    seeds = a.trace_seeds or (1 if a.quick else 2)
+    seeds = max(2, a.trace_seeds)
     rows: list[str] = []
     tokens = f"{batch['input_ids'].shape[0]}x{batch['input_ids'].shape[1]}"
     sections: list[tuple[str, Callable[[], list[tuple[str, str]]]]] = [
