@@ -5,7 +5,9 @@ Measured side by side in one run:
   2. vmap Fisher vs the floor: batched forward+backward passes over the same examples and
      batches (target: <= 2x the floor);
   3. peak extra memory of the pass for two chunk sizes (fresh process each; VmHWM - VmRSS);
-  4. torchrun 2 ranks x 1 thread vs 1 rank x 1 thread (target: speed-up >= 1.7x) on a workload of
+  4. torchrun 2 ranks x 1 thread vs 1 rank x 1 thread (target: speed-up >= 1.8x), timed from a
+     barrier after setup to a barrier after the result, with each rank's CPU seconds and the
+     machine's ceiling (two independent 1-rank runs together; bench/_dist.py), on a workload of
      at least 20 s single-process: ``--dist-examples auto`` (default) sizes it from the 1-thread
      vmap time per example measured in 1. (aiming at 25 s) and, if the 1-rank run still falls
      short, rescales from that run's own time (at most twice); or give a number of sequences.
@@ -16,7 +18,7 @@ Run:  python bench/bench_fisher.py [--config small|fixture] [--examples 64] [--r
 Times are the best of ``--repeats`` runs after a warm-up. Ends with ready-to-paste Markdown rows
 (``--rows FILE`` appends them to FILE). ``--quick`` (fixture config, 16 sequences, 1 repeat, a
 ~2 s torchrun workload) only checks the script; the table's rows come from ``--config small``
-(the default; about 3 min on a quiet 2-core machine, most of it the two torchrun runs).
+(the default; about 3 min on a quiet 2-core machine, most of it the torchrun runs).
 """
 
 from __future__ import annotations
@@ -99,20 +101,17 @@ def memory_child(n: int, chunk: int) -> None:
 
 
 def dist_worker(n: int, chunk: int) -> None:
+    """Run under torchrun (or alone): the Fisher pass between two barriers (``_dist.timed_interval``)."""
+    import _dist
+
     torch.set_num_threads(1)
     ctx = util.dist_context()
     model, obj, data = build(n)
     fisher_pass(model, obj, data[:1], "vmap", chunk)  # warm-up
-    if ctx.active:
-        torch.distributed.barrier()
-    t, c = time.perf_counter(), time.process_time()
-    fisher.diagonal(model, obj, data, chunk_size=chunk, progress=False, convergence=False, distributed=ctx.active)
-    dt = torch.tensor([time.perf_counter() - t, time.process_time() - c], dtype=torch.float64)
-    if ctx.active:
-        torch.distributed.all_reduce(dt, op=torch.distributed.ReduceOp.MAX)
-        torch.distributed.destroy_process_group()
-    if ctx.is_main:
-        print(json.dumps({"world": ctx.world_size, "seconds": float(dt[0]), "cpu_seconds": float(dt[1])}))
+    _, rec = _dist.timed_interval(lambda: fisher.diagonal(model, obj, data, chunk_size=chunk, progress=False,
+                                                          convergence=False, distributed=ctx.active))
+    if rec is not None:
+        print(json.dumps(rec), flush=True)
 
 
 def run_child(args: list[str], torchrun: int | None = None) -> dict:
@@ -122,6 +121,28 @@ def run_child(args: list[str], torchrun: int | None = None) -> dict:
     if proc.returncode != 0:
         raise RuntimeError(proc.stderr[-2000:])
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def dist_row(a: argparse.Namespace, n: int, cmd: str) -> str:
+    """Section 4: 1 rank, 2 ranks and the machine's ceiling (``_dist.compare``) on ``n`` sequences (``auto``:
+    rescaled from the 1-rank run until it takes at least 0.8 x ``--dist-seconds``)."""
+    import _dist
+
+    def args(n: int) -> list[str]:
+        return ["--config", a.config, "--examples", str(n), "--chunk", str(a.chunk), "--dist-worker"]
+
+    one = None
+    for _ in range(3 if a.dist_examples == "auto" else 0):
+        one = _dist.run(__file__, args(n), 1)
+        if one["seconds"] >= 0.8 * a.dist_seconds:
+            break
+        n, one = max(16, int(-(-n * a.dist_seconds / one["seconds"] // 16)) * 16), None
+        print(f"  1 rank took below {0.8 * a.dist_seconds:.0f} s: resized to {n} sequences", flush=True)
+    one, two, _, summary = _dist.compare(__file__, args(n), f"4: Fisher, {a.config} BERT, {n} sequences", one)
+    speed, big = one["seconds"] / two["seconds"], one["seconds"] >= 20
+    return _report.row(f"torchrun 2 ranks vs 1 (1 thread each, barrier to barrier), Fisher, {a.config} BERT, "
+                       f"{n} sequences", summary + ("" if big else "; workload under 20 s"),
+                       "≥ 1.8× on a workload ≥ 20 s", speed >= 1.8 and big, cmd)
 
 
 def main() -> None:
@@ -185,26 +206,7 @@ def main() -> None:
                   "per sequence above)", flush=True)
         else:
             n = int(a.dist_examples)
-        dist_args = ["--config", a.config, "--examples", str(n), "--chunk", str(a.chunk), "--dist-worker"]
-        one = run_child(dist_args, torchrun=1)
-        for _ in range(2):  # the estimate carries the small run's fixed costs: rescale from the 1-rank time itself
-            if a.dist_examples != "auto" or one["seconds"] >= 0.8 * a.dist_seconds:
-                break
-            n = max(16, int(-(-n * a.dist_seconds / one["seconds"] // 16)) * 16)
-            print(f"  1 rank took {one['seconds']:.1f} s: resized to {n} sequences", flush=True)
-            dist_args[3] = str(n)
-            one = run_child(dist_args, torchrun=1)
-        two = run_child(dist_args, torchrun=2)
-        speed = one["seconds"] / two["seconds"]
-        print(f"torchrun 1 rank x 1 thread {one['seconds']:7.3f} s; 2 ranks x 1 thread {two['seconds']:7.3f} s; "
-              f"speed-up = {speed:4.2f}x (target >= 1.7)")
-        print(f"  CPU time of the slowest rank: 1 rank {one['cpu_seconds']:7.3f} s; 2 ranks {two['cpu_seconds']:7.3f} s; "
-              f"ratio = {one['cpu_seconds'] / two['cpu_seconds']:4.2f}x (the speed-up on idle cores)")
-        big = one["seconds"] >= 20
-        rows.append(_report.row(f"torchrun 2 ranks vs 1 (1 thread each), Fisher, {a.config} BERT, {n} sequences",
-                                f"{speed:.2f}× (1 rank {one['seconds']:.1f} s, 2 ranks {two['seconds']:.1f} s"
-                                + ("" if big else "; workload under 20 s") + ")", "≥ 1.7× on a workload ≥ 20 s",
-                                speed >= 1.7 and big, cmd))
+        rows.append(dist_row(a, n, cmd))
     _report.print_table(rows)
     if a.rows:
         _report.append_rows(a.rows, rows)

@@ -9,7 +9,9 @@
    ``Loss``-like metric (grad on, the model's mode as left; reported); and the weight drift each leaves;
 3. batched (vmap, batch_points=k) against one point at a time, and what ``batch_points="auto"``
    picks, on a small MLP (where batching pays) and on the tiny BERT;
-4. torchrun 2 ranks x 1 thread against 1 rank x 1 thread, tiny BERT on a 21x21 grid, with the data
+4. torchrun 2 ranks x 1 thread against 1 rank x 1 thread (target >= 1.8x), timed from a barrier after
+   setup to a barrier after the result, with each rank's CPU seconds and the machine's ceiling (two
+   independent 1-rank runs together; bench/_dist.py); tiny BERT on a 21x21 grid, with the data
    sized so that the 1-rank scan takes at least 20 s (``--dist-batches auto``: estimated from part 1,
    or a quick measurement, then rescaled from the 1-rank run itself; or give a number of batches).
 
@@ -22,9 +24,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -221,32 +221,31 @@ def batched(n, repeats, rows, cmd):
 
 
 def dist_worker(n_batches: int, grid: int) -> None:
-    """Run under torchrun: the scan alone, timed; rank 0 prints one JSON line."""
-    ctx = util.dist_context()
+    """Run under torchrun (or alone): the scan between two barriers (``_dist.timed_interval``); rank 0
+    prints one JSON line."""
+    import _dist
+
+    util.dist_context()
     model, data, obj = bert_setup(n_batches)
     d1, d2 = directions.random(model, seed=0), directions.random(model, seed=1)
     xs = np.linspace(-1, 1, grid)
-    if ctx.active:
-        torch.distributed.barrier()
-    t0 = time.perf_counter()
-    res = scans.scan_2d(model, obj, data, d1, d2, xs, xs, progress=False)
-    elapsed = time.perf_counter() - t0
-    if ctx.is_main:
-        print(json.dumps({"seconds": elapsed, "world_size": ctx.world_size, "threads": torch.get_num_threads(),
-                          "batch_points": res.meta.get("batch_points")}), flush=True)
+    res, rec = _dist.timed_interval(lambda: scans.scan_2d(model, obj, data, d1, d2, xs, xs, progress=False))
+    if rec is not None:
+        print(json.dumps({**rec, "batch_points": res.meta.get("batch_points"),
+                          "points_per_rank": res.meta.get("points_per_rank")}), flush=True)
 
 
 def run_dist(nproc: int, n_batches: int, grid: int) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}", __file__,
-           "--dist-worker", "--dist-batches", str(n_batches), "--grid", str(grid)]
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=1800, check=False)
-    if r.returncode != 0:
-        raise RuntimeError(r.stderr[-2000:])
-    return json.loads(r.stdout.strip().splitlines()[-1])
+    """One torchrun of the scan worker with ``nproc`` ranks: its JSON record."""
+    import _dist
+
+    return _dist.run(__file__, ["--dist-worker", "--dist-batches", str(n_batches), "--grid", str(grid)], nproc)
 
 
 def distributed(grid, dist_batches, target_s, per_point, rows, cmd):
+    """1 rank, 2 ranks and the machine's ceiling (``_dist.compare``) on a workload of ≥ ``target_s``."""
+    import _dist
+
     if dist_batches == "auto":
         if per_point is None:  # a quick measurement: one small scan at the default data size (4 batches)
             model, data, obj = bert_setup()
@@ -260,25 +259,22 @@ def distributed(grid, dist_batches, target_s, per_point, rows, cmd):
         n = max(1, int(np.ceil(target_s / (grid * grid * per_batch_point))))
         print(f"[4] torchrun workload: {n} batches of 8x32 on a {grid}x{grid} grid (~{n * grid * grid * per_batch_point:.0f} s "
               "single-process, estimated)", flush=True)
+        for _ in range(2):  # the estimate is rough: rescale from a 1-rank run itself (kept when big enough)
+            first = run_dist(1, n, grid)
+            if first["seconds"] >= 0.8 * target_s:
+                break
+            n, first = max(n + 1, int(np.ceil(n * target_s / first["seconds"]))), None
+            print(f"    1 rank took below {0.8 * target_s:.0f} s: resized to {n} batches", flush=True)
     else:
-        n = int(dist_batches)
-    one = run_dist(1, n, grid)
-    for _ in range(2):  # the estimate is rough: rescale from the 1-rank time itself
-        if dist_batches != "auto" or one["seconds"] >= 0.8 * target_s:
-            break
-        n = max(n + 1, int(np.ceil(n * target_s / one["seconds"])))
-        print(f"    1 rank took {one['seconds']:.1f} s: resized to {n} batches", flush=True)
-        one = run_dist(1, n, grid)
-    two = run_dist(2, n, grid)
-    speed = one["seconds"] / two["seconds"]
-    print(f"[4] torchrun, {BERT_LABEL}, {n} batches of 8x32, {grid}x{grid} grid, 1 thread per rank: 1 rank "
-          f"{one['seconds']:.2f} s, 2 ranks {two['seconds']:.2f} s -> speed-up {speed:.2f}x (scan time inside the workers; "
-          f"batch_points {one['batch_points']} / {two['batch_points']})", flush=True)
-    big = one["seconds"] >= 20
-    rows.append(_report.row(f"torchrun 2 ranks vs 1 (1 thread each), scan, {BERT_LABEL}, {n} batches of 8x32, {grid}×{grid}",
-                            f"{speed:.2f}× (1 rank {one['seconds']:.1f} s, 2 ranks {two['seconds']:.1f} s"
-                            + ("" if big else "; workload under 20 s") + ")", "≥ 1.7× on a workload ≥ 20 s",
-                            speed >= 1.7 and big, cmd))
+        n, first = int(dist_batches), None
+    args = ["--dist-worker", "--dist-batches", str(n), "--grid", str(grid)]
+    one, two, _, summary = _dist.compare(__file__, args, f"4: scan, {n} batches of 8x32, {grid}x{grid}", first)
+    speed, big = one["seconds"] / two["seconds"], one["seconds"] >= 20
+    picks = f"batch_points {one['batch_points']} / {two['batch_points']}"
+    rows.append(_report.row(f"torchrun 2 ranks vs 1 (1 thread each, barrier to barrier), scan, {BERT_LABEL}, "
+                            f"{n} batches of 8x32, {grid}×{grid}, {picks}",
+                            summary + ("" if big else "; workload under 20 s"), "≥ 1.8× on a workload ≥ 20 s",
+                            speed >= 1.8 and big, cmd))
     return one, two
 
 
