@@ -142,7 +142,8 @@ def test_default_schedule_overhead_within_budget_and_values_match_dense(tmp_path
     from references import per_example_grads
 
     model = make_tiny_bert(hidden=4, layers=1, attn_implementation="eager")  # ~550 parameters: dense H is cheap
-    trainer = _trainer(model, tmp_path, steps=170, batch=16)
+    steps = 180  # the first (random-start) Lanczos runs all 10 products, so a second measurement fits from ~175
+    trainer = _trainer(model, tmp_path, steps=steps, batch=16)
     probe = make_mlm_batches(n_batches=1, batch_size=2, seed=5)  # 2 probe examples: a step is 8 probe gradients
     tracker = CurvatureTracker(model, mlm_objective(), probe, path=tmp_path / "c.jsonl")  # every default setting
     snapshots: dict[int, dict[str, torch.Tensor]] = {}
@@ -163,7 +164,7 @@ def test_default_schedule_overhead_within_budget_and_values_match_dense(tmp_path
     for r in rows:
         assert r["training_gradients"] == r["step"] * g and r["cost_gradients"] <= c_max
         assert r["overhead"] == pytest.approx(r["total_cost_gradients"] / r["training_gradients"]) and r["overhead"] <= 0.1
-    assert sum(r["cost_gradients"] for r in rows) / (170 * g) <= 0.10
+    assert sum(r["cost_gradients"] for r in rows) / (steps * g) <= 0.10
     assert rows[1]["eig_warm_start"] and rows[1]["cost_gradients"] < c_max
     logged = [h for h in trainer.state.log_history if "curvature/overhead" in h]
     assert [h["curvature/overhead"] for h in logged] == pytest.approx([r["overhead"] for r in rows])
