@@ -54,9 +54,9 @@ class DefaultModelConfig(PretrainRecipe):
     steps, batch size, learning rate, ...), the architecture and the corpus.
 
     The defaults were tuned on a 2-core CPU, where dropout 0.1 (as BERT) costs about 25 % more per
-    step: 1,500 steps at lr 5e-3, about 3.5 minutes of pretraining when quiet, reach a held-out
-    masked-LM loss 1.85 nats below the unigram-entropy baseline (4.24 against 6.09). Short rows
-    (64 tokens) gave the best loss per second (see BENCHMARKS.md).
+    step: 1,150 steps at lr 5e-3, 216 s of pretraining when quiet (3 min 54 s for the whole build),
+    reach a held-out masked-LM loss 1.57 nats below the unigram baseline (4.52 against 6.09).
+    Short rows (64 tokens) gave the best loss per second (see BENCHMARKS.md).
     """
 
     vocab_size: int = 2048
