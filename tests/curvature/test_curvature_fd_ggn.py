@@ -250,7 +250,9 @@ def test_fd_on_the_default_model_sits_on_the_float32_gradient_floor():
     assert errs["richardson h=1"] < 2e-4  # 8.0e-5
     exact = curvature.HessianOperator(model, obj, data, mode="double_backward")
     rich = curvature.HessianOperator(model, obj, data, mode="finite_difference", richardson=True)
+    plain = curvature.HessianOperator(model, obj, data, mode="finite_difference")
     top_exact = curvature.top_eigenvalues(exact, k=1, tol=1e-4).values[0]
-    top_fd = curvature.top_eigenvalues(rich, k=1, tol=1e-4).values[0]
-    assert abs(top_fd - top_exact) <= 1e-2 * abs(top_exact)
+    for op in (rich, plain):  # issue 19's target, 1e-3; measured 2.0e-5 (Richardson) and 8.6e-5 (plain)
+        top_fd = curvature.top_eigenvalues(op, k=1, tol=1e-4).values[0]
+        assert abs(top_fd - top_exact) <= 1e-3 * abs(top_exact)
     assert util.weights_fingerprint(model) == before
