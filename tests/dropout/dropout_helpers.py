@@ -105,3 +105,13 @@ def write_labelled(path: Path, n: int, seed: int = 0, labels=("a", "b", "c"), pa
             w.writeheader()
             w.writerows(rows)
     return path
+
+
+def study_files(root: Path) -> Path:
+    """A guided-dropout study's inputs under ``root``: a saved BERT ``ckpt``, labelled ``train.csv``
+    (60 rows) and ``test.csv`` (24), and ``heldout.txt`` (12 lines) for the MLM Fisher."""
+    save_checkpoint(root / "ckpt")
+    write_labelled(root / "train.csv", 60)
+    write_labelled(root / "test.csv", 24, seed=1)
+    (root / "heldout.txt").write_text("\n".join(texts(12, seed=5)))
+    return root

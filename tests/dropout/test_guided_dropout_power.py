@@ -7,7 +7,7 @@ import random
 from pathlib import Path
 
 import pytest
-from dropout_helpers import make_model, save_checkpoint, texts, token_batches, write_labelled
+from dropout_helpers import make_model, study_files, token_batches
 
 from analyses.guided_dropout import GuidedDropoutConfig, gallery, grid, run, stats
 from analyses.guided_dropout.stability import disjoint_halves, split_half_stability
@@ -18,12 +18,7 @@ ARMS3 = ("guided", "uniform", "permuted")
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    root = tmp_path_factory.mktemp("power")
-    save_checkpoint(root / "ckpt")
-    write_labelled(root / "train.csv", 60)
-    write_labelled(root / "test.csv", 24, seed=1)
-    (root / "heldout.txt").write_text("\n".join(texts(12, seed=5)))
-    return root
+    return study_files(tmp_path_factory.mktemp("power"))
 
 
 def accuracy(arm: str, seed: int, size: int, sd: float) -> float:

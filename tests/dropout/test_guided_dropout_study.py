@@ -8,7 +8,7 @@ import random
 from pathlib import Path
 
 import pytest
-from dropout_helpers import VOCAB, make_model, make_tokenizer, save_checkpoint, texts, write_labelled
+from dropout_helpers import VOCAB, make_model, make_tokenizer, study_files, write_labelled
 
 from analyses.cli import main
 from analyses.guided_dropout import DEFAULT_ARMS, GuidedDropoutConfig, run, tasks
@@ -19,12 +19,7 @@ TINY = dict(sizes=(8, 12), seeds=(0, 1), epochs=1, min_steps=2, batch_size=4, fi
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp("gd")
-    save_checkpoint(root / "ckpt")
-    write_labelled(root / "train.csv", 60)
-    write_labelled(root / "test.csv", 24, seed=1)
-    (root / "heldout.txt").write_text("\n".join(texts(12, seed=5)))
-    return root
+    return study_files(tmp_path_factory.mktemp("gd"))
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from dropout_helpers import save_checkpoint, texts, write_labelled
+from dropout_helpers import study_files
 
 from analyses.guided_dropout import GuidedDropoutConfig, grid, pool, run
 
@@ -23,12 +23,7 @@ fork_only = pytest.mark.skipif(sys.platform != "linux", reason="the stubs reach 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    root = tmp_path_factory.mktemp("workers")
-    save_checkpoint(root / "ckpt")
-    write_labelled(root / "train.csv", 60)
-    write_labelled(root / "test.csv", 24, seed=1)
-    (root / "heldout.txt").write_text("\n".join(texts(12, seed=5)))
-    return root
+    return study_files(tmp_path_factory.mktemp("workers"))
 
 
 def config(files: Path, out: Path, **kw) -> GuidedDropoutConfig:
