@@ -12,9 +12,8 @@ directory and renamed into place, so an interrupted build leaves nothing behind.
 
 Builds run in a child process with ``OMP_WAIT_POLICY=PASSIVE``: with the default
 (spinning) OpenMP waits, two torch threads sharing two cores with any other busy
-process ran pretraining 5-25x slower (a 2.5-minute build took 12 minutes).
-
-The pretraining loop itself is :mod:`landscape.models.pretraining`.
+process ran pretraining 5-25x slower (a 2.5-minute build took 12 minutes). The
+pretraining loop itself is :mod:`landscape.models.pretraining`.
 """
 
 from __future__ import annotations
@@ -264,16 +263,18 @@ def _build(cfg: DefaultModelConfig, docs: list[corpus.Document], chash: str, fin
     (``replace``: swap out an existing entry)."""
     from safetensors.torch import save_file
 
+    from landscape.models.checkpoints import quiet_transformers
+
     t_build = time.perf_counter()
     t = _train(cfg, docs, progress)
     final.parent.mkdir(parents=True, exist_ok=True)
     _sweep_leftovers(final.parent)
-    tmp = final.parent / f".tmp-{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    stale = tmp
+    tmp = stale = final.parent / f".tmp-{final.name}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         tmp.mkdir()
         loss = heldout_loss(DefaultModel(t.model, t.tok, tmp, {}, _train=t.train, _heldout=t.heldout))
-        t.model.save_pretrained(tmp, safe_serialization=True)
+        with quiet_transformers():  # no "Writing model shards" bar between our lines
+            t.model.save_pretrained(tmp, safe_serialization=True)
         t.tok.save_pretrained(tmp)
         save_file(t.train, str(tmp / "train.safetensors"))
         save_file(t.heldout, str(tmp / "heldout.safetensors"))
